@@ -1,0 +1,51 @@
+// minitrax/core/error.hpp: the exception types every floor throws.
+//
+// Every error says what went wrong in words a user can act on: the op or layer,
+// what was expected and what was found. Nothing in minitrax reports an error by
+// printing and carrying on.
+#pragma once
+
+#include <stdexcept>
+#include <string>
+
+namespace minitrax::core {
+
+/// Base of all minitrax errors.
+class Error : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+/// Shapes that do not fit an op: the message names the op and both shapes.
+class ShapeError : public Error {
+ public:
+  using Error::Error;
+};
+
+/// An element type the op does not accept (for example an int tensor given to exp).
+class DTypeError : public Error {
+ public:
+  using Error::Error;
+};
+
+/// A bad argument value (negative axis out of range, zero buckets, ...).
+class ValueError : public Error {
+ public:
+  using Error::Error;
+};
+
+/// A file that cannot be read or written, is truncated, or is not what it claims.
+class FileError : public Error {
+ public:
+  using Error::Error;
+};
+
+}  // namespace minitrax::core
+
+namespace minitrax {
+using core::DTypeError;
+using core::Error;
+using core::FileError;
+using core::ShapeError;
+using core::ValueError;
+}  // namespace minitrax

@@ -1,0 +1,210 @@
+// minitrax/core/tensor.hpp: the n-dimensional array every floor passes around.
+//
+// A Tensor is a contiguous, row-major block of float32, float64, int32 or int64
+// values with a shape. Its storage is an xtensor container (xt::uvector with an
+// aligned allocator, see tensor.cpp); core/xt.hpp turns a Tensor into an xtensor
+// expression for element-wise work. This header does not include xtensor, so code
+// that only moves tensors around compiles quickly.
+//
+// Copying a Tensor is cheap: copies share one buffer, as torch::Tensor and
+// numpy views do. `clone()` makes an independent copy. The autodiff tape relies on
+// this: a node keeps the tensors its VJP reads without duplicating their memory.
+// Ops never write into their inputs; code that writes through `data<T>()` must own
+// the buffer (a fresh result of `empty`, `zeros`, `clone`, ...).
+//
+// The element type is a run-time property (`dtype()`), not a template parameter.
+// Why: layers and models stay ordinary classes compiled once, yet the same model
+// can be cast to float64 for gradient checks (see docs/architecture.md).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <initializer_list>
+#include <iosfwd>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "core/error.hpp"
+
+namespace minitrax::core {
+
+/// Element types a Tensor can hold.
+enum class DType : std::uint8_t { f32, f64, i32, i64 };
+
+/// The dtype of a C++ element type (float, double, int32_t, int64_t).
+template <class T>
+constexpr DType dtype_of();
+template <>
+constexpr DType dtype_of<float>() { return DType::f32; }
+template <>
+constexpr DType dtype_of<double>() { return DType::f64; }
+template <>
+constexpr DType dtype_of<std::int32_t>() { return DType::i32; }
+template <>
+constexpr DType dtype_of<std::int64_t>() { return DType::i64; }
+
+/// numpy's name of a dtype: "float32", "float64", "int32", "int64".
+std::string_view dtype_name(DType dtype);
+/// Bytes per element.
+std::size_t dtype_size(DType dtype);
+inline bool is_floating(DType d) { return d == DType::f32 || d == DType::f64; }
+
+/// A shape: the extent of each axis, outermost first.
+using Shape = std::vector<std::size_t>;
+
+/// Number of elements of a shape (1 for a scalar shape `{}`).
+std::size_t shape_size(const Shape& shape);
+/// "[2, 3, 4]"
+std::string shape_str(const Shape& shape);
+/// Normalises a possibly negative axis against `ndim`; throws ValueError naming `op`.
+std::size_t normalize_axis(long axis, std::size_t ndim, std::string_view op);
+
+namespace detail {
+struct Buffer;  // defined in tensor.cpp: an xt::uvector of the right element type
+}
+
+class Tensor {
+ public:
+  /// An undefined tensor (no storage). `defined()` is false.
+  Tensor() = default;
+
+  // -- factories ----------------------------------------------------------
+  /// Uninitialised storage of the given shape and dtype.
+  static Tensor empty(const Shape& shape, DType dtype = DType::f32);
+  static Tensor zeros(const Shape& shape, DType dtype = DType::f32);
+  static Tensor ones(const Shape& shape, DType dtype = DType::f32);
+  static Tensor full(const Shape& shape, double value, DType dtype = DType::f32);
+  /// A rank-0 tensor holding `value`.
+  static Tensor scalar(double value, DType dtype = DType::f32);
+  /// 0, 1, ..., n-1 as a rank-1 tensor.
+  static Tensor arange(std::size_t n, DType dtype = DType::i32);
+  /// Copies `values` (row-major) into a new tensor; the sizes must agree.
+  template <class T>
+  static Tensor from(const Shape& shape, const std::vector<T>& values);
+  template <class T>
+  static Tensor from(const Shape& shape, std::initializer_list<T> values) {
+    return from<T>(shape, std::vector<T>(values));
+  }
+  /// A same-shape, same-dtype tensor of zeros.
+  static Tensor zeros_like(const Tensor& t) { return zeros(t.shape(), t.dtype()); }
+
+  // -- properties -----------------------------------------------------------
+  bool defined() const { return buffer_ != nullptr; }
+  DType dtype() const { return dtype_; }
+  const Shape& shape() const { return shape_; }
+  std::size_t ndim() const { return shape_.size(); }
+  std::size_t size() const { return size_; }
+  std::size_t nbytes() const { return size_ * dtype_size(dtype_); }
+  /// Extent of one axis; negative counts from the end.
+  std::size_t dim(long axis) const;
+
+  // -- element access -------------------------------------------------------
+  /// Pointer to the first element; throws DTypeError if T is not the dtype.
+  template <class T>
+  T* data() {
+    check_dtype(dtype_of<T>());
+    return static_cast<T*>(ptr_);
+  }
+  template <class T>
+  const T* data() const {
+    check_dtype(dtype_of<T>());
+    return static_cast<const T*>(ptr_);
+  }
+  void* raw_data() { return ptr_; }
+  const void* raw_data() const { return ptr_; }
+
+  /// The single element of a size-1 tensor, converted to T.
+  template <class T>
+  T item() const;
+  /// Element at a multi-index (bounds-checked), converted to double.
+  double at(std::initializer_list<std::size_t> index) const;
+  /// Element at a flat row-major position (bounds-checked), converted to double.
+  double flat(std::size_t i) const;
+  /// All elements, converted to T.
+  template <class T>
+  std::vector<T> to_vector() const;
+
+  // -- conversions ----------------------------------------------------------
+  /// An independent deep copy.
+  Tensor clone() const;
+  /// A copy converted to another dtype (a plain copy if the dtype is the same).
+  Tensor astype(DType dtype) const;
+  /// Same elements, new shape; shares storage. One extent may be -1 (inferred).
+  Tensor reshape(const std::vector<long>& shape) const;
+  Tensor reshape(const Shape& shape) const;
+
+  /// True if both tensors use the same buffer.
+  bool shares_storage(const Tensor& other) const { return buffer_ && buffer_ == other.buffer_; }
+  /// Identity of the buffer (for counting distinct stored values).
+  const void* storage_id() const { return buffer_.get(); }
+
+  /// numpy-style text: dtype, shape and values (long rows are elided).
+  std::string str(std::size_t edge_items = 3) const;
+
+ private:
+  void check_dtype(DType want) const;
+
+  std::shared_ptr<detail::Buffer> buffer_;
+  void* ptr_ = nullptr;
+  Shape shape_;
+  std::size_t size_ = 0;
+  DType dtype_ = DType::f32;
+};
+
+std::ostream& operator<<(std::ostream& os, const Tensor& t);
+
+/// Bitwise equality of dtype, shape and every element.
+bool equal(const Tensor& a, const Tensor& b);
+
+/// Throws ShapeError "op: expected shape [..], got [..]" when the shapes differ.
+void check_shape(std::string_view op, const Shape& expected, const Shape& actual);
+/// Throws DTypeError "op: expected float32, got int32" when the dtypes differ.
+void check_dtype(std::string_view op, DType expected, DType actual);
+/// Throws DTypeError unless `t` is float32 or float64.
+void check_floating(std::string_view op, const Tensor& t);
+
+/// Calls `f(T{})` with T the C++ type of a floating dtype; DTypeError otherwise.
+template <class F>
+decltype(auto) dispatch_floating(DType dtype, std::string_view op, F&& f) {
+  switch (dtype) {
+    case DType::f32: return f(float{});
+    case DType::f64: return f(double{});
+    default: break;
+  }
+  check_dtype(op, DType::f32, dtype);
+  return f(float{});  // unreachable: check_dtype throws
+}
+
+/// Calls `f(T{})` with T the C++ type of any dtype.
+template <class F>
+decltype(auto) dispatch_all(DType dtype, F&& f) {
+  switch (dtype) {
+    case DType::f32: return f(float{});
+    case DType::f64: return f(double{});
+    case DType::i32: return f(std::int32_t{});
+    case DType::i64: return f(std::int64_t{});
+  }
+  return f(float{});
+}
+
+/// Calls `f(T{})` with T the C++ type of an integer dtype; DTypeError otherwise.
+template <class F>
+decltype(auto) dispatch_integer(DType dtype, std::string_view op, F&& f) {
+  switch (dtype) {
+    case DType::i32: return f(std::int32_t{});
+    case DType::i64: return f(std::int64_t{});
+    default: break;
+  }
+  check_dtype(op, DType::i64, dtype);
+  return f(std::int64_t{});  // unreachable
+}
+
+}  // namespace minitrax::core
+
+namespace minitrax {
+using core::DType;
+using core::Shape;
+using core::Tensor;
+}  // namespace minitrax

@@ -1,0 +1,103 @@
+// minitrax/core/kernels.hpp: the numeric kernels that carry the weight.
+//
+// Matrix products go to OpenBLAS (cblas, called from gemm.cpp alone: <cblas.h> and
+// xtensor-blas cannot share a translation unit). The row-wise kernels (softmax,
+// log_softmax, logsumexp, layer norm) are tight loops over contiguous rows of the
+// last axis, max-shifted for stability, with exp vectorised (core/vmath.hpp).
+// Gathers, scatters and sorts work along one axis. Float kernels accept float32 and
+// float64; index tensors are int32 or int64.
+#pragma once
+
+#include <cstddef>
+#include <utility>
+
+#include "core/tensor.hpp"
+
+namespace minitrax::core {
+
+// ---- matrix products ------------------------------------------------------
+enum class Trans : bool { N = false, T = true };
+
+/// C = alpha * op(A) @ op(B) + beta * C on raw row-major memory (cblas semantics;
+/// op(A) is m x k, op(B) is k x n, C is m x n; ld* are row strides).
+void gemm(Trans ta, Trans tb, std::size_t m, std::size_t n, std::size_t k, float alpha,
+          const float* a, std::size_t lda, const float* b, std::size_t ldb, float beta, float* c,
+          std::size_t ldc);
+void gemm(Trans ta, Trans tb, std::size_t m, std::size_t n, std::size_t k, double alpha,
+          const double* a, std::size_t lda, const double* b, std::size_t ldb, double beta,
+          double* c, std::size_t ldc);
+
+/// `batch` products C_i = alpha * op(A_i) @ op(B_i) + beta * C_i, with element strides
+/// between consecutive A_i / B_i / C_i (a stride of 0 reuses one matrix for every i).
+void gemm_batched(Trans ta, Trans tb, std::size_t batch, std::size_t m, std::size_t n,
+                  std::size_t k, float alpha, const float* a, std::size_t lda,
+                  std::size_t stride_a, const float* b, std::size_t ldb, std::size_t stride_b,
+                  float beta, float* c, std::size_t ldc, std::size_t stride_c);
+void gemm_batched(Trans ta, Trans tb, std::size_t batch, std::size_t m, std::size_t n,
+                  std::size_t k, double alpha, const double* a, std::size_t lda,
+                  std::size_t stride_a, const double* b, std::size_t ldb, std::size_t stride_b,
+                  double beta, double* c, std::size_t ldc, std::size_t stride_c);
+
+/// Tensor-level product: a [..., m, k] (or [..., k, m] if ta) times b [..., k, n] (or
+/// [..., n, k] if tb). Leading (batch) axes must be equal, or b may be rank 2 (shared).
+/// Rank-1 operands are not accepted (reshape first). Checks shapes and dtypes.
+Tensor matmul(const Tensor& a, const Tensor& b, Trans ta = Trans::N, Trans tb = Trans::N);
+/// out = alpha * matmul(a, b) + beta * out, into an existing tensor of the right shape
+/// (beta = 1 accumulates gradients in place).
+void matmul_into(Tensor& out, const Tensor& a, const Tensor& b, Trans ta = Trans::N,
+                 Trans tb = Trans::N, double alpha = 1.0, double beta = 0.0);
+
+// ---- row-wise kernels over the last axis ------------------------------------
+Tensor softmax(const Tensor& x);
+Tensor log_softmax(const Tensor& x);
+/// log(sum(exp(x))) over the last axis; the result drops that axis (keepdims: keeps it as 1).
+Tensor logsumexp_last(const Tensor& x, bool keepdims = false);
+/// VJP of softmax from its output y: gx = y * (gy - sum(gy * y, -1)).
+Tensor softmax_backward(const Tensor& y, const Tensor& gy);
+/// VJP of log_softmax from its output y: gx = gy - exp(y) * sum(gy, -1).
+Tensor log_softmax_backward(const Tensor& y, const Tensor& gy);
+
+/// Layer norm over the last axis: y = (x - mean) * rstd * scale + bias, with
+/// rstd = 1 / sqrt(var + eps) (biased variance, as Trax's LayerNorm). scale and
+/// bias have shape [d]. Returns y and the per-row mean and rstd (shape x[:-1]).
+struct LayerNormResult {
+  Tensor y, mean, rstd;
+};
+LayerNormResult layer_norm(const Tensor& x, const Tensor& scale, const Tensor& bias,
+                           double eps = 1e-6);
+struct LayerNormGrads {
+  Tensor dx, dscale, dbias;
+};
+LayerNormGrads layer_norm_backward(const Tensor& x, const Tensor& scale, const Tensor& mean,
+                                   const Tensor& rstd, const Tensor& dy);
+
+// ---- gathers, scatters, sorts ------------------------------------------------
+/// numpy take along one axis: out.shape = x.shape[:axis] + indices.shape + x.shape[axis+1:].
+/// Negative or too-large indices are a ValueError naming the index and the extent.
+Tensor take(const Tensor& x, const Tensor& indices, long axis = 0);
+/// The VJP of take: zeros of `shape` with `g` scatter-added at `indices` along `axis`
+/// (repeated indices accumulate).
+Tensor take_backward(const Tensor& g, const Tensor& indices, const Shape& shape, long axis = 0);
+/// numpy take_along_axis: indices has x's rank; out[..., i, ...] = x[..., indices[..., i, ...], ...].
+Tensor take_along_axis(const Tensor& x, const Tensor& indices, long axis);
+/// The VJP of take_along_axis (scatter-add).
+Tensor take_along_axis_backward(const Tensor& g, const Tensor& indices, const Shape& shape,
+                                long axis);
+/// Stable argsort along an axis (equal keys keep their order), as int64 (or `index_dtype`).
+Tensor argsort(const Tensor& keys, long axis = -1, DType index_dtype = DType::i64);
+/// Sorts (key, value) pairs by key along `axis` (stable), like jax.lax.sort_key_val:
+/// returns (sorted keys, values permuted the same way). Shapes must match.
+std::pair<Tensor, Tensor> sort_key_val(const Tensor& keys, const Tensor& values, long axis = -1);
+/// Index of the largest element along an axis (first one on ties), int64 (or `index_dtype`).
+Tensor argmax(const Tensor& x, long axis = -1, DType index_dtype = DType::i64);
+/// out[..., c] = (indices[...] == c) for c < depth; shape indices.shape + [depth].
+Tensor one_hot(const Tensor& indices, std::size_t depth, DType dtype = DType::f32);
+
+// ---- the floating-point environment --------------------------------------------
+/// Turns flush-to-zero and denormals-are-zero on or off for the calling thread.
+/// Denormals from exp of large negative logits slow softmax many times over;
+/// minitrax turns them off when it loads (see kernels.cpp) and on every thread it starts.
+void set_flush_denormals(bool on);
+bool flush_denormals_enabled();
+
+}  // namespace minitrax::core

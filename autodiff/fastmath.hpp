@@ -4,7 +4,7 @@
 // numpy-named functions on Vars, so code ported from the Trax source or the
 // course labs reads the same. Each op computes with the kernels of core/ and, while
 // a tape records, adds one node whose VJP rule is written beside the forward in
-// autodiff/ops_*.cpp. Tensors convert to constant Vars implicitly.
+// autodiff/fastmath_*.cpp. Tensors convert to constant Vars implicitly.
 //
 // Shapes and dtypes are checked before any work, and errors name the op and the
 // shapes. Binary ops broadcast as numpy; both operands must have the same dtype.

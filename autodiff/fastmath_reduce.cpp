@@ -1,6 +1,6 @@
-// minitrax/autodiff/ops_reduce.cpp: mean, max and logsumexp over any axes.
+// minitrax/autodiff/fastmath_reduce.cpp: mean, max and logsumexp over any axes.
 //
-// The pattern of ops_arith.cpp: forward with core/ kernels, then `record1` with the
+// The pattern of fastmath_arith.cpp: forward with core/ kernels, then `record1` with the
 // VJP rule beside it. Every rule first views the cotangent with the reduced axes
 // kept as size 1 (`kept_shape`), so that it broadcasts back against x.
 #include <string>

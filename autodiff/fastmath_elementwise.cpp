@@ -1,7 +1,7 @@
-// minitrax/autodiff/ops_elementwise.cpp: power, maximum/minimum, where, the
+// minitrax/autodiff/fastmath_elementwise.cpp: power, maximum/minimum, where, the
 // element-wise functions (log, tanh, sigmoid, relu, gelu, ...), comparisons and astype.
 //
-// Each op follows the pattern of ops_arith.cpp: the forward with core/ kernels,
+// Each op follows the pattern of fastmath_arith.cpp: the forward with core/ kernels,
 // then `record1` with the VJP rule beside it, quoting the forward line it
 // differentiates. Rules read what they need from the node's `saved` list.
 // Derivatives that would take several temporaries with core ops (tanh, gelu, ...)

@@ -1,6 +1,6 @@
-// minitrax/autodiff/ops_nn.cpp: softmax, log_softmax, layer_norm and dropout.
+// minitrax/autodiff/fastmath_nn.cpp: softmax, log_softmax, layer_norm and dropout.
 //
-// The pattern of ops_arith.cpp: forward with core/ kernels (the fused row-wise
+// The pattern of fastmath_arith.cpp: forward with core/ kernels (the fused row-wise
 // kernels of core/kernels.hpp), then `record` with the VJP rule beside it.
 #include <string>
 

@@ -1,4 +1,4 @@
-// minitrax/autodiff/ops_arith.cpp: arithmetic, exp, sum, reshape and matrix products.
+// minitrax/autodiff/fastmath_arith.cpp: arithmetic, exp, sum, reshape and matrix products.
 //
 // The pattern of every op in minitrax (see docs/architecture.md, "How to add an op"):
 //   1. compute the output with core/ kernels (they check shapes and dtypes);

@@ -1,4 +1,4 @@
-// minitrax/autodiff/ops_shape.cpp: transpose, expand_dims, squeeze, broadcast_to,
+// minitrax/autodiff/fastmath_shape.cpp: transpose, expand_dims, squeeze, broadcast_to,
 // concatenate, split, slice, pad and roll.
 //
 // Every op here moves elements without changing them, so every VJP moves the

@@ -1,4 +1,4 @@
-// minitrax/autodiff/ops_index.cpp: gathers (take, take_along_axis) and the
+// minitrax/autodiff/fastmath_index.cpp: gathers (take, take_along_axis) and the
 // non-differentiable index ops (one_hot, argmax, argsort).
 //
 // A gather copies elements of x to the output; its VJP sends each output

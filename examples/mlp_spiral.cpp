@@ -86,7 +86,8 @@ Config parse_args(int argc, char** argv) {
   return c;
 }
 
-// Three spirals: class c, point i at radius r = i/P and angle 4r + 2pi c/3 + noise.
+// Three spirals: class c, point i at radius r = i/P and angle 3 pi r + 2 pi c / 3 + noise
+// (one and a half turns each, so the classes interleave).
 void make_spirals(core::Key key, std::size_t per_class, Tensor& points, Tensor& labels) {
   const std::size_t n = 3 * per_class;
   points = Tensor::empty({n, 2});
@@ -99,7 +100,7 @@ void make_spirals(core::Key key, std::size_t per_class, Tensor& points, Tensor& 
     for (std::size_t i = 0; i < per_class; ++i) {
       const std::size_t k = c * per_class + i;
       const double r = static_cast<double>(i + 1) / static_cast<double>(per_class);
-      const double angle = 4.0 * r + 2.0 * M_PI * static_cast<double>(c) / 3.0 + 0.2 * z[k];
+      const double angle = 3.0 * M_PI * r + 2.0 * M_PI * static_cast<double>(c) / 3.0 + 0.15 * z[k];
       p[2 * k] = static_cast<float>(r * std::sin(angle));
       p[2 * k + 1] = static_cast<float>(r * std::cos(angle));
       y[k] = static_cast<std::int32_t>(c);

@@ -1,5 +1,5 @@
 // Tests for the element-wise, reduction and nn ops of fastmath
-// (autodiff/ops_elementwise.cpp, ops_reduce.cpp, ops_nn.cpp): for every op, values
+// (autodiff/fastmath_elementwise.cpp, fastmath_reduce.cpp, fastmath_nn.cpp): for every op, values
 // against an independent naive computation (std:: functions in plain loops, or
 // numbers worked out by hand), a float64 gradcheck with the default tolerances
 // (broadcasting, keepdims and several axis sets included), the tie rules of

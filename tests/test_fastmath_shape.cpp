@@ -1,6 +1,6 @@
-// Tests of the differentiable shape, layout and index ops (autodiff/ops_shape.cpp,
-// autodiff/ops_index.cpp) and of the arithmetic and matrix products of
-// autodiff/ops_arith.cpp.
+// Tests of the differentiable shape, layout and index ops (autodiff/fastmath_shape.cpp,
+// autodiff/fastmath_index.cpp) and of the arithmetic and matrix products of
+// autodiff/fastmath_arith.cpp.
 //
 // Every op gets (1) a value check against an independent computation (hand-written
 // arrays or naive index loops over multi-indices) and (2) a float64 gradcheck with
@@ -577,7 +577,7 @@ TEST_CASE("fastmath shape ops: errors name the op and the shapes") {
 }
 
 // =====================================================================================
-// ops_arith.cpp: + - * / negation, exp, sum, reshape, scalar operators
+// fastmath_arith.cpp: + - * / negation, exp, sum, reshape, scalar operators
 // =====================================================================================
 
 TEST_CASE("fastmath arithmetic: values with broadcasting against naive loops") {
@@ -690,7 +690,7 @@ TEST_CASE("fastmath scalar operators, sum, reshape: gradcheck") {
 }
 
 // =====================================================================================
-// ops_arith.cpp: matmul and dense
+// fastmath_arith.cpp: matmul and dense
 // =====================================================================================
 
 namespace {

@@ -1,0 +1,81 @@
+// minitrax/training/data.cpp
+#include "training/data.hpp"
+
+#include <string>
+
+#include "core/error.hpp"
+
+namespace minitrax::training {
+
+Batch copy_task_batch(Key key, std::size_t batch_size, std::size_t length,
+                      std::size_t vocab_size, bool reverse, std::size_t pad_to_multiple) {
+  if (length < 4 || length % 2 != 0) {
+    throw ValueError("copy task: length must be even and >= 4 (\"0 w 0 w\" with |w| >= 1), got " +
+                     std::to_string(length));
+  }
+  if (vocab_size < 3) {
+    throw ValueError("copy task: vocab_size must be >= 3 (0 separates, symbols are 1..vocab-2), "
+                     "got " + std::to_string(vocab_size));
+  }
+  if (batch_size < 1) throw ValueError("copy task: batch_size must be >= 1");
+  if (pad_to_multiple < 1) throw ValueError("copy task: pad_to_multiple must be >= 1");
+  const std::size_t w_len = length / 2 - 1;
+  const std::size_t padded = (length + pad_to_multiple - 1) / pad_to_multiple * pad_to_multiple;
+  const Tensor w = core::randint(key, {batch_size, w_len}, 1,
+                                 static_cast<std::int64_t>(vocab_size) - 1, DType::i32);
+  Batch b;
+  b.inputs = Tensor::zeros({batch_size, padded}, DType::i32);
+  b.weights = Tensor::zeros({batch_size, padded}, DType::f32);
+  const std::int32_t* pw = w.data<std::int32_t>();
+  std::int32_t* px = b.inputs.data<std::int32_t>();
+  float* pl = b.weights.data<float>();
+  for (std::size_t i = 0; i < batch_size; ++i) {
+    std::int32_t* row = px + i * padded;
+    const std::int32_t* wi = pw + i * w_len;
+    // layout: [0, w_1..w_n, 0, w_1..w_n (or reversed), padding zeros]
+    for (std::size_t j = 0; j < w_len; ++j) {
+      row[1 + j] = wi[j];
+      row[2 + w_len + j] = reverse ? wi[w_len - 1 - j] : wi[j];
+      pl[i * padded + 2 + w_len + j] = 1.0f;
+    }
+  }
+  b.targets = b.inputs;
+  return b;
+}
+
+Stream copy_task_stream(Key key, std::size_t batch_size, std::size_t length,
+                        std::size_t vocab_size, bool reverse, std::size_t pad_to_multiple) {
+  // Check the arguments now, not at the first batch.
+  copy_task_batch(key, 1, length, vocab_size, reverse, pad_to_multiple);
+  if (batch_size < 1) throw ValueError("copy task: batch_size must be >= 1");
+  return [=](long step) {
+    return copy_task_batch(core::fold_in(key, static_cast<std::uint32_t>(step)), batch_size,
+                           length, vocab_size, reverse, pad_to_multiple);
+  };
+}
+
+CopyInputs sequence_copy_inputs(Key key, std::size_t vocab_size, std::size_t batch_size,
+                                std::size_t train_length, std::size_t eval_min_length,
+                                std::size_t eval_max_length, bool reverse,
+                                std::size_t pad_to_multiple) {
+  if (train_length < 2) throw ValueError("sequence_copy_inputs: train_length must be >= 2");
+  if (eval_max_length <= eval_min_length) {
+    throw ValueError("sequence_copy_inputs: eval_max_length must exceed eval_min_length");
+  }
+  std::vector<std::size_t> train_lengths, eval_lengths;
+  for (std::size_t i = 0; i + 1 < train_length; ++i) train_lengths.push_back(2 * (i + 2));
+  for (std::size_t i = eval_min_length; i < eval_max_length; ++i) eval_lengths.push_back(2 * (i + 1));
+  auto make = [=](Key k, std::vector<std::size_t> lengths) -> Stream {
+    return [=](long step) {
+      const auto keys = core::split(core::fold_in(k, static_cast<std::uint32_t>(step)), 2);
+      const Tensor pick =
+          core::randint(keys[0], {1}, 0, static_cast<std::int64_t>(lengths.size()), DType::i64);
+      const std::size_t len = lengths[static_cast<std::size_t>(pick.flat(0))];
+      return copy_task_batch(keys[1], batch_size, len, vocab_size, reverse, pad_to_multiple);
+    };
+  };
+  const auto keys = core::split(key, 2);
+  return {make(keys[0], train_lengths), make(keys[1], eval_lengths)};
+}
+
+}  // namespace minitrax::training

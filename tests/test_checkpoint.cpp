@@ -1,0 +1,161 @@
+// Checkpoints: round trip, every mismatch reported by name, corrupt files, the folder.
+#include <doctest/doctest.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include "autodiff/fastmath.hpp"
+#include "core/npy.hpp"
+#include "core/ops.hpp"
+#include "layers/combinators.hpp"
+#include "training/checkpoint.hpp"
+
+using namespace minitrax;
+namespace tl = minitrax::layers;
+namespace fs = std::filesystem;
+using training::Checkpoint;
+using training::CheckpointError;
+
+namespace {
+
+// A layer with one weight of a given shape and a counter in its state.
+class Scale : public base::Layer {
+ public:
+  explicit Scale(std::size_t d) : base::Layer(1, 1, "Scale"), d_(d) {}
+
+ protected:
+  base::Stack forward(const base::Stack& x) override {
+    state_ = base::State(core::add(state_.leaf(), 1.0));
+    return {fastmath::multiply(x[0], fastmath::sum(weight(0)))};
+  }
+  void init_weights_and_state(const base::Signature&) override {
+    set_own_weights({core::normal(rng_, {d_})});
+    state_ = base::State(Tensor::scalar(0, DType::i32));
+  }
+
+ private:
+  std::size_t d_;
+};
+
+base::LayerPtr model(std::size_t d1, std::size_t d2) {
+  return tl::Serial({std::make_shared<Scale>(d1), std::make_shared<Scale>(d2)});
+}
+
+struct TempDir {
+  fs::path path;
+  TempDir() {
+    path = fs::temp_directory_path() / ("minitrax_ckpt_" + std::to_string(::getpid()));
+    fs::remove_all(path);
+    fs::create_directories(path);
+  }
+  ~TempDir() { fs::remove_all(path); }
+};
+
+Checkpoint snapshot(const base::Layer& m, long step) {
+  Checkpoint c;
+  c.step = step;
+  c.weights = m.flat_weights();
+  c.state = m.flat_state();
+  c.slots = {{"Serial/Scale_0/0/m", Tensor::ones({4})}};
+  c.keys = {{"train", core::Key{1, 0xfffffffe}}};
+  return c;
+}
+
+}  // namespace
+
+TEST_CASE("checkpoint: round trip of weights, state, slots, step and keys") {
+  TempDir dir;
+  auto m = model(4, 4);
+  m->init({{{2, 4}, DType::f32}}, core::key_from_seed(1));
+  (*m)(Var(Tensor::ones({2, 4})));  // state counters become 1
+  const std::string path = training::checkpoint_path(dir.path.string(), 12);
+  CHECK(fs::path(path).filename() == "ckpt_000000012.npz");
+  training::save_checkpoint(path, snapshot(*m, 12));
+
+  Checkpoint c = training::load_checkpoint(path);
+  CHECK(c.step == 12);
+  REQUIRE(c.weights.size() == 2);
+  CHECK(c.weights[0].name == "Serial/Scale_0/0");
+  CHECK(core::equal(c.weights[1].value, m->flat_weights()[1].value));
+  CHECK(c.state[0].value.item<int>() == 1);
+  CHECK(c.slots[0].name == "Serial/Scale_0/0/m");
+  CHECK(c.keys[0].second == core::Key{1, 0xfffffffe});
+
+  auto m2 = model(4, 4);
+  m2->init({{{2, 4}, DType::f32}}, core::key_from_seed(99));
+  training::restore_model(*m2, c, path);
+  CHECK(core::equal(m2->flat_weights()[0].value, m->flat_weights()[0].value));
+  CHECK(m2->flat_state()[1].value.item<int>() == 1);
+}
+
+TEST_CASE("checkpoint: a different model gets every problem by name, and nothing changes") {
+  TempDir dir;
+  auto m = model(4, 4);
+  m->init({{{2, 4}, DType::f32}}, core::key_from_seed(1));
+  const std::string path = training::checkpoint_path(dir.path.string(), 1);
+  training::save_checkpoint(path, snapshot(*m, 1));
+
+  auto other = tl::Serial({std::make_shared<Scale>(4), std::make_shared<Scale>(5),
+                           std::make_shared<Scale>(3)});
+  other->init({{{2, 4}, DType::f32}}, core::key_from_seed(2));
+  const Tensor before = other->flat_weights()[0].value.clone();
+  try {
+    training::restore_model(*other, training::load_checkpoint(path), path);
+    FAIL("no error");
+  } catch (const CheckpointError& e) {
+    const std::string msg = e.what();
+    INFO(msg);
+    CHECK(msg.find("the checkpoint does not match (2 problems):") != std::string::npos);
+    CHECK(msg.find("weight 'Serial/Scale_1/0': the model has [5] float32, the checkpoint [4] "
+                   "float32") != std::string::npos);
+    CHECK(msg.find("missing weight 'Serial/Scale_2/0' [3]") != std::string::npos);
+  }
+  CHECK(core::equal(other->flat_weights()[0].value, before));
+
+  auto smaller = tl::Serial({std::make_shared<Scale>(4)});
+  smaller->init({{{2, 4}, DType::f32}}, core::key_from_seed(2));
+  CHECK_THROWS_WITH_AS(training::restore_model(*smaller, training::load_checkpoint(path), path),
+                       doctest::Contains("extra weight 'Serial/Scale_1/0' [4] (not in the model)"),
+                       CheckpointError);
+}
+
+TEST_CASE("checkpoint: truncated or foreign files are errors and the file stays") {
+  TempDir dir;
+  auto m = model(3, 3);
+  m->init({{{1, 3}, DType::f32}}, core::key_from_seed(1));
+  const std::string path = training::checkpoint_path(dir.path.string(), 5);
+  training::save_checkpoint(path, snapshot(*m, 5));
+  const std::string bytes = core::read_file(path);
+  const std::string cut = (dir.path / "cut.npz").string();
+  {
+    std::ofstream f(cut, std::ios::binary);
+    f.write(bytes.data(), static_cast<long>(bytes.size() / 2));
+  }
+  CHECK_THROWS_AS(training::load_checkpoint(cut), FileError);
+  CHECK(core::read_file(path) == bytes);
+
+  const std::string foreign = (dir.path / "foreign.npz").string();
+  core::save_npz(foreign, {{"w", Tensor::ones({2})}});
+  CHECK_THROWS_WITH_AS(training::load_checkpoint(foreign),
+                       doctest::Contains("unexpected member 'w'"), CheckpointError);
+}
+
+TEST_CASE("checkpoint folder: list, latest, prune keeps the newest") {
+  TempDir dir;
+  auto m = model(2, 2);
+  m->init({{{1, 2}, DType::f32}}, core::key_from_seed(1));
+  for (long step : {10, 30, 20, 40}) {
+    training::save_checkpoint(training::checkpoint_path(dir.path.string(), step), snapshot(*m, step));
+  }
+  auto all = training::list_checkpoints(dir.path.string());
+  REQUIRE(all.size() == 4);
+  CHECK(all.front().first == 10);
+  CHECK(*training::latest_checkpoint(dir.path.string()) ==
+        training::checkpoint_path(dir.path.string(), 40));
+  training::prune_checkpoints(dir.path.string(), 2);
+  all = training::list_checkpoints(dir.path.string());
+  REQUIRE(all.size() == 2);
+  CHECK(all[0].first == 30);
+  CHECK(all[1].first == 40);
+  CHECK_FALSE(training::latest_checkpoint((dir.path / "none").string()).has_value());
+}

@@ -1,0 +1,170 @@
+// minitrax/training/checkpoint.cpp
+#include "training/checkpoint.hpp"
+
+#include <algorithm>
+#include <cstdio>
+#include <filesystem>
+#include <map>
+
+#include "core/npy.hpp"
+
+namespace minitrax::training {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+
+bool starts_with(const std::string& s, const std::string& prefix) {
+  return s.compare(0, prefix.size(), prefix) == 0;
+}
+
+}  // namespace
+
+void save_checkpoint(const std::string& path, const Checkpoint& ckpt) {
+  core::NpzEntries entries;
+  entries.emplace_back("step", Tensor::scalar(static_cast<double>(ckpt.step), DType::i64));
+  for (const NamedTensor& w : ckpt.weights) entries.emplace_back("weights/" + w.name, w.value);
+  for (const NamedTensor& s : ckpt.state) entries.emplace_back("state/" + s.name, s.value);
+  for (const NamedTensor& s : ckpt.slots) entries.emplace_back("slots/" + s.name, s.value);
+  for (const auto& [name, key] : ckpt.keys) {
+    entries.emplace_back("keys/" + name,
+                         Tensor::from<std::int64_t>({2}, {static_cast<std::int64_t>(key.hi),
+                                                          static_cast<std::int64_t>(key.lo)}));
+  }
+  core::save_npz(path, entries);
+}
+
+Checkpoint load_checkpoint(const std::string& path) {
+  const core::NpzEntries entries = core::load_npz(path);
+  Checkpoint ckpt;
+  bool has_step = false;
+  for (const auto& [name, t] : entries) {
+    if (name == "step") {
+      if (t.size() != 1 || core::is_floating(t.dtype())) {
+        throw CheckpointError(path + ": 'step' must be one integer, got " +
+                              std::string(core::dtype_name(t.dtype())) + " " +
+                              core::shape_str(t.shape()));
+      }
+      ckpt.step = t.item<long>();
+      has_step = true;
+    } else if (starts_with(name, "weights/")) {
+      ckpt.weights.push_back({name.substr(8), t});
+    } else if (starts_with(name, "state/")) {
+      ckpt.state.push_back({name.substr(6), t});
+    } else if (starts_with(name, "slots/")) {
+      ckpt.slots.push_back({name.substr(6), t});
+    } else if (starts_with(name, "keys/")) {
+      if (t.size() != 2 || t.dtype() != DType::i64) {
+        throw CheckpointError(path + ": rng key '" + name + "' must be int64 [2], got " +
+                              std::string(core::dtype_name(t.dtype())) + " " +
+                              core::shape_str(t.shape()));
+      }
+      const auto v = t.to_vector<std::int64_t>();
+      for (std::int64_t w : v) {
+        if (w < 0 || w > 0xffffffffLL) {
+          throw CheckpointError(path + ": rng key '" + name + "' holds " + std::to_string(w) +
+                                ", not a 32-bit word");
+        }
+      }
+      ckpt.keys.emplace_back(name.substr(5), Key{static_cast<std::uint32_t>(v[0]),
+                                                 static_cast<std::uint32_t>(v[1])});
+    } else {
+      throw CheckpointError(path + ": unexpected member '" + name +
+                            "' (a minitrax checkpoint holds step, weights/, state/, slots/, keys/)");
+    }
+  }
+  if (!has_step) {
+    throw CheckpointError(path + ": not a minitrax checkpoint (no 'step' member)");
+  }
+  return ckpt;
+}
+
+void check_matches(const std::vector<NamedTensor>& expected, const std::vector<NamedTensor>& found,
+                   const std::string& what, const std::string& source) {
+  std::map<std::string, const Tensor*> have;
+  for (const NamedTensor& f : found) have[f.name] = &f.value;
+  std::vector<std::string> problems;
+  std::map<std::string, bool> wanted;
+  for (const NamedTensor& e : expected) {
+    wanted[e.name] = true;
+    auto it = have.find(e.name);
+    if (it == have.end()) {
+      problems.push_back("missing " + what + " '" + e.name + "' " + core::shape_str(e.value.shape()));
+    } else if (it->second->shape() != e.value.shape() ||
+               it->second->dtype() != e.value.dtype()) {
+      problems.push_back(what + " '" + e.name + "': the model has " +
+                         core::shape_str(e.value.shape()) + " " +
+                         std::string(core::dtype_name(e.value.dtype())) + ", the checkpoint " +
+                         core::shape_str(it->second->shape()) + " " +
+                         std::string(core::dtype_name(it->second->dtype())));
+    }
+  }
+  for (const NamedTensor& f : found) {
+    if (!wanted.count(f.name)) {
+      problems.push_back("extra " + what + " '" + f.name + "' " + core::shape_str(f.value.shape()) +
+                         " (not in the model)");
+    }
+  }
+  if (problems.empty()) return;
+  std::string msg = source + ": the checkpoint does not match (" + std::to_string(problems.size()) +
+                    " problem" + (problems.size() == 1 ? "" : "s") + "):";
+  for (const std::string& p : problems) msg += "\n  " + p;
+  throw CheckpointError(msg);
+}
+
+void restore_model(base::Layer& model, const Checkpoint& ckpt, const std::string& source) {
+  const auto weights = model.flat_weights();
+  const auto state = model.flat_state();
+  check_matches(weights, ckpt.weights, "weight", source);
+  check_matches(state, ckpt.state, "state", source);
+  // Everything matches: install in the model's order.
+  std::map<std::string, Tensor> w, s;
+  for (const NamedTensor& t : ckpt.weights) w[t.name] = t.value;
+  for (const NamedTensor& t : ckpt.state) s[t.name] = t.value;
+  std::vector<Tensor> flat_w, flat_s;
+  for (const NamedTensor& t : weights) flat_w.push_back(w.at(t.name));
+  for (const NamedTensor& t : state) flat_s.push_back(s.at(t.name));
+  model.set_flat_weights(flat_w);
+  model.set_flat_state(flat_s);
+}
+
+std::string checkpoint_path(const std::string& dir, long step) {
+  char name[32];
+  std::snprintf(name, sizeof name, "ckpt_%09ld.npz", step);
+  return (fs::path(dir) / name).string();
+}
+
+std::vector<std::pair<long, std::string>> list_checkpoints(const std::string& dir) {
+  std::vector<std::pair<long, std::string>> out;
+  std::error_code ec;
+  if (!fs::is_directory(dir, ec)) return out;
+  for (const auto& entry : fs::directory_iterator(dir, ec)) {
+    const std::string name = entry.path().filename().string();
+    if (name.size() != 18 || !starts_with(name, "ckpt_") || name.substr(14) != ".npz") continue;
+    const std::string digits = name.substr(5, 9);
+    if (!std::all_of(digits.begin(), digits.end(), [](char c) { return c >= '0' && c <= '9'; })) {
+      continue;
+    }
+    out.emplace_back(std::stol(digits), entry.path().string());
+  }
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+std::optional<std::string> latest_checkpoint(const std::string& dir) {
+  auto all = list_checkpoints(dir);
+  if (all.empty()) return std::nullopt;
+  return all.back().second;
+}
+
+void prune_checkpoints(const std::string& dir, std::size_t keep) {
+  auto all = list_checkpoints(dir);
+  if (all.size() <= keep) return;
+  for (std::size_t i = 0; i + keep < all.size(); ++i) {
+    std::error_code ec;
+    fs::remove(all[i].second, ec);
+  }
+}
+
+}  // namespace minitrax::training

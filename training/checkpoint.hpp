@@ -1,0 +1,72 @@
+// minitrax/training/checkpoint.hpp: checkpoints as one .npz file.
+//
+// A checkpoint holds everything a run needs to continue bit for bit: the step,
+// the model's weights and state, the optimizer's slots, and rng keys, each as a
+// named member of an .npz archive (readable with numpy: np.load(path)):
+//
+//   step                              int64 scalar
+//   weights/Serial/Dense_1/w          the flat, named weights of the model
+//   state/Serial/.../state_0          the model's state
+//   slots/Serial/Dense_1/w/m          optimizer slots
+//   keys/<name>                       rng keys as uint32 pairs stored in int64 [2]
+//
+// Files are written atomically (temporary file, fsync, rename): a crash during a
+// save leaves the previous checkpoint intact. Loading into a model first checks
+// every name and shape and reports all missing, extra and mis-shaped entries at
+// once, before anything is changed.
+#pragma once
+
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "core/error.hpp"
+#include "core/rng.hpp"
+#include "layers/base.hpp"
+
+namespace minitrax::training {
+
+using base::NamedTensor;
+using core::Key;
+
+/// A checkpoint that does not fit the model or optimizer it is loaded into.
+class CheckpointError : public core::Error {
+ public:
+  using core::Error::Error;
+};
+
+struct Checkpoint {
+  long step = 0;
+  std::vector<NamedTensor> weights;
+  std::vector<NamedTensor> state;
+  std::vector<NamedTensor> slots;
+  std::vector<std::pair<std::string, Key>> keys;
+};
+
+/// Writes the checkpoint atomically.
+void save_checkpoint(const std::string& path, const Checkpoint& ckpt);
+/// Reads a checkpoint; FileError if the file is unreadable, truncated or corrupt,
+/// CheckpointError if it is a valid .npz but not a minitrax checkpoint.
+Checkpoint load_checkpoint(const std::string& path);
+
+/// Checks that `found` has exactly the names of `expected`, with the same shapes
+/// and dtypes; otherwise throws CheckpointError listing every missing, extra and
+/// mis-shaped entry ("what" names the group, e.g. "weights", and `source` the file).
+void check_matches(const std::vector<NamedTensor>& expected, const std::vector<NamedTensor>& found,
+                   const std::string& what, const std::string& source);
+
+/// Loads weights and state into a model after checking them (nothing changes on error).
+void restore_model(base::Layer& model, const Checkpoint& ckpt, const std::string& source);
+
+// -- a folder of checkpoints -----------------------------------------------------------
+/// "<dir>/ckpt_<step, 9 digits>.npz"
+std::string checkpoint_path(const std::string& dir, long step);
+/// Checkpoints in a folder, oldest first, as (step, path).
+std::vector<std::pair<long, std::string>> list_checkpoints(const std::string& dir);
+/// The newest checkpoint in the folder, if any.
+std::optional<std::string> latest_checkpoint(const std::string& dir);
+/// Deletes all but the newest `keep` checkpoints.
+void prune_checkpoints(const std::string& dir, std::size_t keep);
+
+}  // namespace minitrax::training

@@ -1,0 +1,120 @@
+// The training loop: loss falls, metrics are written, and a resumed run ends bit
+// for bit where an uninterrupted one ends.
+#include <doctest/doctest.h>
+
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "core/ops.hpp"
+#include "layers/combinators.hpp"
+#include "layers/core.hpp"
+#include "training/checkpoint.hpp"
+#include "training/losses.hpp"
+#include "training/loop.hpp"
+
+using namespace minitrax;
+namespace tl = minitrax::layers;
+namespace fs = std::filesystem;
+
+namespace {
+
+struct TempDir {
+  fs::path path;
+  explicit TempDir(const std::string& tag) {
+    path = fs::temp_directory_path() / ("minitrax_loop_" + tag + "_" + std::to_string(::getpid()));
+    fs::remove_all(path);
+  }
+  ~TempDir() { fs::remove_all(path); }
+};
+
+base::LayerPtr small_model() {
+  return tl::Serial({tl::Embedding(8, 16), tl::Dropout(0.1), tl::Dense(32), tl::Relu(),
+                     tl::Dense(8), tl::LogSoftmax()});
+}
+
+training::Loop make_loop(const std::string& dir, std::ostream* out) {
+  auto stream = training::copy_task_stream(core::key_from_seed(5), 4, 8, 8);
+  training::AdamOptions adam;
+  adam.learning_rate = 0.01;
+  training::TrainTask task{stream, training::WeightedCategoryCrossEntropy(),
+                           std::make_shared<training::Adam>(adam), training::constant(0.01)};
+  training::EvalTask eval;
+  eval.stream = stream;
+  eval.metrics = {{"loss", training::WeightedCategoryCrossEntropy()},
+                  {"accuracy", training::WeightedCategoryAccuracy()}};
+  eval.n_batches = 2;
+  training::LoopOptions options;
+  options.output_dir = dir;
+  options.eval_every = 5;
+  options.checkpoint_every = 5;
+  options.progress = training::Progress::lines;
+  options.out = out;
+  return training::Loop(small_model(), task, {eval}, options, core::key_from_seed(11));
+}
+
+}  // namespace
+
+TEST_CASE("loop: the loss falls and metrics.jsonl gets train and eval lines") {
+  TempDir dir("falls");
+  std::ostringstream log;
+  auto loop = make_loop(dir.path.string(), &log);
+  loop.run(60);
+  CHECK(loop.step() == 60);
+  const auto& h = loop.history();
+  double first = 0, last = 0;
+  for (const auto& r : h) {
+    if (r.task != "train") continue;
+    if (r.step == 1) first = r.values.at("loss");
+    if (r.step == 60) last = r.values.at("loss");
+  }
+  CHECK(last < 0.7 * first);
+  std::ifstream f(dir.path / "metrics.jsonl");
+  std::string line;
+  int train_lines = 0, eval_lines = 0;
+  while (std::getline(f, line)) {
+    if (line.find("\"task\": \"train\"") != std::string::npos) ++train_lines;
+    if (line.find("\"task\": \"eval\"") != std::string::npos) ++eval_lines;
+  }
+  CHECK(train_lines == 60);
+  CHECK(eval_lines == 12);
+  CHECK(log.str().find("step 50/60: loss") != std::string::npos);
+  CHECK(training::list_checkpoints(dir.path.string()).size() == 3);  // keep_checkpoints
+}
+
+TEST_CASE("loop: train 2N == train N, stop, resume, train N (bit for bit)") {
+  TempDir a("a"), b("b");
+  std::ostringstream sink;
+  auto straight = make_loop(a.path.string(), &sink);
+  straight.run(20);
+
+  {
+    auto first_half = make_loop(b.path.string(), &sink);
+    first_half.run(10);
+  }
+  auto resumed = make_loop(b.path.string(), &sink);
+  REQUIRE(resumed.resume());
+  CHECK(resumed.step() == 10);
+  resumed.run(20);
+
+  const auto wa = straight.model()->flat_weights();
+  const auto wb = resumed.model()->flat_weights();
+  REQUIRE(wa.size() == wb.size());
+  for (std::size_t i = 0; i < wa.size(); ++i) {
+    INFO(wa[i].name);
+    CHECK(core::equal(wa[i].value, wb[i].value));
+  }
+  CHECK(*straight.last_loss() == *resumed.last_loss());
+}
+
+TEST_CASE("loop: bad configurations say what is wrong") {
+  auto stream = training::copy_task_stream(core::key_from_seed(5), 4, 8, 8);
+  training::TrainTask no_opt{stream, training::WeightedCategoryCrossEntropy(), nullptr, {}};
+  CHECK_THROWS_WITH_AS(training::Loop(small_model(), no_opt, {}),
+                       "Loop: the training task has no optimizer", ValueError);
+  training::TrainTask bad_loss{stream, tl::Relu(), std::make_shared<training::SGD>(), {}};
+  CHECK_THROWS_WITH_AS(training::Loop(small_model(), bad_loss, {}),
+                       doctest::Contains("must take (output, targets, weights)"), ValueError);
+}

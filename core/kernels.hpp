@@ -29,6 +29,9 @@ void gemm(Trans ta, Trans tb, std::size_t m, std::size_t n, std::size_t k, doubl
 
 /// `batch` products C_i = alpha * op(A_i) @ op(B_i) + beta * C_i, with element strides
 /// between consecutive A_i / B_i / C_i (a stride of 0 reuses one matrix for every i).
+/// The products run in order i = 0, 1, ...: a shared C (stride_c = 0) with beta = 1 sums
+/// them. With a shared B, ta = N and stride_a = m * lda, stride_c = m * ldc the batch is
+/// one (batch*m) x n gemm call.
 void gemm_batched(Trans ta, Trans tb, std::size_t batch, std::size_t m, std::size_t n,
                   std::size_t k, float alpha, const float* a, std::size_t lda,
                   std::size_t stride_a, const float* b, std::size_t ldb, std::size_t stride_b,
@@ -39,15 +42,21 @@ void gemm_batched(Trans ta, Trans tb, std::size_t batch, std::size_t m, std::siz
                   double beta, double* c, std::size_t ldc, std::size_t stride_c);
 
 /// Tensor-level product: a [..., m, k] (or [..., k, m] if ta) times b [..., k, n] (or
-/// [..., n, k] if tb). Leading (batch) axes must be equal, or b may be rank 2 (shared).
-/// Rank-1 operands are not accepted (reshape first). Checks shapes and dtypes.
+/// [..., n, k] if tb). Leading (batch) axes must be equal, or b may be rank 2 (shared;
+/// with ta = N the whole batch is then one gemm), or a may be rank 2 (shared by b's
+/// batch). Rank-1 operands are not accepted (reshape first). Checks shapes and dtypes:
+/// "matmul: inner dimensions differ: a [2, 3] (k=3), b [4, 5] (k=4)".
 Tensor matmul(const Tensor& a, const Tensor& b, Trans ta = Trans::N, Trans tb = Trans::N);
 /// out = alpha * matmul(a, b) + beta * out, into an existing tensor of the right shape
-/// (beta = 1 accumulates gradients in place).
+/// (beta = 1 accumulates gradients in place). out must not share storage with a or b
+/// (ValueError). beta = 0 overwrites out without reading it (NaNs there are ignored).
 void matmul_into(Tensor& out, const Tensor& a, const Tensor& b, Trans ta = Trans::N,
                  Trans tb = Trans::N, double alpha = 1.0, double beta = 0.0);
 
 // ---- row-wise kernels over the last axis ------------------------------------
+// float32/float64, rank >= 1. A row that is all -inf gives NaN from softmax and
+// log_softmax (0/0, as JAX and PyTorch do) and -inf from logsumexp_last; a row holding
+// +inf gives +inf from logsumexp_last; a NaN anywhere in a row makes that row NaN.
 Tensor softmax(const Tensor& x);
 Tensor log_softmax(const Tensor& x);
 /// log(sum(exp(x))) over the last axis; the result drops that axis (keepdims: keeps it as 1).
@@ -84,19 +93,27 @@ Tensor take_along_axis(const Tensor& x, const Tensor& indices, long axis);
 Tensor take_along_axis_backward(const Tensor& g, const Tensor& indices, const Shape& shape,
                                 long axis);
 /// Stable argsort along an axis (equal keys keep their order), as int64 (or `index_dtype`).
+/// Keys of any dtype; NaN keys sort last (numpy's order).
 Tensor argsort(const Tensor& keys, long axis = -1, DType index_dtype = DType::i64);
 /// Sorts (key, value) pairs by key along `axis` (stable), like jax.lax.sort_key_val:
 /// returns (sorted keys, values permuted the same way). Shapes must match.
 std::pair<Tensor, Tensor> sort_key_val(const Tensor& keys, const Tensor& values, long axis = -1);
 /// Index of the largest element along an axis (first one on ties), int64 (or `index_dtype`).
+/// NaN counts as the largest value: the first NaN's index is returned (numpy, JAX). An
+/// empty axis is a ValueError.
 Tensor argmax(const Tensor& x, long axis = -1, DType index_dtype = DType::i64);
 /// out[..., c] = (indices[...] == c) for c < depth; shape indices.shape + [depth].
+/// An index outside [0, depth) gives a row of zeros (as jax.nn.one_hot).
 Tensor one_hot(const Tensor& indices, std::size_t depth, DType dtype = DType::f32);
 
 // ---- the floating-point environment --------------------------------------------
 /// Turns flush-to-zero and denormals-are-zero on or off for the calling thread.
 /// Denormals from exp of large negative logits slow softmax many times over;
 /// minitrax turns them off when it loads (see kernels.cpp) and on every thread it starts.
+/// The load-time switch lives in kernels.cpp, which gemm.cpp and vmath.cpp reference,
+/// so it runs in any program that uses matmul, exp, softmax, ... even when linked
+/// against the static library; threads started later inherit it (Linux copies MXCSR).
+/// On non-x86 targets both are no-ops (enabled() returns false).
 void set_flush_denormals(bool on);
 bool flush_denormals_enabled();
 

@@ -237,4 +237,9 @@ void matmul_into(Tensor& out, const Tensor& a, const Tensor& b, Trans ta, Trans 
   run_plan(p, out, a, b, ta, tb, alpha, beta, op);
 }
 
+std::string blas_core_name() {
+  const char* name = openblas_get_corename();
+  return name ? std::string(name) : std::string("unknown");
+}
+
 }  // namespace minitrax::core

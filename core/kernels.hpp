@@ -9,6 +9,7 @@
 #pragma once
 
 #include <cstddef>
+#include <string>
 #include <utility>
 
 #include "core/tensor.hpp"
@@ -52,6 +53,11 @@ Tensor matmul(const Tensor& a, const Tensor& b, Trans ta = Trans::N, Trans tb = 
 /// (ValueError). beta = 0 overwrites out without reading it (NaNs there are ignored).
 void matmul_into(Tensor& out, const Tensor& a, const Tensor& b, Trans ta = Trans::N,
                  Trans tb = Trans::N, double alpha = 1.0, double beta = 0.0);
+
+/// The name of the BLAS kernel set in use (OpenBLAS's core name, e.g. "SkylakeX",
+/// "Haswell", or "Prescott" when OpenBLAS did not recognise the CPU and fell back
+/// to its generic SSE3 kernels; see docs/performance.md).
+std::string blas_core_name();
 
 // ---- row-wise kernels over the last axis ------------------------------------
 // float32/float64, rank >= 1. A row that is all -inf gives NaN from softmax and

@@ -161,6 +161,7 @@ int main(int argc, char** argv) {
 
   std::printf("minitrax: MLP (2-%zu-%zu-3, tanh) on three spirals, %zu training points, Adam lr %g\n",
               h, h, train_x.dim(0), cfg.lr);
+  std::printf("BLAS kernels: %s\n", core::blas_core_name().c_str());
   const auto t0 = std::chrono::steady_clock::now();
   double loss = 0;
   for (long step = 1; step <= cfg.steps; ++step) {

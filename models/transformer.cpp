@@ -1,0 +1,130 @@
+// minitrax/models/transformer.cpp: TransformerLM and its blocks.
+#include "models/transformer.hpp"
+
+#include <sstream>
+#include <string>
+#include <utility>
+
+#include "layers/combinators.hpp"
+
+namespace minitrax::models {
+
+namespace tl = minitrax::layers;
+
+namespace {
+
+void check_positive(const char* who, const char* what, long v) {
+  if (v <= 0) {
+    throw ValueError(std::string(who) + ": " + what + " must be positive, got " +
+                     std::to_string(v));
+  }
+}
+
+void check_rate(const char* who, double rate) {
+  if (!(rate >= 0.0 && rate < 1.0)) {
+    std::ostringstream os;
+    os << who << ": dropout must be in [0, 1), got " << rate;
+    throw ValueError(os.str());
+  }
+}
+
+LayerPtr make_activation(const char* who, const Activation& activation, SrcLoc where) {
+  if (!activation) throw ValueError(std::string(who) + ": ff_activation is empty");
+  LayerPtr layer = activation(where);
+  if (!layer) throw ValueError(std::string(who) + ": ff_activation returned a null layer");
+  if (layer->n_in() != 1 || layer->n_out() != 1) {
+    throw ValueError(std::string(who) + ": ff_activation must make a one-input, one-output " +
+                     "layer, got " + layer->name() + " with n_in = " +
+                     std::to_string(layer->n_in()) + ", n_out = " + std::to_string(layer->n_out()));
+  }
+  return layer;
+}
+
+LayerPtr dense(long n, SrcLoc where) {
+  return tl::Dense(n, tl::init::GlorotUniform(), tl::init::RandomNormal(1e-6), true, where);
+}
+
+}  // namespace
+
+std::vector<LayerPtr> FeedForwardBlock(long d_model, long d_ff, double dropout,
+                                       const std::vector<long>& dropout_shared_axes, Mode mode,
+                                       const Activation& activation, SrcLoc where) {
+  check_positive("FeedForwardBlock", "d_model", d_model);
+  check_positive("FeedForwardBlock", "d_ff", d_ff);
+  check_rate("FeedForwardBlock", dropout);
+  return {tl::LayerNorm(1e-6, where),
+          dense(d_ff, where),
+          make_activation("FeedForwardBlock", activation, where),
+          tl::Dropout(dropout, dropout_shared_axes, mode, where),
+          dense(d_model, where),
+          tl::Dropout(dropout, dropout_shared_axes, mode, where)};
+}
+
+std::vector<LayerPtr> DecoderBlock(long d_model, long d_ff, long n_heads, double dropout,
+                                   const std::vector<long>& dropout_shared_axes, Mode mode,
+                                   const Activation& ff_activation, long max_len, SrcLoc where) {
+  LayerPtr attention =
+      tl::Residual({tl::LayerNorm(1e-6, where),
+                    tl::CausalAttention(d_model, n_heads, dropout, mode, max_len, where),
+                    tl::Dropout(dropout, dropout_shared_axes, mode, where)},
+                   nullptr, where);
+  LayerPtr feed_forward = tl::Residual(
+      FeedForwardBlock(d_model, d_ff, dropout, dropout_shared_axes, mode, ff_activation, where),
+      nullptr, where);
+  return {std::move(attention), std::move(feed_forward)};
+}
+
+LayerPtr TransformerLM(const TransformerLMOptions& o, SrcLoc where) {
+  const char* who = "TransformerLM";
+  check_positive(who, "vocab_size", o.vocab_size);
+  check_positive(who, "d_model", o.d_model);
+  check_positive(who, "d_ff", o.d_ff);
+  check_positive(who, "n_heads", o.n_heads);
+  check_positive(who, "max_len", o.max_len);
+  if (o.n_layers < 0) {
+    throw ValueError(std::string(who) + ": n_layers must be >= 0, got " +
+                     std::to_string(o.n_layers));
+  }
+  if (o.d_model % o.n_heads != 0) {
+    throw ValueError(std::string(who) + ": d_model (" + std::to_string(o.d_model) +
+                     ") must be a multiple of n_heads (" + std::to_string(o.n_heads) + ")");
+  }
+  check_rate(who, o.dropout);
+  if (!o.ff_activation) throw ValueError(std::string(who) + ": ff_activation is empty");
+
+  std::vector<LayerPtr> layers{
+      tl::ShiftRight(1, o.mode, where),
+      tl::Embedding(o.vocab_size, o.d_model, tl::init::RandomNormal(1.0), where),
+      tl::Dropout(o.dropout, o.dropout_shared_axes, o.mode, where),
+      tl::PositionalEncoding(o.max_len, 0.0, o.mode, {-2}, where)};
+  for (long i = 0; i < o.n_layers; ++i) {
+    for (LayerPtr& l : DecoderBlock(o.d_model, o.d_ff, o.n_heads, o.dropout, o.dropout_shared_axes,
+                                    o.mode, o.ff_activation, o.max_len, where)) {
+      layers.push_back(std::move(l));
+    }
+  }
+  layers.push_back(tl::LayerNorm(1e-6, where));
+  layers.push_back(dense(o.vocab_size, where));
+  layers.push_back(tl::LogSoftmax(-1, where));
+  LayerPtr model = tl::Serial(std::move(layers), where);
+  model->set_mode(o.mode);
+  return model;
+}
+
+LayerPtr TransformerLM(long vocab_size, long d_model, long d_ff, long n_layers, long n_heads,
+                       double dropout, long max_len, Mode mode, Activation ff_activation,
+                       SrcLoc where) {
+  TransformerLMOptions o;
+  o.vocab_size = vocab_size;
+  o.d_model = d_model;
+  o.d_ff = d_ff;
+  o.n_layers = n_layers;
+  o.n_heads = n_heads;
+  o.dropout = dropout;
+  o.max_len = max_len;
+  o.mode = mode;
+  o.ff_activation = std::move(ff_activation);
+  return TransformerLM(o, where);
+}
+
+}  // namespace minitrax::models

@@ -42,7 +42,6 @@ Var where(const Var& cond, const Var& a, const Var& b);
 Var add(const Var& x, double s);
 Var multiply(const Var& x, double s);
 
-
 // ---- element-wise functions ---------------------------------------------------
 Var exp(const Var& x);
 Var log(const Var& x);

@@ -173,9 +173,8 @@ Var dense(const Var& x, const Var& w, const Var& b) {
                      core::shape_str(w.shape()));
   }
   if (x.ndim() < 1 || x.dim(-1) != w.dim(0)) {
-    throw ShapeError("dense: x has shape " + core::shape_str(x.shape()) +
-                     ", expected [..., " + std::to_string(w.dim(0)) + "] to match w " +
-                     core::shape_str(w.shape()));
+    throw ShapeError("dense: x has shape " + core::shape_str(x.shape()) + ", expected [..., " +
+                     std::to_string(w.dim(0)) + "] to match w " + core::shape_str(w.shape()));
   }
   Shape out_shape = x.shape();
   out_shape.back() = w.dim(1);
@@ -197,18 +196,42 @@ Var dense(const Var& x, const Var& w, const Var& b) {
 
 namespace minitrax::autodiff {
 
-Var operator+(const Var& a, const Var& b) { return fastmath::add(a, b); }
-Var operator-(const Var& a, const Var& b) { return fastmath::subtract(a, b); }
-Var operator*(const Var& a, const Var& b) { return fastmath::multiply(a, b); }
-Var operator/(const Var& a, const Var& b) { return fastmath::divide(a, b); }
-Var operator-(const Var& x) { return fastmath::negative(x); }
-Var operator+(const Var& a, double s) { return fastmath::add(a, s); }
-Var operator+(double s, const Var& a) { return fastmath::add(a, s); }
-Var operator-(const Var& a, double s) { return fastmath::add(a, -s); }
-Var operator-(double s, const Var& a) { return fastmath::add(fastmath::negative(a), s); }
-Var operator*(const Var& a, double s) { return fastmath::multiply(a, s); }
-Var operator*(double s, const Var& a) { return fastmath::multiply(a, s); }
-Var operator/(const Var& a, double s) { return fastmath::multiply(a, 1.0 / s); }
+Var operator+(const Var& a, const Var& b) {
+  return fastmath::add(a, b);
+}
+Var operator-(const Var& a, const Var& b) {
+  return fastmath::subtract(a, b);
+}
+Var operator*(const Var& a, const Var& b) {
+  return fastmath::multiply(a, b);
+}
+Var operator/(const Var& a, const Var& b) {
+  return fastmath::divide(a, b);
+}
+Var operator-(const Var& x) {
+  return fastmath::negative(x);
+}
+Var operator+(const Var& a, double s) {
+  return fastmath::add(a, s);
+}
+Var operator+(double s, const Var& a) {
+  return fastmath::add(a, s);
+}
+Var operator-(const Var& a, double s) {
+  return fastmath::add(a, -s);
+}
+Var operator-(double s, const Var& a) {
+  return fastmath::add(fastmath::negative(a), s);
+}
+Var operator*(const Var& a, double s) {
+  return fastmath::multiply(a, s);
+}
+Var operator*(double s, const Var& a) {
+  return fastmath::multiply(a, s);
+}
+Var operator/(const Var& a, double s) {
+  return fastmath::multiply(a, 1.0 / s);
+}
 Var operator/(double s, const Var& a) {
   return fastmath::divide(Tensor::full(a.shape(), s, a.dtype()), a);
 }

@@ -22,7 +22,9 @@ using autodiff::VjpContext;
 
 namespace {
 
-std::string dname(DType d) { return std::string(core::dtype_name(d)); }
+std::string dname(DType d) {
+  return std::string(core::dtype_name(d));
+}
 
 /// out[i] = f(x[i]) for a float tensor x (f is called with float or double).
 template <class F>
@@ -60,10 +62,9 @@ void check_float_pair(std::string_view op, const Var& a, const Var& b) {
   core::check_floating(op, a.value());
   core::check_floating(op, b.value());
   if (a.dtype() != b.dtype()) {
-    throw DTypeError(std::string(op) + ": the operands have different dtypes, " +
-                     dname(a.dtype()) + " " + core::shape_str(a.shape()) + " and " +
-                     dname(b.dtype()) + " " + core::shape_str(b.shape()) +
-                     "; convert one with astype");
+    throw DTypeError(std::string(op) + ": the operands have different dtypes, " + dname(a.dtype()) +
+                     " " + core::shape_str(a.shape()) + " and " + dname(b.dtype()) + " " +
+                     core::shape_str(b.shape()) + "; convert one with astype");
   }
   (void)core::broadcast_shapes(a.shape(), b.shape(), op);
 }
@@ -100,14 +101,14 @@ Var power(const Var& x, double exponent) {
   // out = x ** e   =>  dx = g * e * x ** (e - 1)
   core::check_floating("power", x.value());
   const Var in[] = {x};
-  return record1("power_scalar", in, core::pow(x.value(), exponent), {x.value()},
-                 [exponent](VjpContext& ctx) {
-                   if (exponent == 0.0) return;  // out = 1: no dependence on x
-                   ctx.accumulate(0, zip("power", ctx.ct(), ctx.saved(0), [exponent](auto g, auto v) {
-                     using T = decltype(g);
-                     return g * T(exponent) * std::pow(v, T(exponent - 1.0));
-                   }));
-                 });
+  return record1(
+      "power_scalar", in, core::pow(x.value(), exponent), {x.value()}, [exponent](VjpContext& ctx) {
+        if (exponent == 0.0) return;  // out = 1: no dependence on x
+        ctx.accumulate(0, zip("power", ctx.ct(), ctx.saved(0), [exponent](auto g, auto v) {
+                         using T = decltype(g);
+                         return g * T(exponent) * std::pow(v, T(exponent - 1.0));
+                       }));
+      });
 }
 
 // ---- maximum, minimum -------------------------------------------------------------
@@ -118,9 +119,9 @@ namespace {
 /// 0.5 on ties, 0 where b wins. `a_wins` is core::greater or core::less.
 Tensor winner_weight(const Tensor& a, const Tensor& b, const Tensor& a_wins) {
   const DType dt = a.dtype();
-  return core::where(a_wins, Tensor::scalar(1.0, dt),
-                     core::where(core::equal_to(a, b), Tensor::scalar(0.5, dt),
-                                 Tensor::scalar(0.0, dt)));
+  return core::where(
+      a_wins, Tensor::scalar(1.0, dt),
+      core::where(core::equal_to(a, b), Tensor::scalar(0.5, dt), Tensor::scalar(0.0, dt)));
 }
 
 /// The rule of maximum and minimum from the weight of a: da = g * w, db = g * (1 - w).
@@ -164,15 +165,14 @@ Var where(const Var& cond, const Var& a, const Var& b) {
   const Var in[] = {cond, a, b};
   Tensor out = core::where(cond.value(), a.value(), b.value());
   std::vector<Tensor> outs{std::move(out)};
-  return std::move(record(
-      "where", in, std::move(outs), {cond.value()},
-      [](VjpContext& ctx) {
-        const Tensor g = ctx.ct();
-        const Tensor zero = Tensor::scalar(0.0, g.dtype());
-        if (ctx.needs(1)) ctx.accumulate(1, core::where(ctx.saved(0), g, zero));
-        if (ctx.needs(2)) ctx.accumulate(2, core::where(ctx.saved(0), zero, g));
-      },
-      {false, true, true})[0]);
+  return std::move(record("where", in, std::move(outs), {cond.value()},
+                          [](VjpContext& ctx) {
+                            const Tensor g = ctx.ct();
+                            const Tensor zero = Tensor::scalar(0.0, g.dtype());
+                            if (ctx.needs(1)) ctx.accumulate(1, core::where(ctx.saved(0), g, zero));
+                            if (ctx.needs(2)) ctx.accumulate(2, core::where(ctx.saved(0), zero, g));
+                          },
+                          {false, true, true})[0]);
 }
 
 // ---- element-wise functions ----------------------------------------------------------
@@ -312,9 +312,15 @@ Var abs(const Var& x) {
 
 // ---- comparisons: constants -----------------------------------------------------------
 
-Var equal(const Var& a, const Var& b) { return Var(core::equal_to(a.value(), b.value())); }
-Var less(const Var& a, const Var& b) { return Var(core::less(a.value(), b.value())); }
-Var greater(const Var& a, const Var& b) { return Var(core::greater(a.value(), b.value())); }
+Var equal(const Var& a, const Var& b) {
+  return Var(core::equal_to(a.value(), b.value()));
+}
+Var less(const Var& a, const Var& b) {
+  return Var(core::less(a.value(), b.value()));
+}
+Var greater(const Var& a, const Var& b) {
+  return Var(core::greater(a.value(), b.value()));
+}
 
 // ---- astype -----------------------------------------------------------------------------
 
@@ -325,9 +331,8 @@ Var astype(const Var& x, DType dtype) {
   const DType from = x.dtype();
   if (!core::is_floating(from) || !core::is_floating(dtype)) return Var(out);  // not differentiable
   const Var in[] = {x};
-  return record1("astype", in, out, {}, [from](VjpContext& ctx) {
-    ctx.accumulate(0, ctx.ct().astype(from));
-  });
+  return record1("astype", in, out, {},
+                 [from](VjpContext& ctx) { ctx.accumulate(0, ctx.ct().astype(from)); });
 }
 
 }  // namespace minitrax::fastmath

@@ -21,8 +21,8 @@ Var record_gather(std::string_view op, const Var& x, const Var& indices, Tensor 
                   autodiff::VjpRule vjp) {
   const Var in[] = {x, indices};
   // Saved: the indices only (x's shape is in the node); the rule needs nothing else.
-  return std::move(record(op, in, {std::move(out)}, {indices.value()}, std::move(vjp),
-                          {true, false})[0]);
+  return std::move(
+      record(op, in, {std::move(out)}, {indices.value()}, std::move(vjp), {true, false})[0]);
 }
 
 }  // namespace
@@ -36,8 +36,8 @@ Var take(const Var& x, const Var& indices, long axis) {
   Tensor out = core::take(x.value(), indices.value(), axis);  // checks axis, dtype, range
   return record_gather("take", x, indices, out, [axis](VjpContext& ctx) {
     if (!ctx.needs(0)) return;
-    ctx.accumulate(0, core::take_backward(ctx.ct(), ctx.saved(0), ctx.node().input_shapes[0],
-                                          axis));
+    ctx.accumulate(0,
+                   core::take_backward(ctx.ct(), ctx.saved(0), ctx.node().input_shapes[0], axis));
   });
 }
 
@@ -60,8 +60,12 @@ Var one_hot(const Var& indices, std::size_t depth, DType dtype) {
   return Var(core::one_hot(indices.value(), depth, dtype));
 }
 
-Var argmax(const Var& x, long axis) { return Var(core::argmax(x.value(), axis)); }
+Var argmax(const Var& x, long axis) {
+  return Var(core::argmax(x.value(), axis));
+}
 
-Var argsort(const Var& x, long axis) { return Var(core::argsort(x.value(), axis)); }
+Var argsort(const Var& x, long axis) {
+  return Var(core::argsort(x.value(), axis));
+}
 
 }  // namespace minitrax::fastmath

@@ -59,10 +59,10 @@ Var dropout(const Var& x, const Var& mask, double keep_prob) {
   const Tensor scaled = core::mul(m, 1.0 / keep_prob);  // mask / keep_prob
   const Var in[] = {x, mask};
   std::vector<Tensor> outs{core::mul(x.value(), scaled)};
-  return std::move(record(
-      "dropout", in, std::move(outs), {scaled},
-      [](VjpContext& ctx) { ctx.accumulate(0, core::mul(ctx.ct(), ctx.saved(0))); },
-      {true, false})[0]);
+  return std::move(
+      record("dropout", in, std::move(outs), {scaled},
+             [](VjpContext& ctx) { ctx.accumulate(0, core::mul(ctx.ct(), ctx.saved(0))); },
+             {true, false})[0]);
 }
 
 }  // namespace minitrax::fastmath

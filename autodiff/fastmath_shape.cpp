@@ -54,10 +54,9 @@ Var squeeze(const Var& x, const std::vector<long>& axes) {
 Var broadcast_to(const Var& x, const Shape& shape) {
   // out = broadcast_to(x, shape)   =>  dx = sum_to(g, x.shape) (sum over the broadcast axes)
   const Var in[] = {x};
-  return record1("broadcast_to", in, core::broadcast_to(x.value(), shape), {},
-                 [](VjpContext& ctx) {
-                   ctx.accumulate(0, core::sum_to(ctx.ct(), ctx.node().input_shapes[0]));
-                 });
+  return record1("broadcast_to", in, core::broadcast_to(x.value(), shape), {}, [](VjpContext& ctx) {
+    ctx.accumulate(0, core::sum_to(ctx.ct(), ctx.node().input_shapes[0]));
+  });
 }
 
 // ---- concatenate and split --------------------------------------------------------------
@@ -123,8 +122,7 @@ Var slice(const Var& x, long axis, long start, long stop, long step) {
                  });
 }
 
-Var pad(const Var& x, const std::vector<std::pair<std::size_t, std::size_t>>& pads,
-        double value) {
+Var pad(const Var& x, const std::vector<std::pair<std::size_t, std::size_t>>& pads, double value) {
   // out = pad(x, pads, value): x sits at [before_i : before_i + n_i] on every axis i
   //   =>  dx = that interior of g (the padding is a constant: no gradient)
   const Var in[] = {x};

@@ -62,8 +62,8 @@ GradcheckResult gradcheck(const Fn& f, const std::vector<Tensor>& inputs,
   core::Key key = core::key_from_seed(static_cast<std::int64_t>(options.seed));
   for (std::size_t k = 0; k < r.outputs.size(); ++k) {
     const Tensor& y = r.outputs[k];
-    Tensor u = core::normal(core::fold_in(key, static_cast<std::uint32_t>(k)), y.shape(),
-                            DType::f64);
+    Tensor u =
+        core::normal(core::fold_in(key, static_cast<std::uint32_t>(k)), y.shape(), DType::f64);
     us.push_back(u);
     cts.push_back(core::is_floating(y.dtype()) ? u.astype(y.dtype())
                                                : Tensor::zeros(y.shape(), y.dtype()));
@@ -108,8 +108,8 @@ GradcheckResult gradcheck(const Fn& f, const std::vector<Tensor>& inputs,
   msg << (res.ok ? "gradcheck passed" : "gradcheck FAILED") << " (" << res.n_checked
       << " elements); worst: input " << res.input << " at " << core::shape_str(res.index)
       << ": analytic " << res.analytic << ", numeric " << res.numeric << ", |diff| "
-      << std::abs(res.analytic - res.numeric) << " = " << res.error_ratio
-      << " x tolerance (rtol " << options.rtol << ", atol " << options.atol << ")";
+      << std::abs(res.analytic - res.numeric) << " = " << res.error_ratio << " x tolerance (rtol "
+      << options.rtol << ", atol " << options.atol << ")";
   res.message = msg.str();
   return res;
 }

@@ -20,9 +20,9 @@
 namespace minitrax::autodiff {
 
 struct GradcheckOptions {
-  double eps = 1e-6;    // finite-difference step h
-  double rtol = 1e-6;   // relative tolerance
-  double atol = 1e-8;   // absolute tolerance (for elements whose gradient is ~0)
+  double eps = 1e-6;       // finite-difference step h
+  double rtol = 1e-6;      // relative tolerance
+  double atol = 1e-8;      // absolute tolerance (for elements whose gradient is ~0)
   std::uint64_t seed = 0;  // for the random output cotangents
   /// Which inputs to check (default: every floating input). Integer inputs are never checked.
   std::vector<bool> check;
@@ -30,13 +30,13 @@ struct GradcheckOptions {
 
 struct GradcheckResult {
   bool ok = true;
-  std::size_t n_checked = 0;        // elements compared
+  std::size_t n_checked = 0;  // elements compared
   // the worst element (largest error relative to its tolerance)
   std::size_t input = 0;
-  std::vector<std::size_t> index;   // multi-index within that input
+  std::vector<std::size_t> index;  // multi-index within that input
   double analytic = 0, numeric = 0;
-  double error_ratio = 0;           // |a - n| / (atol + rtol * max(|a|, |n|)); <= 1 passes
-  std::string message;              // a readable verdict with the worst element
+  double error_ratio = 0;  // |a - n| / (atol + rtol * max(|a|, |n|)); <= 1 passes
+  std::string message;     // a readable verdict with the worst element
   explicit operator bool() const { return ok; }
 };
 

@@ -44,7 +44,9 @@ TapeCore* recording_tape() {
   return (top && top->recording()) ? top : nullptr;
 }
 
-Tape::Tape() : core_(std::make_shared<TapeCore>()) { t_stack.push_back(core_.get()); }
+Tape::Tape() : core_(std::make_shared<TapeCore>()) {
+  t_stack.push_back(core_.get());
+}
 
 Tape::~Tape() {
   if (t_stack.empty() || t_stack.back() != core_.get()) {
@@ -66,22 +68,33 @@ Tensor Tape::gradient(const Var& y, const Var& x, const Tensor& seed) {
   return core_->backward({y}, {seed}, {x}).at(0);
 }
 
-NoRecord::NoRecord() { t_stack.push_back(nullptr); }
-NoRecord::~NoRecord() { t_stack.pop_back(); }
+NoRecord::NoRecord() {
+  t_stack.push_back(nullptr);
+}
+NoRecord::~NoRecord() {
+  t_stack.pop_back();
+}
 
 NameScope::NameScope(const std::string& name) {
   const std::string& parent = current_scope();
-  t_scopes.push_back(std::make_shared<const std::string>(parent.empty() ? name : parent + "/" + name));
+  t_scopes.push_back(
+      std::make_shared<const std::string>(parent.empty() ? name : parent + "/" + name));
 }
-NameScope::~NameScope() { t_scopes.pop_back(); }
+NameScope::~NameScope() {
+  t_scopes.pop_back();
+}
 
 const std::string& current_scope() {
   static const std::string empty;
   return t_scopes.empty() ? empty : *t_scopes.back();
 }
 
-void set_debug_nans(bool on) { t_debug_nans = on; }
-bool debug_nans() { return t_debug_nans; }
+void set_debug_nans(bool on) {
+  t_debug_nans = on;
+}
+bool debug_nans() {
+  return t_debug_nans;
+}
 
 // ---- recording ------------------------------------------------------------------
 
@@ -236,8 +249,8 @@ void VjpContext::accumulate(std::size_t i, const Tensor& g) {
   const Node& producer = tape_->nodes_[static_cast<std::size_t>(e.node)];
   const DType want_dtype = producer.output_dtypes[static_cast<std::size_t>(e.output)];
   if (g.dtype() != want_dtype) {
-    throw TapeError("VJP of '" + node_->op + "': cotangent of input " + std::to_string(i) +
-                    " is " + std::string(core::dtype_name(g.dtype())) + ", the input is " +
+    throw TapeError("VJP of '" + node_->op + "': cotangent of input " + std::to_string(i) + " is " +
+                    std::string(core::dtype_name(g.dtype())) + ", the input is " +
                     std::string(core::dtype_name(want_dtype)));
   }
   if (g.shape() == want) {
@@ -316,8 +329,7 @@ std::vector<Tensor> TapeCore::backward(const VarList& outputs, const std::vector
       throw TapeError("backward: the seed of output " + std::to_string(k) + " has shape " +
                       core::shape_str(seed.shape()) + " " +
                       std::string(core::dtype_name(seed.dtype())) + ", the output has shape " +
-                      core::shape_str(y.shape()) + " " +
-                      std::string(core::dtype_name(y.dtype())));
+                      core::shape_str(y.shape()) + " " + std::string(core::dtype_name(y.dtype())));
     }
     add_to_slot(y.node_id(), y.output_index(), seed);
   }
@@ -390,7 +402,8 @@ std::string TapeCore::dump() const {
         os << "const" << core::shape_str(node.input_shapes[k]);
       } else {
         os << '%' << e.node;
-        if (nodes_[static_cast<std::size_t>(e.node)].output_shapes.size() > 1) os << '.' << e.output;
+        if (nodes_[static_cast<std::size_t>(e.node)].output_shapes.size() > 1)
+          os << '.' << e.output;
         if (!e.flows) os << " (no grad)";
       }
     }
@@ -408,8 +421,8 @@ std::string TapeCore::to_dot() const {
   os << "digraph tape {\n  rankdir=TB;\n  node [shape=box, fontname=\"monospace\"];\n";
   for (std::size_t i = 0; i < nodes_.size(); ++i) {
     const Node& node = nodes_[i];
-    os << "  n" << i << " [label=\"%" << i << " " << node.op << "\\n" << shapes_str(node.output_shapes)
-       << "\"";
+    os << "  n" << i << " [label=\"%" << i << " " << node.op << "\\n"
+       << shapes_str(node.output_shapes) << "\"";
     if (!node.vjp) os << ", style=rounded";
     os << "];\n";
     for (std::size_t k = 0; k < node.inputs.size(); ++k) {

@@ -85,9 +85,9 @@ using VarList = std::vector<Var>;
 
 /// An edge from a node to one of its inputs.
 struct Edge {
-  int node = -1;          // producing node on the same tape; -1 for a constant
-  int output = 0;         // which output of that node
-  bool flows = true;      // false: recorded for show, receives no cotangent (tie_in's x)
+  int node = -1;      // producing node on the same tape; -1 for a constant
+  int output = 0;     // which output of that node
+  bool flows = true;  // false: recorded for show, receives no cotangent (tie_in's x)
 };
 
 /// The VJP rule of a node: reads the node's saved tensors and output cotangents,
@@ -96,22 +96,22 @@ using VjpRule = std::function<void(VjpContext&)>;
 
 /// One recorded op.
 struct Node {
-  std::string op;                  // "add", "matmul", "input", a custom name, ...
-  std::vector<Edge> inputs;        // in argument order
+  std::string op;            // "add", "matmul", "input", a custom name, ...
+  std::vector<Edge> inputs;  // in argument order
   std::vector<Shape> input_shapes;
   std::vector<Shape> output_shapes;
   std::vector<DType> output_dtypes;
-  std::vector<Tensor> saved;       // what the VJP reads
-  VjpRule vjp;                     // empty for leaves
+  std::vector<Tensor> saved;                 // what the VJP reads
+  VjpRule vjp;                               // empty for leaves
   std::shared_ptr<const std::string> scope;  // layer path active when recorded
 };
 
 /// Counts of what a tape keeps alive (for memory tests: checkpoint keeps fewer values).
 struct TapeStats {
   std::size_t nodes = 0;
-  std::size_t saved_tensors = 0;   // entries in all nodes' `saved`
-  std::size_t saved_buffers = 0;   // distinct buffers among them
-  std::size_t saved_bytes = 0;     // bytes of the distinct buffers
+  std::size_t saved_tensors = 0;  // entries in all nodes' `saved`
+  std::size_t saved_buffers = 0;  // distinct buffers among them
+  std::size_t saved_bytes = 0;    // bytes of the distinct buffers
 };
 
 /// What the VJP rule of a node sees during backward.

@@ -5,7 +5,9 @@ namespace minitrax::autodiff {
 
 namespace {
 
-bool on(const Var& v, const TapeCore& tape) { return v.on_tape() && v.tape_serial() == tape.serial(); }
+bool on(const Var& v, const TapeCore& tape) {
+  return v.on_tape() && v.tape_serial() == tape.serial();
+}
 
 // Backward over `ys` with `seeds`, skipping outputs that never touched the tape
 // (constant outputs carry no gradient), with respect to `xs`.
@@ -49,19 +51,17 @@ VjpResult vjp(const Fn& f, const std::vector<Tensor>& primals) {
   for (const Var& y : ys) result.outputs.push_back(y.value());
   result.pullback = [core, xs, ys](const std::vector<Tensor>& cts) {
     if (cts.size() != ys.size()) {
-      throw TapeError("vjp pullback: " + std::to_string(cts.size()) +
-                      " cotangents given for " + std::to_string(ys.size()) + " outputs");
+      throw TapeError("vjp pullback: " + std::to_string(cts.size()) + " cotangents given for " +
+                      std::to_string(ys.size()) + " outputs");
     }
     for (std::size_t i = 0; i < cts.size(); ++i) {
-      if (!cts[i].defined() || cts[i].shape() != ys[i].shape() ||
-          cts[i].dtype() != ys[i].dtype()) {
-        throw TapeError(
-            "vjp pullback: cotangent " + std::to_string(i) + " has shape " +
-            (cts[i].defined() ? core::shape_str(cts[i].shape()) + " " +
-                                    std::string(core::dtype_name(cts[i].dtype()))
-                              : std::string("<undefined>")) +
-            ", the output has shape " + core::shape_str(ys[i].shape()) + " " +
-            std::string(core::dtype_name(ys[i].dtype())));
+      if (!cts[i].defined() || cts[i].shape() != ys[i].shape() || cts[i].dtype() != ys[i].dtype()) {
+        throw TapeError("vjp pullback: cotangent " + std::to_string(i) + " has shape " +
+                        (cts[i].defined() ? core::shape_str(cts[i].shape()) + " " +
+                                                std::string(core::dtype_name(cts[i].dtype()))
+                                          : std::string("<undefined>")) +
+                        ", the output has shape " + core::shape_str(ys[i].shape()) + " " +
+                        std::string(core::dtype_name(ys[i].dtype())));
       }
     }
     return pull(*core, ys, cts, xs);
@@ -107,9 +107,8 @@ Var stop_gradient(const Var& x) {
 
 Var tie_in(const Var& x, const Var& y) {
   const Var inputs[] = {x, y};
-  return std::move(record(
-      "tie_in", inputs, {y.value()}, {},
-      [](VjpContext& ctx) { ctx.accumulate(1, ctx.ct(0)); }, {false, true})[0]);
+  return std::move(record("tie_in", inputs, {y.value()}, {},
+                          [](VjpContext& ctx) { ctx.accumulate(1, ctx.ct(0)); }, {false, true})[0]);
 }
 
 VarList custom_vjp(const std::string& name, const VarList& inputs, const CustomForward& forward,

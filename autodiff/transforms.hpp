@@ -40,8 +40,7 @@ std::pair<Tensor, std::vector<Tensor>> value_and_grad(const ScalarFn& f,
                                                       const std::vector<Tensor>& xs);
 /// Tree forms: the gradient has the structure of `xs`.
 core::Tree<Tensor> grad(const TreeFn& f, const core::Tree<Tensor>& xs);
-std::pair<Tensor, core::Tree<Tensor>> value_and_grad(const TreeFn& f,
-                                                     const core::Tree<Tensor>& xs);
+std::pair<Tensor, core::Tree<Tensor>> value_and_grad(const TreeFn& f, const core::Tree<Tensor>& xs);
 
 /// Same value, a new leaf: no cotangent flows back into x.
 Var stop_gradient(const Var& x);
@@ -56,9 +55,8 @@ Var tie_in(const Var& x, const Var& y);
 ///  backward(residuals, output_cts) -> input cts (one per input; an undefined
 ///  Tensor means zero). Output cotangents that never arrived are passed as zeros.
 /// The forward runs with recording off: the tape holds one node and the residuals.
-using CustomForward =
-    std::function<std::vector<Tensor>(const std::vector<Tensor>& inputs,
-                                      std::vector<Tensor>& residuals)>;
+using CustomForward = std::function<std::vector<Tensor>(const std::vector<Tensor>& inputs,
+                                                        std::vector<Tensor>& residuals)>;
 using CustomBackward = std::function<std::vector<Tensor>(const std::vector<Tensor>& residuals,
                                                          const std::vector<Tensor>& output_cts)>;
 VarList custom_vjp(const std::string& name, const VarList& inputs, const CustomForward& forward,

@@ -31,8 +31,7 @@ namespace core = minitrax::core;
 
 namespace {
 
-std::vector<float> random_floats(std::size_t n, unsigned seed, float lo = -1.0f,
-                                 float hi = 1.0f) {
+std::vector<float> random_floats(std::size_t n, unsigned seed, float lo = -1.0f, float hi = 1.0f) {
   std::mt19937 gen(seed);
   std::uniform_real_distribution<float> dist(lo, hi);
   std::vector<float> v(n);
@@ -83,7 +82,9 @@ void BM_sgemm_paired(benchmark::State& state) {
         benchmark::DoNotOptimize(c.raw_data());
         break;
       }
-      default: core::matmul_into(c_into, a, b); break;
+      default:
+        core::matmul_into(c_into, a, b);
+        break;
     }
     benchmark::ClobberMemory();
     const auto t1 = std::chrono::steady_clock::now();
@@ -175,8 +176,8 @@ void scalar_logsumexp(const float* x, float* out, std::size_t rows, std::size_t 
   }
 }
 
-void scalar_layer_norm(const float* x, const float* scale, const float* bias, float* y,
-                       float* mean, float* rstd, std::size_t rows, std::size_t d, float eps) {
+void scalar_layer_norm(const float* x, const float* scale, const float* bias, float* y, float* mean,
+                       float* rstd, std::size_t rows, std::size_t d, float eps) {
   for (std::size_t r = 0; r < rows; ++r) {
     const float* xr = x + r * d;
     float* yr = y + r * d;
@@ -199,7 +200,8 @@ constexpr double kLseBytes = (kRows * kCols + kRows) * kElem;
 constexpr double kLayerNormBytes = (2.0 * kRows * kCols + 2.0 * kCols + 2.0 * kRows) * kElem;
 
 void set_bytes(benchmark::State& state, double bytes) {
-  state.SetBytesProcessed(static_cast<std::int64_t>(bytes * static_cast<double>(state.iterations())));
+  state.SetBytesProcessed(
+      static_cast<std::int64_t>(bytes * static_cast<double>(state.iterations())));
 }
 
 void BM_softmax_scalar(benchmark::State& state) {
@@ -299,9 +301,9 @@ void register_all() {
       // ~1 s per case at ~100 GFLOPS, at least 30 rounds of 4 calls.
       const double t_call = 2.0 * double(n) * double(n) * double(n) / 1e11;
       const auto iters = static_cast<benchmark::IterationCount>(std::max(30.0, 0.25 / t_call));
-      benchmark::RegisterBenchmark(("gemm_paired/n:" + std::to_string(n) + "/threads:" +
-                                    std::to_string(threads)).c_str(),
-                                   BM_sgemm_paired)
+      benchmark::RegisterBenchmark(
+          ("gemm_paired/n:" + std::to_string(n) + "/threads:" + std::to_string(threads)).c_str(),
+          BM_sgemm_paired)
           ->Args({n, threads})
           ->Iterations(iters)
           ->Unit(benchmark::kMillisecond)

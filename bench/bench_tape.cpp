@@ -17,9 +17,9 @@ constexpr int kOps = 1000;
 
 void report(benchmark::State& state) {
   state.SetItemsProcessed(state.iterations() * kOps);
-  state.counters["per_op"] = benchmark::Counter(
-      static_cast<double>(state.iterations() * kOps),
-      benchmark::Counter::kIsRate | benchmark::Counter::kInvert);
+  state.counters["per_op"] =
+      benchmark::Counter(static_cast<double>(state.iterations() * kOps),
+                         benchmark::Counter::kIsRate | benchmark::Counter::kInvert);
 }
 
 void BM_MultiplyScalar_NoTape(benchmark::State& state) {

@@ -24,9 +24,13 @@ namespace {
 
 [[gnu::used]] const bool* const keep_fp_env_initializer = &detail::flush_denormals_at_load;
 
-CBLAS_TRANSPOSE cblas_trans(Trans t) { return t == Trans::T ? CblasTrans : CblasNoTrans; }
+CBLAS_TRANSPOSE cblas_trans(Trans t) {
+  return t == Trans::T ? CblasTrans : CblasNoTrans;
+}
 
-std::string trans_name(Trans t) { return t == Trans::T ? "T" : "N"; }
+std::string trans_name(Trans t) {
+  return t == Trans::T ? "T" : "N";
+}
 
 // cblas takes sizes as blasint (int unless OpenBLAS was built with 64-bit integers).
 void check_fits(const char* op, const char* what, std::size_t v) {
@@ -51,14 +55,13 @@ void scale_c(std::size_t m, std::size_t n, T beta, T* c, std::size_t ldc) {
 }
 
 template <class T>
-void gemm_impl(Trans ta, Trans tb, std::size_t m, std::size_t n, std::size_t k, T alpha,
-               const T* a, std::size_t lda, const T* b, std::size_t ldb, T beta, T* c,
-               std::size_t ldc) {
+void gemm_impl(Trans ta, Trans tb, std::size_t m, std::size_t n, std::size_t k, T alpha, const T* a,
+               std::size_t lda, const T* b, std::size_t ldb, T beta, T* c, std::size_t ldc) {
   if (m == 0 || n == 0) return;
   if (c == nullptr) throw ValueError("gemm: C is a null pointer");
   if (ldc < n) {
-    throw ValueError("gemm: ldc = " + std::to_string(ldc) + " is smaller than n = " +
-                     std::to_string(n));
+    throw ValueError("gemm: ldc = " + std::to_string(ldc) +
+                     " is smaller than n = " + std::to_string(n));
   }
   if (k == 0) {  // an empty sum: C = beta * C
     scale_c(m, n, beta, c, ldc);
@@ -144,8 +147,8 @@ MatmulPlan plan_matmul(const std::string& op, const Tensor& a, const Tensor& b, 
   const bool shared_b = rb == 2;
   const bool shared_a = ra == 2 && rb > 2;
   if (!shared_a && !shared_b && (ra != rb || !std::equal(as.begin(), as.end() - 2, bs.begin()))) {
-    throw ShapeError(op + ": batch dimensions differ: a " + shape_str(as) + ", b " +
-                     shape_str(bs) + " (the leading axes must be equal, or one operand rank 2)");
+    throw ShapeError(op + ": batch dimensions differ: a " + shape_str(as) + ", b " + shape_str(bs) +
+                     " (the leading axes must be equal, or one operand rank 2)");
   }
   MatmulPlan p;
   p.m = ta == Trans::N ? as[ra - 2] : as[ra - 1];
@@ -154,8 +157,8 @@ MatmulPlan plan_matmul(const std::string& op, const Tensor& a, const Tensor& b, 
   p.n = tb == Trans::N ? bs[rb - 1] : bs[rb - 2];
   if (ka != kb) {
     throw ShapeError(op + ": inner dimensions differ: a " + shape_str(as) +
-                     (ta == Trans::T ? " (transposed, k=" : " (k=") + std::to_string(ka) +
-                     "), b " + shape_str(bs) + (tb == Trans::T ? " (transposed, k=" : " (k=") +
+                     (ta == Trans::T ? " (transposed, k=" : " (k=") + std::to_string(ka) + "), b " +
+                     shape_str(bs) + (tb == Trans::T ? " (transposed, k=" : " (k=") +
                      std::to_string(kb) + ")");
   }
   p.k = ka;
@@ -177,8 +180,8 @@ void run_plan(const MatmulPlan& p, Tensor& out, const Tensor& a, const Tensor& b
               Trans tb, double alpha, double beta, const std::string& op) {
   dispatch_floating(a.dtype(), op, [&](auto tag) {
     using T = decltype(tag);
-    gemm_batched_impl<T>(ta, tb, p.batch, p.m, p.n, p.k, static_cast<T>(alpha), a.data<T>(),
-                         p.lda, p.stride_a, b.data<T>(), p.ldb, p.stride_b, static_cast<T>(beta),
+    gemm_batched_impl<T>(ta, tb, p.batch, p.m, p.n, p.k, static_cast<T>(alpha), a.data<T>(), p.lda,
+                         p.stride_a, b.data<T>(), p.ldb, p.stride_b, static_cast<T>(beta),
                          out.data<T>(), p.ldc, p.stride_c);
   });
 }
@@ -198,19 +201,19 @@ void gemm(Trans ta, Trans tb, std::size_t m, std::size_t n, std::size_t k, doubl
 }
 
 void gemm_batched(Trans ta, Trans tb, std::size_t batch, std::size_t m, std::size_t n,
-                  std::size_t k, float alpha, const float* a, std::size_t lda,
-                  std::size_t stride_a, const float* b, std::size_t ldb, std::size_t stride_b,
-                  float beta, float* c, std::size_t ldc, std::size_t stride_c) {
-  gemm_batched_impl(ta, tb, batch, m, n, k, alpha, a, lda, stride_a, b, ldb, stride_b, beta, c,
-                    ldc, stride_c);
+                  std::size_t k, float alpha, const float* a, std::size_t lda, std::size_t stride_a,
+                  const float* b, std::size_t ldb, std::size_t stride_b, float beta, float* c,
+                  std::size_t ldc, std::size_t stride_c) {
+  gemm_batched_impl(ta, tb, batch, m, n, k, alpha, a, lda, stride_a, b, ldb, stride_b, beta, c, ldc,
+                    stride_c);
 }
 
 void gemm_batched(Trans ta, Trans tb, std::size_t batch, std::size_t m, std::size_t n,
                   std::size_t k, double alpha, const double* a, std::size_t lda,
                   std::size_t stride_a, const double* b, std::size_t ldb, std::size_t stride_b,
                   double beta, double* c, std::size_t ldc, std::size_t stride_c) {
-  gemm_batched_impl(ta, tb, batch, m, n, k, alpha, a, lda, stride_a, b, ldb, stride_b, beta, c,
-                    ldc, stride_c);
+  gemm_batched_impl(ta, tb, batch, m, n, k, alpha, a, lda, stride_a, b, ldb, stride_b, beta, c, ldc,
+                    stride_c);
 }
 
 Tensor matmul(const Tensor& a, const Tensor& b, Trans ta, Trans tb) {

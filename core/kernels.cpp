@@ -74,7 +74,9 @@ namespace {
 
 // ---- helpers -----------------------------------------------------------------
 
-std::string dt(DType d) { return std::string(dtype_name(d)); }
+std::string dt(DType d) {
+  return std::string(dtype_name(d));
+}
 
 // Rows of the last axis: x viewed as [rows, d].
 struct Rows {
@@ -128,14 +130,13 @@ AxisView axis_view(const Shape& shape, std::size_t axis) {
 [[noreturn]] void throw_bad_index(const std::string& op, long long index, std::size_t axis,
                                   std::size_t extent, const Shape& shape) {
   throw ValueError(op + ": index " + std::to_string(index) + " is out of range for axis " +
-                   std::to_string(axis) + " of extent " + std::to_string(extent) +
-                   " (shape " + shape_str(shape) + ")");
+                   std::to_string(axis) + " of extent " + std::to_string(extent) + " (shape " +
+                   shape_str(shape) + ")");
 }
 
 // Reads and bounds-checks an index tensor into size_t positions.
 std::vector<std::size_t> checked_indices(const std::string& op, const Tensor& indices,
-                                         std::size_t axis, std::size_t extent,
-                                         const Shape& shape) {
+                                         std::size_t axis, std::size_t extent, const Shape& shape) {
   std::vector<std::size_t> out(indices.size());
   dispatch_integer(indices.dtype(), op, [&](auto tag) {
     using I = decltype(tag);
@@ -252,9 +253,8 @@ void layer_norm_rows(const T* x, const T* scale, const T* bias, T* y, T* mean, T
 }
 
 template <class T>
-void layer_norm_backward_rows(const T* x, const T* scale, const T* mean, const T* rstd,
-                              const T* dy, T* dx, T* dscale, T* dbias, std::size_t rows,
-                              std::size_t d) {
+void layer_norm_backward_rows(const T* x, const T* scale, const T* mean, const T* rstd, const T* dy,
+                              T* dx, T* dscale, T* dbias, std::size_t rows, std::size_t d) {
   // xhat = (x - mean) * rstd, g = dy * scale:
   //   dx = rstd * (g - mean(g) - xhat * mean(g * xhat)),
   //   dscale = sum_rows(dy * xhat), dbias = sum_rows(dy).
@@ -503,8 +503,7 @@ Tensor log_softmax_backward(const Tensor& y, const Tensor& gy) {
   return gx;
 }
 
-LayerNormResult layer_norm(const Tensor& x, const Tensor& scale, const Tensor& bias,
-                           double eps) {
+LayerNormResult layer_norm(const Tensor& x, const Tensor& scale, const Tensor& bias, double eps) {
   const std::string op = "layer_norm";
   const Rows r = last_axis_rows(op, x);
   if (r.d == 0) throw ShapeError(op + ": the last axis of x " + shape_str(x.shape()) + " is empty");
@@ -629,8 +628,8 @@ Tensor take_along_axis(const Tensor& x, const Tensor& indices, long axis) {
     using T = decltype(tag);
     dispatch_integer(indices.dtype(), op, [&](auto itag) {
       using I = decltype(itag);
-      along_axis<false>(op, x.data<T>(), out.data<T>(), indices.data<I>(), v,
-                        indices.shape()[ax], ax, x.shape());
+      along_axis<false>(op, x.data<T>(), out.data<T>(), indices.data<I>(), v, indices.shape()[ax],
+                        ax, x.shape());
     });
   });
   return out;
@@ -652,8 +651,8 @@ Tensor take_along_axis_backward(const Tensor& g, const Tensor& indices, const Sh
     using T = decltype(tag);
     dispatch_integer(indices.dtype(), op, [&](auto itag) {
       using I = decltype(itag);
-      along_axis<true>(op, out.data<T>(), g.data<T>(), indices.data<I>(), v,
-                       indices.shape()[ax], ax, shape);
+      along_axis<true>(op, out.data<T>(), g.data<T>(), indices.data<I>(), v, indices.shape()[ax],
+                       ax, shape);
     });
   });
   return out;
@@ -672,11 +671,12 @@ Tensor argsort(const Tensor& keys, long axis, DType index_dtype) {
     dispatch_integer(index_dtype, op, [&](auto itag) {
       using I = decltype(itag);
       I* po = out.data<I>();
-      sort_lines(keys.data<K>(), v, [&](std::size_t o, std::size_t j,
-                                        const std::vector<std::size_t>& perm) {
-        I* base = po + o * v.n * v.inner + j;
-        for (std::size_t i = 0; i < v.n; ++i) base[i * v.inner] = static_cast<I>(perm[i]);
-      });
+      sort_lines(keys.data<K>(), v,
+                 [&](std::size_t o, std::size_t j, const std::vector<std::size_t>& perm) {
+                   I* base = po + o * v.n * v.inner + j;
+                   for (std::size_t i = 0; i < v.n; ++i)
+                     base[i * v.inner] = static_cast<I>(perm[i]);
+                 });
     });
   });
   return out;

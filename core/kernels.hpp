@@ -34,9 +34,9 @@ void gemm(Trans ta, Trans tb, std::size_t m, std::size_t n, std::size_t k, doubl
 /// them. With a shared B, ta = N and stride_a = m * lda, stride_c = m * ldc the batch is
 /// one (batch*m) x n gemm call.
 void gemm_batched(Trans ta, Trans tb, std::size_t batch, std::size_t m, std::size_t n,
-                  std::size_t k, float alpha, const float* a, std::size_t lda,
-                  std::size_t stride_a, const float* b, std::size_t ldb, std::size_t stride_b,
-                  float beta, float* c, std::size_t ldc, std::size_t stride_c);
+                  std::size_t k, float alpha, const float* a, std::size_t lda, std::size_t stride_a,
+                  const float* b, std::size_t ldb, std::size_t stride_b, float beta, float* c,
+                  std::size_t ldc, std::size_t stride_c);
 void gemm_batched(Trans ta, Trans tb, std::size_t batch, std::size_t m, std::size_t n,
                   std::size_t k, double alpha, const double* a, std::size_t lda,
                   std::size_t stride_a, const double* b, std::size_t ldb, std::size_t stride_b,
@@ -93,7 +93,8 @@ Tensor take(const Tensor& x, const Tensor& indices, long axis = 0);
 /// The VJP of take: zeros of `shape` with `g` scatter-added at `indices` along `axis`
 /// (repeated indices accumulate).
 Tensor take_backward(const Tensor& g, const Tensor& indices, const Shape& shape, long axis = 0);
-/// numpy take_along_axis: indices has x's rank; out[..., i, ...] = x[..., indices[..., i, ...], ...].
+/// numpy take_along_axis: indices has x's rank; out[..., i, ...] = x[..., indices[..., i, ...],
+/// ...].
 Tensor take_along_axis(const Tensor& x, const Tensor& indices, long axis);
 /// The VJP of take_along_axis (scatter-add).
 Tensor take_along_axis_backward(const Tensor& g, const Tensor& indices, const Shape& shape,

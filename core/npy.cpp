@@ -32,7 +32,9 @@ constexpr std::size_t kSizeMax = std::numeric_limits<std::size_t>::max();
   throw FileError(std::string(what) + ": " + msg);
 }
 
-std::string errno_text(int e) { return std::generic_category().message(e); }
+std::string errno_text(int e) {
+  return std::generic_category().message(e);
+}
 
 // Untrusted bytes made safe for an error message: non-printable bytes become \xNN.
 std::string printable(std::string_view s, std::size_t max = 80) {
@@ -58,7 +60,9 @@ std::string hex32(std::uint32_t v) {
 }
 
 // True if [off, off + len) lies within [0, size), without overflow.
-bool fits(u64 off, u64 len, u64 size) { return off <= size && len <= size - off; }
+bool fits(u64 off, u64 len, u64 size) {
+  return off <= size && len <= size - off;
+}
 
 // Little-endian unsigned integer of `n` bytes at `off`; the caller has checked the range.
 u64 le(std::string_view b, std::size_t off, int n) {
@@ -82,10 +86,14 @@ constexpr std::size_t kMaxRank = 32;  // numpy's NPY_MAXDIMS: numpy cannot write
 // numpy's type code of a dtype without its byte-order character: "f4", "i8", ...
 std::string_view type_code(DType d) {
   switch (d) {
-    case DType::f32: return "f4";
-    case DType::f64: return "f8";
-    case DType::i32: return "i4";
-    case DType::i64: return "i8";
+    case DType::f32:
+      return "f4";
+    case DType::f64:
+      return "f8";
+    case DType::i32:
+      return "i4";
+    case DType::i64:
+      return "i8";
   }
   return "";
 }
@@ -109,18 +117,32 @@ std::string numpy_name(std::string_view code) {
                      std::from_chars(code.data() + 1, end, bytes).ptr == end && bytes > 0;
   const std::string bits = sized ? std::to_string(8 * bytes) : "";
   switch (code[0]) {
-    case 'b': case '?': return "bool";
-    case 'i': return sized ? "int" + bits : "";
-    case 'u': return sized ? "uint" + bits : "";
-    case 'f': return sized ? "float" + bits : "";
-    case 'c': return sized ? "complex" + bits : "";
-    case 'O': return "object";
-    case 'U': return "str";
-    case 'S': case 'a': return "bytes";
-    case 'V': return "void";
-    case 'M': return "datetime64";
-    case 'm': return "timedelta64";
-    default: return "";
+    case 'b':
+    case '?':
+      return "bool";
+    case 'i':
+      return sized ? "int" + bits : "";
+    case 'u':
+      return sized ? "uint" + bits : "";
+    case 'f':
+      return sized ? "float" + bits : "";
+    case 'c':
+      return sized ? "complex" + bits : "";
+    case 'O':
+      return "object";
+    case 'U':
+      return "str";
+    case 'S':
+    case 'a':
+      return "bytes";
+    case 'V':
+      return "void";
+    case 'M':
+      return "datetime64";
+    case 'm':
+      return "timedelta64";
+    default:
+      return "";
   }
 }
 
@@ -147,8 +169,9 @@ class HeaderParser {
       expect(':');
       if (key == "descr") {
         if (peek() != '\'' && peek() != '"') {
-          fail(what_, "unsupported dtype: structured (record) arrays are not supported; "
-                      "minitrax reads float32, float64, int32 and int64");
+          fail(what_,
+               "unsupported dtype: structured (record) arrays are not supported; "
+               "minitrax reads float32, float64, int32 and int64");
         }
         h.descr = quoted();
       } else if (key == "fortran_order") {
@@ -265,7 +288,8 @@ Layout parse_descr(const std::string& descr, std::string_view what) {
     if (code == type_code(d)) return {d, order == (kLittleEndian ? '>' : '<')};
   }
   const std::string name = numpy_name(code);
-  fail(what, "unsupported dtype '" + printable(descr) + "'" + (name.empty() ? "" : " (" + name + ")") +
+  fail(what, "unsupported dtype '" + printable(descr) + "'" +
+                 (name.empty() ? "" : " (" + name + ")") +
                  ": minitrax reads float32, float64, int32 and int64");
 }
 
@@ -303,8 +327,12 @@ struct Member {
   u64 flags = 0, method = 0, crc = 0, csize = 0, usize = 0, offset = 0;
 };
 
-uInt chunk(std::size_t n) { return static_cast<uInt>(std::min<std::size_t>(n, 1u << 30)); }
-Bytef* zbytes(const char* p) { return reinterpret_cast<Bytef*>(const_cast<char*>(p)); }
+uInt chunk(std::size_t n) {
+  return static_cast<uInt>(std::min<std::size_t>(n, 1u << 30));
+}
+Bytef* zbytes(const char* p) {
+  return reinterpret_cast<Bytef*>(const_cast<char*>(p));
+}
 
 std::uint32_t crc_of(std::string_view s) {
   return static_cast<std::uint32_t>(crc32_z(0, zbytes(s.data()), s.size()));
@@ -314,12 +342,14 @@ std::uint32_t crc_of(std::string_view s) {
 void read_zip64_extra(std::string_view extra, Member& m, std::string_view what) {
   for (std::size_t q = 0; q + 4 <= extra.size();) {
     const std::size_t id = le(extra, q, 2), len = le(extra, q + 2, 2);
-    if (len > extra.size() - q - 4) fail(what, "member '" + printable(m.name) + "': corrupt extra field");
+    if (len > extra.size() - q - 4)
+      fail(what, "member '" + printable(m.name) + "': corrupt extra field");
     if (id == 1) {
       std::size_t f = q + 4;
       for (u64* field : {&m.usize, &m.csize, &m.offset}) {
         if (*field != kMax32) continue;
-        if (f + 8 > q + 4 + len) fail(what, "member '" + printable(m.name) + "': zip64 field too short");
+        if (f + 8 > q + 4 + len)
+          fail(what, "member '" + printable(m.name) + "': zip64 field too short");
         *field = le(extra, f, 8);
         f += 8;
       }
@@ -367,7 +397,8 @@ std::string inflate_raw(std::string_view in, u64 size, const std::string& where)
 
 std::string deflate_raw(std::string_view in) {
   z_stream zs{};
-  if (deflateInit2(&zs, Z_DEFAULT_COMPRESSION, Z_DEFLATED, -MAX_WBITS, 8, Z_DEFAULT_STRATEGY) != Z_OK) {
+  if (deflateInit2(&zs, Z_DEFAULT_COMPRESSION, Z_DEFLATED, -MAX_WBITS, 8, Z_DEFAULT_STRATEGY) !=
+      Z_OK) {
     throw FileError("zlib cannot start deflating");
   }
   struct End {
@@ -436,8 +467,8 @@ Tensor parse_npy(std::string_view b, std::string_view what) {
   const std::string type = std::string(dtype_name(layout.dtype)) + " shape " + shape_repr(h.shape);
   if (overflow || count > kSizeMax / esize) fail(what, type + " is too large: corrupt header");
   const std::size_t nbytes = count * esize, have = b.size() - data_off;
-  const std::string sizes = type + " needs " + std::to_string(nbytes) + " bytes of data, file has " +
-                            std::to_string(have);
+  const std::string sizes = type + " needs " + std::to_string(nbytes) +
+                            " bytes of data, file has " + std::to_string(have);
   if (have < nbytes) fail(what, "truncated: " + sizes);
   if (have > nbytes) fail(what, sizes + " (extra bytes at the end)");
 
@@ -460,8 +491,8 @@ std::string to_npy_bytes(const Tensor& t) {
   if (!t.defined()) throw ValueError("to_npy_bytes: the tensor is undefined");
   const Shape& shape = t.shape();
   std::string dict = std::string("{'descr': '") + (kLittleEndian ? '<' : '>') +
-                     std::string(type_code(t.dtype())) + "', 'fortran_order': False, 'shape': " +
-                     shape_repr(shape) + ", }";
+                     std::string(type_code(t.dtype())) +
+                     "', 'fortran_order': False, 'shape': " + shape_repr(shape) + ", }";
   // numpy >= 1.24 leaves room to grow axis 0 in place: 21 characters for its digits.
   if (!shape.empty()) dict.append(21 - std::to_string(shape[0]).size(), ' ');
   // Pad with spaces and a newline so that the data starts at a multiple of 64 bytes;
@@ -483,7 +514,9 @@ std::string to_npy_bytes(const Tensor& t) {
   return out;
 }
 
-Tensor load_npy(const std::string& path) { return parse_npy(read_file(path), path); }
+Tensor load_npy(const std::string& path) {
+  return parse_npy(read_file(path), path);
+}
 
 void save_npy(const std::string& path, const Tensor& t) {
   if (!t.defined()) throw ValueError(path + ": cannot save an undefined tensor");
@@ -514,7 +547,8 @@ NpzEntries parse_npz(std::string_view b, std::string_view what) {
   u64 cd_limit = end;  // where the central directory must end by
   if (end >= 20 && le(b, end - 20, 4) == kLocator64Sig) {
     const u64 rec = le(b, end - 20 + 8, 8);
-    if (!fits(rec, 56, end - 20) || le(b, rec, 4) != kEnd64Sig) fail(what, "corrupt zip64 end record");
+    if (!fits(rec, 56, end - 20) || le(b, rec, 4) != kEnd64Sig)
+      fail(what, "corrupt zip64 end record");
     disk = le(b, rec + 16, 4);
     cd_disk = le(b, rec + 20, 4);
     count = le(b, rec + 32, 8);
@@ -535,8 +569,8 @@ NpzEntries parse_npz(std::string_view b, std::string_view what) {
   const std::size_t cd_end = cd_off + cd_size;
   std::size_t p = cd_off;
   for (u64 i = 0; i < count; ++i) {
-    const std::string bad_entry = "corrupt central directory entry " + std::to_string(i) + " of " +
-                                  std::to_string(count);
+    const std::string bad_entry =
+        "corrupt central directory entry " + std::to_string(i) + " of " + std::to_string(count);
     if (!fits(p, 46, cd_end) || le(b, p, 4) != kCentralSig) fail(what, bad_entry);
     const std::size_t n = le(b, p + 28, 2), e = le(b, p + 30, 2), c = le(b, p + 32, 2);
     if (!fits(p + 46, n + e + c, cd_end)) fail(what, bad_entry);
@@ -655,10 +689,10 @@ std::string to_npz_bytes(const NpzEntries& entries, bool compress) {
     put_le(cd, kMax32, 4);
     put_le(cd, kMax32, 4);
     put_le(cd, fname.size(), 2);
-    put_le(cd, 28, 2);  // extra field length
-    put_le(cd, 0, 2);   // comment length
-    put_le(cd, 0, 2);   // disk
-    put_le(cd, 0, 2);   // internal attributes
+    put_le(cd, 28, 2);           // extra field length
+    put_le(cd, 0, 2);            // comment length
+    put_le(cd, 0, 2);            // disk
+    put_le(cd, 0, 2);            // internal attributes
     put_le(cd, 0644u << 16, 4);  // external attributes: a Unix rw-r--r-- file
     put_le(cd, kMax32, 4);       // offset: in the zip64 extra field
     cd += fname;
@@ -695,7 +729,9 @@ std::string to_npz_bytes(const NpzEntries& entries, bool compress) {
   return out;
 }
 
-NpzEntries load_npz(const std::string& path) { return parse_npz(read_file(path), path); }
+NpzEntries load_npz(const std::string& path) {
+  return parse_npz(read_file(path), path);
+}
 
 void save_npz(const std::string& path, const NpzEntries& entries, bool compress) {
   write_file_atomic(path, to_npz_bytes(entries, compress));
@@ -732,7 +768,8 @@ std::string read_file(const std::string& path) {
 
 void write_file_atomic(const std::string& path, std::string_view bytes) {
   static std::atomic<unsigned> serial{0};
-  const std::string tmp = path + ".tmp." + std::to_string(::getpid()) + "." + std::to_string(serial++);
+  const std::string tmp =
+      path + ".tmp." + std::to_string(::getpid()) + "." + std::to_string(serial++);
   std::string folder = std::filesystem::path(path).parent_path().string();
   if (folder.empty()) folder = ".";
 
@@ -746,8 +783,10 @@ void write_file_atomic(const std::string& path, std::string_view bytes) {
   for (std::size_t done = 0; done < bytes.size() && error.empty();) {
     const ssize_t put = ::write(fd, bytes.data() + done, bytes.size() - done);
     if (put < 0 && errno == EINTR) continue;
-    if (put <= 0) error = "cannot write '" + tmp + "': " + errno_text(put < 0 ? errno : EIO);
-    else done += static_cast<std::size_t>(put);
+    if (put <= 0)
+      error = "cannot write '" + tmp + "': " + errno_text(put < 0 ? errno : EIO);
+    else
+      done += static_cast<std::size_t>(put);
   }
   if (error.empty() && ::fsync(fd) != 0) error = "cannot sync '" + tmp + "': " + errno_text(errno);
   if (::close(fd) != 0 && error.empty()) error = "cannot close '" + tmp + "': " + errno_text(errno);
@@ -760,7 +799,8 @@ void write_file_atomic(const std::string& path, std::string_view bytes) {
   }
   // Make the rename itself durable (best effort: not every file system syncs folders).
   if (const int dir = ::open(folder.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC); dir >= 0) {
-    if (::fsync(dir) != 0) { /* the data is safe; only the rename may not be durable yet */ }
+    if (::fsync(dir) != 0) { /* the data is safe; only the rename may not be durable yet */
+    }
     ::close(dir);
   }
 }

@@ -99,23 +99,33 @@ inline T wrap_mul(T a, T b) {
 
 struct AddOp {
   template <class T>
-  static T apply(T a, T b) { return wrap_add(a, b); }
+  static T apply(T a, T b) {
+    return wrap_add(a, b);
+  }
 };
 struct SubOp {
   template <class T>
-  static T apply(T a, T b) { return wrap_sub(a, b); }
+  static T apply(T a, T b) {
+    return wrap_sub(a, b);
+  }
 };
 struct MulOp {
   template <class T>
-  static T apply(T a, T b) { return wrap_mul(a, b); }
+  static T apply(T a, T b) {
+    return wrap_mul(a, b);
+  }
 };
 struct DivOp {
   template <class T>
-  static T apply(T a, T b) { return a / b; }
+  static T apply(T a, T b) {
+    return a / b;
+  }
 };
 struct PowOp {
   template <class T>
-  static T apply(T a, T b) { return std::pow(a, b); }
+  static T apply(T a, T b) {
+    return std::pow(a, b);
+  }
 };
 // numpy maximum/minimum: a NaN in either operand gives NaN.
 struct MaxOp {
@@ -140,23 +150,33 @@ struct MinOp {
 };
 struct EqOp {
   template <class T>
-  static std::int32_t apply(T a, T b) { return a == b; }
+  static std::int32_t apply(T a, T b) {
+    return a == b;
+  }
 };
 struct LtOp {
   template <class T>
-  static std::int32_t apply(T a, T b) { return a < b; }
+  static std::int32_t apply(T a, T b) {
+    return a < b;
+  }
 };
 struct LeOp {
   template <class T>
-  static std::int32_t apply(T a, T b) { return a <= b; }
+  static std::int32_t apply(T a, T b) {
+    return a <= b;
+  }
 };
 struct GtOp {
   template <class T>
-  static std::int32_t apply(T a, T b) { return a > b; }
+  static std::int32_t apply(T a, T b) {
+    return a > b;
+  }
 };
 struct GeOp {
   template <class T>
-  static std::int32_t apply(T a, T b) { return a >= b; }
+  static std::int32_t apply(T a, T b) {
+    return a >= b;
+  }
 };
 
 enum class Kind { any, floating, compare };
@@ -220,9 +240,15 @@ Tensor binary(std::string_view op, const Tensor& a, const Tensor& b) {
 
 }  // namespace
 
-Tensor add(const Tensor& a, const Tensor& b) { return binary<AddOp, Kind::any>("add", a, b); }
-Tensor sub(const Tensor& a, const Tensor& b) { return binary<SubOp, Kind::any>("sub", a, b); }
-Tensor mul(const Tensor& a, const Tensor& b) { return binary<MulOp, Kind::any>("mul", a, b); }
+Tensor add(const Tensor& a, const Tensor& b) {
+  return binary<AddOp, Kind::any>("add", a, b);
+}
+Tensor sub(const Tensor& a, const Tensor& b) {
+  return binary<SubOp, Kind::any>("sub", a, b);
+}
+Tensor mul(const Tensor& a, const Tensor& b) {
+  return binary<MulOp, Kind::any>("mul", a, b);
+}
 Tensor div(const Tensor& a, const Tensor& b) {
   return binary<DivOp, Kind::floating>("div", a, b);
 }

@@ -21,8 +21,12 @@
 
 namespace minitrax::core::ops_internal {
 
-inline std::string s(std::string_view v) { return std::string(v); }
-inline std::string dname(DType d) { return std::string(dtype_name(d)); }
+inline std::string s(std::string_view v) {
+  return std::string(v);
+}
+inline std::string dname(DType d) {
+  return std::string(dtype_name(d));
+}
 
 /// ValueError unless `t` is defined; `what` names the argument ("x", "a", "input 2").
 inline void need_defined(std::string_view op, const Tensor& t, std::string_view what = "x") {
@@ -87,8 +91,8 @@ T scalar_as(double v, std::string_view op, std::string_view what = "scalar") {
     if (!(std::isfinite(v) && v == std::trunc(v) && v >= lo && v < hi)) {
       char buf[32];
       std::snprintf(buf, sizeof buf, "%.15g", v);
-      throw ValueError(s(op) + ": " + s(what) + " " + buf +
-                       " is not representable as " + dname(dtype_of<T>()));
+      throw ValueError(s(op) + ": " + s(what) + " " + buf + " is not representable as " +
+                       dname(dtype_of<T>()));
     }
     return static_cast<T>(v);
   }

@@ -163,7 +163,8 @@ void permute_copy(const W* in, W* out, const Shape& shape, const std::vector<std
   }
   // 3b. A batch of 2-D transposes: out[j * sq + i] = in[i * sa + j], with i along the
   // output's innermost axis and j along the input's innermost axis (output axis q).
-  const std::size_t q = static_cast<std::size_t>(std::find(p2.begin(), p2.end(), m - 1) - p2.begin());
+  const std::size_t q =
+      static_cast<std::size_t>(std::find(p2.begin(), p2.end(), m - 1) - p2.begin());
   const std::size_t sa = ist[m - 1], sq = out_st[q];
   const std::size_t na = o2[m - 1], nb = o2[q];
   std::vector<std::size_t> dims, si, so;
@@ -213,8 +214,8 @@ Tensor transpose(const Tensor& x, const std::vector<std::size_t>& perm_in) {
   if (!ok) {
     std::string p = "[";
     for (std::size_t k = 0; k < perm.size(); ++k) p += (k ? ", " : "") + std::to_string(perm[k]);
-    throw ValueError("transpose: perm " + p + "] is not a permutation of the " +
-                     std::to_string(r) + " axes of shape " + shape_str(x.shape()));
+    throw ValueError("transpose: perm " + p + "] is not a permutation of the " + std::to_string(r) +
+                     " axes of shape " + shape_str(x.shape()));
   }
   Shape out_shape(r);
   for (std::size_t k = 0; k < r; ++k) out_shape[k] = x.shape()[perm[k]];
@@ -268,9 +269,8 @@ Tensor squeeze(const Tensor& x, const std::vector<long>& axes) {
   }
   for (std::size_t a : ax) {
     if (x.shape()[a] != 1) {
-      throw ShapeError("squeeze: axis " + std::to_string(a) + " of shape " +
-                       shape_str(x.shape()) + " has extent " + std::to_string(x.shape()[a]) +
-                       ", not 1");
+      throw ShapeError("squeeze: axis " + std::to_string(a) + " of shape " + shape_str(x.shape()) +
+                       " has extent " + std::to_string(x.shape()[a]) + ", not 1");
     }
     drop[a] = true;
   }
@@ -503,7 +503,8 @@ Tensor pad(const Tensor& x, const std::vector<std::pair<std::size_t, std::size_t
     return out;
   }
   const std::size_t es = dtype_size(x.dtype());
-  const std::vector<std::size_t> ost = contiguous_strides(shape), xst = contiguous_strides(x.shape());
+  const std::vector<std::size_t> ost = contiguous_strides(shape),
+                                 xst = contiguous_strides(x.shape());
   std::size_t base = 0;
   for (std::size_t i = 0; i < r; ++i) base += pads[i].first * ost[i];
   std::vector<std::size_t> dims(x.shape().begin(), x.shape().end() - 1),

@@ -330,9 +330,8 @@ Tensor reduce(std::string_view op, const Tensor& x, const std::vector<long>& axe
     count *= x.shape()[a];
   }
   if ((K == Red::max || K == Red::min) && count == 0) {
-    throw ValueError(s(op) + ": cannot reduce over zero elements (shape " +
-                     shape_str(x.shape()) + ", axes " + longs_str(axes) +
-                     "): the reduction has no identity");
+    throw ValueError(s(op) + ": cannot reduce over zero elements (shape " + shape_str(x.shape()) +
+                     ", axes " + longs_str(axes) + "): the reduction has no identity");
   }
   Tensor out = reduce_keep<K>(x, flag);
   if (keepdims) return out;

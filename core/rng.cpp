@@ -174,7 +174,9 @@ std::string to_string(const Key& key) {
   return "Key(" + std::to_string(key.hi) + ", " + std::to_string(key.lo) + ")";
 }
 
-std::ostream& operator<<(std::ostream& os, const Key& key) { return os << to_string(key); }
+std::ostream& operator<<(std::ostream& os, const Key& key) {
+  return os << to_string(key);
+}
 
 std::vector<Key> split(Key key, std::size_t n) {
   check_word_count("split", 2 * n);
@@ -229,8 +231,8 @@ Tensor uniform(Key key, const Shape& shape, DType dtype, double minval, double m
     const T span = hi - lo;
     if (!(lo < hi) || !std::isfinite(span)) {
       throw ValueError("uniform: need finite minval < maxval (as " +
-                       std::string(dtype_name(dtype)) + "), got minval " +
-                       num(minval) + ", maxval " + num(maxval));
+                       std::string(dtype_name(dtype)) + "), got minval " + num(minval) +
+                       ", maxval " + num(maxval));
     }
     fill_uniform<T>(key, out.data<T>(), out.size(), lo, span);
   });
@@ -280,8 +282,7 @@ Tensor bernoulli(Key key, const Tensor& p) {
     for (std::size_t i = 0; i < p.size(); ++i) {
       if (!(q[i] >= T(0) && q[i] <= T(1))) {
         throw ValueError("bernoulli: probabilities must be in [0, 1], got " +
-                         num(static_cast<double>(q[i])) + " at flat index " +
-                         std::to_string(i));
+                         num(static_cast<double>(q[i])) + " at flat index " + std::to_string(i));
       }
     }
     // Uniform draws in T go into `out`'s comparison directly, one pass.
@@ -303,8 +304,7 @@ namespace {
 __extension__ typedef unsigned __int128 uint128;  // GCC/Clang; __extension__ keeps -Wpedantic quiet
 }  // namespace
 
-Tensor randint(Key key, const Shape& shape, std::int64_t minval, std::int64_t maxval,
-               DType dtype) {
+Tensor randint(Key key, const Shape& shape, std::int64_t minval, std::int64_t maxval, DType dtype) {
   if (dtype != DType::i32 && dtype != DType::i64) {
     throw DTypeError("randint: dtype must be int32 or int64, got " +
                      std::string(dtype_name(dtype)));
@@ -355,7 +355,8 @@ Tensor randint(Key key, const Shape& shape, std::int64_t minval, std::int64_t ma
     }
   } else {
     check_word_count("randint", 2 * n);
-    const std::uint64_t span = static_cast<std::uint64_t>(maxval) - static_cast<std::uint64_t>(minval);
+    const std::uint64_t span =
+        static_cast<std::uint64_t>(maxval) - static_cast<std::uint64_t>(minval);
     const std::uint64_t mult = (std::uint64_t{0} - span) % span;  // 2^64 mod span
     std::int64_t* o = out.data<std::int64_t>();
     const auto m = static_cast<std::uint32_t>(n);

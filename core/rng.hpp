@@ -48,7 +48,9 @@ constexpr Key key_from_seed(std::int64_t seed) {
 }
 
 namespace detail {
-constexpr std::uint32_t rotl32(std::uint32_t v, unsigned r) { return (v << r) | (v >> (32u - r)); }
+constexpr std::uint32_t rotl32(std::uint32_t v, unsigned r) {
+  return (v << r) | (v >> (32u - r));
+}
 }  // namespace detail
 
 /// The Threefry-2x32 block function with 20 rounds: encrypts the counter (x0, x1)

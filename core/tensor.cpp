@@ -31,20 +31,28 @@ struct Buffer {
 
 std::string_view dtype_name(DType dtype) {
   switch (dtype) {
-    case DType::f32: return "float32";
-    case DType::f64: return "float64";
-    case DType::i32: return "int32";
-    case DType::i64: return "int64";
+    case DType::f32:
+      return "float32";
+    case DType::f64:
+      return "float64";
+    case DType::i32:
+      return "int32";
+    case DType::i64:
+      return "int64";
   }
   return "unknown";
 }
 
 std::size_t dtype_size(DType dtype) {
   switch (dtype) {
-    case DType::f32: return 4;
-    case DType::f64: return 8;
-    case DType::i32: return 4;
-    case DType::i64: return 8;
+    case DType::f32:
+      return 4;
+    case DType::f64:
+      return 8;
+    case DType::i32:
+      return 4;
+    case DType::i64:
+      return 8;
   }
   return 0;
 }
@@ -103,9 +111,13 @@ Tensor Tensor::full(const Shape& shape, double value, DType dtype) {
   return t;
 }
 
-Tensor Tensor::ones(const Shape& shape, DType dtype) { return full(shape, 1.0, dtype); }
+Tensor Tensor::ones(const Shape& shape, DType dtype) {
+  return full(shape, 1.0, dtype);
+}
 
-Tensor Tensor::scalar(double value, DType dtype) { return full({}, value, dtype); }
+Tensor Tensor::scalar(double value, DType dtype) {
+  return full({}, value, dtype);
+}
 
 Tensor Tensor::arange(std::size_t n, DType dtype) {
   Tensor t = empty({n}, dtype);
@@ -133,7 +145,9 @@ template Tensor Tensor::from<double>(const Shape&, const std::vector<double>&);
 template Tensor Tensor::from<std::int32_t>(const Shape&, const std::vector<std::int32_t>&);
 template Tensor Tensor::from<std::int64_t>(const Shape&, const std::vector<std::int64_t>&);
 
-std::size_t Tensor::dim(long axis) const { return shape_[normalize_axis(axis, ndim(), "Tensor::dim")]; }
+std::size_t Tensor::dim(long axis) const {
+  return shape_[normalize_axis(axis, ndim(), "Tensor::dim")];
+}
 
 void Tensor::check_dtype(DType want) const {
   if (!defined()) throw ValueError("Tensor: access to an undefined tensor");
@@ -275,8 +289,8 @@ void print_value(std::ostream& os, T v) {
 }
 
 template <class T>
-void print_rec(std::ostream& os, const T* p, const Shape& shape, std::size_t axis,
-               std::size_t edge, std::size_t indent) {
+void print_rec(std::ostream& os, const T* p, const Shape& shape, std::size_t axis, std::size_t edge,
+               std::size_t indent) {
   const std::size_t n = shape[axis];
   std::size_t stride = 1;
   for (std::size_t a = axis + 1; a < shape.size(); ++a) stride *= shape[a];
@@ -318,7 +332,9 @@ std::string Tensor::str(std::size_t edge_items) const {
   return os.str();
 }
 
-std::ostream& operator<<(std::ostream& os, const Tensor& t) { return os << t.str(); }
+std::ostream& operator<<(std::ostream& os, const Tensor& t) {
+  return os << t.str();
+}
 
 bool equal(const Tensor& a, const Tensor& b) {
   if (!a.defined() || !b.defined()) return a.defined() == b.defined();

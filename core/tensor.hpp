@@ -37,19 +37,29 @@ enum class DType : std::uint8_t { f32, f64, i32, i64 };
 template <class T>
 constexpr DType dtype_of();
 template <>
-constexpr DType dtype_of<float>() { return DType::f32; }
+constexpr DType dtype_of<float>() {
+  return DType::f32;
+}
 template <>
-constexpr DType dtype_of<double>() { return DType::f64; }
+constexpr DType dtype_of<double>() {
+  return DType::f64;
+}
 template <>
-constexpr DType dtype_of<std::int32_t>() { return DType::i32; }
+constexpr DType dtype_of<std::int32_t>() {
+  return DType::i32;
+}
 template <>
-constexpr DType dtype_of<std::int64_t>() { return DType::i64; }
+constexpr DType dtype_of<std::int64_t>() {
+  return DType::i64;
+}
 
 /// numpy's name of a dtype: "float32", "float64", "int32", "int64".
 std::string_view dtype_name(DType dtype);
 /// Bytes per element.
 std::size_t dtype_size(DType dtype);
-inline bool is_floating(DType d) { return d == DType::f32 || d == DType::f64; }
+inline bool is_floating(DType d) {
+  return d == DType::f32 || d == DType::f64;
+}
 
 /// A shape: the extent of each axis, outermost first.
 using Shape = std::vector<std::size_t>;
@@ -169,9 +179,12 @@ void check_floating(std::string_view op, const Tensor& t);
 template <class F>
 decltype(auto) dispatch_floating(DType dtype, std::string_view op, F&& f) {
   switch (dtype) {
-    case DType::f32: return f(float{});
-    case DType::f64: return f(double{});
-    default: break;
+    case DType::f32:
+      return f(float{});
+    case DType::f64:
+      return f(double{});
+    default:
+      break;
   }
   check_dtype(op, DType::f32, dtype);
   return f(float{});  // unreachable: check_dtype throws
@@ -181,10 +194,14 @@ decltype(auto) dispatch_floating(DType dtype, std::string_view op, F&& f) {
 template <class F>
 decltype(auto) dispatch_all(DType dtype, F&& f) {
   switch (dtype) {
-    case DType::f32: return f(float{});
-    case DType::f64: return f(double{});
-    case DType::i32: return f(std::int32_t{});
-    case DType::i64: return f(std::int64_t{});
+    case DType::f32:
+      return f(float{});
+    case DType::f64:
+      return f(double{});
+    case DType::i32:
+      return f(std::int32_t{});
+    case DType::i64:
+      return f(std::int64_t{});
   }
   return f(float{});
 }
@@ -193,9 +210,12 @@ decltype(auto) dispatch_all(DType dtype, F&& f) {
 template <class F>
 decltype(auto) dispatch_integer(DType dtype, std::string_view op, F&& f) {
   switch (dtype) {
-    case DType::i32: return f(std::int32_t{});
-    case DType::i64: return f(std::int64_t{});
-    default: break;
+    case DType::i32:
+      return f(std::int32_t{});
+    case DType::i64:
+      return f(std::int64_t{});
+    default:
+      break;
   }
   check_dtype(op, DType::i64, dtype);
   return f(std::int64_t{});  // unreachable

@@ -157,8 +157,8 @@ T dot_impl(const T* a, const T* b, std::size_t n) {
   std::size_t i = 0;
   for (; i + 2 * W <= n; i += 2 * W) {
     acc0 = xsimd::fma(Batch<T>::load_unaligned(a + i), Batch<T>::load_unaligned(b + i), acc0);
-    acc1 = xsimd::fma(Batch<T>::load_unaligned(a + i + W), Batch<T>::load_unaligned(b + i + W),
-                      acc1);
+    acc1 =
+        xsimd::fma(Batch<T>::load_unaligned(a + i + W), Batch<T>::load_unaligned(b + i + W), acc1);
   }
   for (; i + W <= n; i += W) {
     acc0 = xsimd::fma(Batch<T>::load_unaligned(a + i), Batch<T>::load_unaligned(b + i), acc0);
@@ -200,11 +200,23 @@ float vexp_shift_sum(const float* x, float* y, std::size_t n, float shift) {
 double vexp_shift_sum(const double* x, double* y, std::size_t n, double shift) {
   return exp_shift_sum_impl(x, y, n, shift);
 }
-float vmax(const float* x, std::size_t n) { return max_impl(x, n); }
-double vmax(const double* x, std::size_t n) { return max_impl(x, n); }
-float vsum(const float* x, std::size_t n) { return sum_impl(x, n); }
-double vsum(const double* x, std::size_t n) { return sum_impl(x, n); }
-float vdot(const float* a, const float* b, std::size_t n) { return dot_impl(a, b, n); }
-double vdot(const double* a, const double* b, std::size_t n) { return dot_impl(a, b, n); }
+float vmax(const float* x, std::size_t n) {
+  return max_impl(x, n);
+}
+double vmax(const double* x, std::size_t n) {
+  return max_impl(x, n);
+}
+float vsum(const float* x, std::size_t n) {
+  return sum_impl(x, n);
+}
+double vsum(const double* x, std::size_t n) {
+  return sum_impl(x, n);
+}
+float vdot(const float* a, const float* b, std::size_t n) {
+  return dot_impl(a, b, n);
+}
+double vdot(const double* a, const double* b, std::size_t n) {
+  return dot_impl(a, b, n);
+}
 
 }  // namespace minitrax::core

@@ -19,8 +19,8 @@
 #include "layers/combinators.hpp"
 #include "models/transformer.hpp"
 #include "training/checkpoint.hpp"
-#include "training/losses.hpp"
 #include "training/loop.hpp"
+#include "training/losses.hpp"
 
 using namespace minitrax;
 
@@ -65,15 +65,24 @@ Config parse(int argc, char** argv) {
     if (f == "--help" || f == "-h") usage("trains a TransformerLM on the copy task");
     if (i + 1 >= argc) usage("missing value after " + f);
     const std::string v = argv[++i];
-    if (f == "--steps") c.steps = int_flag(f, v, 1, 1000000);
-    else if (f == "--length") c.length = int_flag(f, v, 4, 2048);
-    else if (f == "--vocab") c.vocab = int_flag(f, v, 3, 65536);
-    else if (f == "--d-model") c.d_model = int_flag(f, v, 1, 4096);
-    else if (f == "--layers") c.layers = int_flag(f, v, 0, 64);
-    else if (f == "--heads") c.heads = int_flag(f, v, 1, 64);
-    else if (f == "--batch") c.batch = int_flag(f, v, 1, 4096);
-    else if (f == "--seed") c.seed = int_flag(f, v, 0, 2147483647);
-    else if (f == "--output-dir") c.output_dir = v;
+    if (f == "--steps")
+      c.steps = int_flag(f, v, 1, 1000000);
+    else if (f == "--length")
+      c.length = int_flag(f, v, 4, 2048);
+    else if (f == "--vocab")
+      c.vocab = int_flag(f, v, 3, 65536);
+    else if (f == "--d-model")
+      c.d_model = int_flag(f, v, 1, 4096);
+    else if (f == "--layers")
+      c.layers = int_flag(f, v, 0, 64);
+    else if (f == "--heads")
+      c.heads = int_flag(f, v, 1, 64);
+    else if (f == "--batch")
+      c.batch = int_flag(f, v, 1, 4096);
+    else if (f == "--seed")
+      c.seed = int_flag(f, v, 0, 2147483647);
+    else if (f == "--output-dir")
+      c.output_dir = v;
     else if (f == "--lr") {
       char* end = nullptr;
       c.lr = std::strtod(v.c_str(), &end);
@@ -122,7 +131,8 @@ int main(int argc, char** argv) {
   auto keys = core::split(core::key_from_seed(cfg.seed), 3);
   auto train_stream = training::copy_task_stream(keys[0], static_cast<std::size_t>(cfg.batch), L,
                                                  static_cast<std::size_t>(cfg.vocab));
-  auto eval_stream = training::copy_task_stream(keys[1], 64, L, static_cast<std::size_t>(cfg.vocab));
+  auto eval_stream =
+      training::copy_task_stream(keys[1], 64, L, static_cast<std::size_t>(cfg.vocab));
 
   // 3. Training: weighted cross-entropy (only the second w counts), Adam, warmup.
   training::AdamOptions adam;
@@ -144,8 +154,8 @@ int main(int argc, char** argv) {
 
   std::cout << "minitrax: TransformerLM on the copy task, length " << L << ", vocab " << cfg.vocab
             << ", d_model " << cfg.d_model << ", " << cfg.layers << " layers, " << cfg.heads
-            << " heads, batch " << cfg.batch << ", " << cfg.steps << " steps (BLAS kernels: "
-            << core::blas_core_name() << ")\n";
+            << " heads, batch " << cfg.batch << ", " << cfg.steps
+            << " steps (BLAS kernels: " << core::blas_core_name() << ")\n";
   training::Loop loop(model, task, {eval}, options, keys[2]);
   if (loop.resume()) std::cout << "resumed from step " << loop.step() << "\n";
   loop.run(cfg.steps);
@@ -172,7 +182,8 @@ int main(int argc, char** argv) {
       }
     }
   }
-  std::printf("held-out second-half accuracy: %.2f%% (%.0f tokens)\n", 100 * correct / total, total);
+  std::printf("held-out second-half accuracy: %.2f%% (%.0f tokens)\n", 100 * correct / total,
+              total);
 
   // 6. Sample: complete "0 w 0" greedily.
   const training::Batch b = eval_stream(999);

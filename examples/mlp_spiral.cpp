@@ -54,8 +54,8 @@ double parse_number(const std::string& flag, const std::string& text) {
 long parse_int(const std::string& flag, const std::string& text, long lo, long hi) {
   const double v = parse_number(flag, text);
   if (v != std::floor(v) || v < static_cast<double>(lo) || v > static_cast<double>(hi)) {
-    usage_error(flag + " must be an integer in [" + std::to_string(lo) + ", " +
-                std::to_string(hi) + "], got '" + text + "'");
+    usage_error(flag + " must be an integer in [" + std::to_string(lo) + ", " + std::to_string(hi) +
+                "], got '" + text + "'");
   }
   return static_cast<long>(v);
 }
@@ -159,8 +159,9 @@ int main(int argc, char** argv) {
     v.push_back(Tensor::zeros_like(p));
   }
 
-  std::printf("minitrax: MLP (2-%zu-%zu-3, tanh) on three spirals, %zu training points, Adam lr %g\n",
-              h, h, train_x.dim(0), cfg.lr);
+  std::printf(
+      "minitrax: MLP (2-%zu-%zu-3, tanh) on three spirals, %zu training points, Adam lr %g\n", h, h,
+      train_x.dim(0), cfg.lr);
   std::printf("BLAS kernels: %s\n", core::blas_core_name().c_str());
   const auto t0 = std::chrono::steady_clock::now();
   double loss = 0;

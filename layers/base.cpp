@@ -8,8 +8,12 @@ namespace minitrax::base {
 
 namespace {
 
-bool is_marker(const VarTree& t) { return t.is_leaf() && !t.leaf().defined(); }
-bool is_marker(const Tree<Tensor>& t) { return t.is_leaf() && !t.leaf().defined(); }
+bool is_marker(const VarTree& t) {
+  return t.is_leaf() && !t.leaf().defined();
+}
+bool is_marker(const Tree<Tensor>& t) {
+  return t.is_leaf() && !t.leaf().defined();
+}
 
 bool contains(const std::vector<const Layer*>& seen, const Layer* l) {
   return std::find(seen.begin(), seen.end(), l) != seen.end();
@@ -44,9 +48,12 @@ Stack zeros_of(const Signature& sig) {
 
 std::string_view mode_name(Mode mode) {
   switch (mode) {
-    case Mode::train: return "train";
-    case Mode::eval: return "eval";
-    case Mode::predict: return "predict";
+    case Mode::train:
+      return "train";
+    case Mode::eval:
+      return "eval";
+    case Mode::predict:
+      return "predict";
   }
   return "unknown";
 }
@@ -229,10 +236,10 @@ void Layer::set_state(const State& s) {
   if (is_marker(s)) return;
   if (!sublayers_.empty()) {
     if (s.is_leaf() || s.size() != sublayers_.size()) {
-      throw core::ValueError(name_ + ": set_state got " +
-                             (s.is_leaf() ? std::string("a leaf") : std::to_string(s.size()) +
-                                                                         " state elements") +
-                             " for " + std::to_string(sublayers_.size()) + " sublayers");
+      throw core::ValueError(
+          name_ + ": set_state got " +
+          (s.is_leaf() ? std::string("a leaf") : std::to_string(s.size()) + " state elements") +
+          " for " + std::to_string(sublayers_.size()) + " sublayers");
     }
     for (std::size_t i = 0; i < sublayers_.size(); ++i) sublayers_[i]->set_state(s[i]);
     return;
@@ -250,15 +257,14 @@ void Layer::collect_flat_weights(const std::string& prefix, std::vector<NamedTen
     const auto leaves = weights_.flatten();
     const auto names = weight_names();
     for (std::size_t i = 0; i < leaves.size(); ++i) {
-      out.push_back({prefix + "/" + (i < names.size() ? names[i] : std::to_string(i)),
-                     leaves[i].value()});
+      out.push_back(
+          {prefix + "/" + (i < names.size() ? names[i] : std::to_string(i)), leaves[i].value()});
     }
     return;
   }
   for (std::size_t i = 0; i < sublayers_.size(); ++i) {
-    sublayers_[i]->collect_flat_weights(prefix + "/" + sublayers_[i]->name() + "_" +
-                                            std::to_string(i),
-                                        out, seen);
+    sublayers_[i]->collect_flat_weights(
+        prefix + "/" + sublayers_[i]->name() + "_" + std::to_string(i), out, seen);
   }
 }
 
@@ -269,7 +275,9 @@ std::vector<NamedTensor> Layer::flat_weights() const {
   return out;
 }
 
-std::vector<Var> Layer::flat_weight_vars() const { return weight_vars().flatten(); }
+std::vector<Var> Layer::flat_weight_vars() const {
+  return weight_vars().flatten();
+}
 
 void Layer::assign_flat_weights(const std::vector<Var>& flat, std::size_t& pos,
                                 std::vector<const Layer*>& seen) {
@@ -318,9 +326,8 @@ void Layer::collect_flat_state(const std::string& prefix, std::vector<NamedTenso
     return;
   }
   for (std::size_t i = 0; i < sublayers_.size(); ++i) {
-    sublayers_[i]->collect_flat_state(prefix + "/" + sublayers_[i]->name() + "_" +
-                                          std::to_string(i),
-                                      out, seen);
+    sublayers_[i]->collect_flat_state(
+        prefix + "/" + sublayers_[i]->name() + "_" + std::to_string(i), out, seen);
   }
 }
 
@@ -363,8 +370,8 @@ void Layer::set_flat_state(const std::vector<Tensor>& flat) {
 // ---- running -------------------------------------------------------------------------
 
 Stack Layer::apply(const Stack& inputs, Key rng) {
-  const std::string frame = name_ + " (created at " + where() + ") with inputs " +
-                            signature_str(signature_of(inputs));
+  const std::string frame =
+      name_ + " (created at " + where() + ") with inputs " + signature_str(signature_of(inputs));
   if (static_cast<int>(inputs.size()) != n_in_) {
     const std::string msg = "expected " + std::to_string(n_in_) + " input" +
                             (n_in_ == 1 ? "" : "s") + ", got " + std::to_string(inputs.size());
@@ -386,7 +393,9 @@ Stack Layer::apply(const Stack& inputs, Key rng) {
   }
 }
 
-Stack Layer::operator()(const Stack& inputs) { return apply(inputs, rng_); }
+Stack Layer::operator()(const Stack& inputs) {
+  return apply(inputs, rng_);
+}
 
 Var Layer::operator()(const Var& x) {
   if (n_out_ != 1) {

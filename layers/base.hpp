@@ -106,8 +106,8 @@ class Layer : public std::enable_shared_from_this<Layer> {
   /// Creates weights and state for inputs of this signature, from `rng` (split
   /// over sublayers). Idempotent with use_cache: a layer already initialised in
   /// this pass returns markers, so a layer used twice keeps one set of weights.
-  std::pair<Weights, State> init(const Signature& input_signature,
-                                 Key rng = core::key_from_seed(0), bool use_cache = false);
+  std::pair<Weights, State> init(const Signature& input_signature, Key rng = core::key_from_seed(0),
+                                 bool use_cache = false);
   bool initialized() const { return initialized_; }
 
   // ---- weights and state -------------------------------------------------------------

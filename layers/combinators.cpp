@@ -49,8 +49,7 @@ std::vector<T> replace_top(const std::vector<T>& stack, int n, std::vector<T> ou
 // ---- Serial ------------------------------------------------------------------------
 
 SerialLayer::SerialLayer(std::vector<LayerPtr> layers, std::string name, SrcLoc where)
-    : base::Layer(serial_arity(layers).first, serial_arity(layers).second, std::move(name),
-                  where) {
+    : base::Layer(serial_arity(layers).first, serial_arity(layers).second, std::move(name), where) {
   set_sublayers(checked(std::move(layers), "Serial"));
 }
 
@@ -151,7 +150,9 @@ FnLayer::FnLayer(std::string name, Function f, int n_in, int n_out, SrcLoc where
   if (!f_) throw core::ValueError("Fn " + this->name() + ": the function is empty");
 }
 
-Stack FnLayer::forward(const Stack& inputs) { return f_(inputs); }
+Stack FnLayer::forward(const Stack& inputs) {
+  return f_(inputs);
+}
 
 // ---- factories ----------------------------------------------------------------------------
 
@@ -218,16 +219,25 @@ LayerPtr Residual(std::vector<LayerPtr> layers, LayerPtr shortcut, SrcLoc where)
 
 LayerPtr Dup(SrcLoc where) {
   return std::make_shared<FnLayer>(
-      "Dup", [](const Stack& xs) { return Stack{xs[0], xs[0]}; }, 1, 2, where);
+      "Dup",
+      [](const Stack& xs) {
+        return Stack{xs[0], xs[0]};
+      },
+      1, 2, where);
 }
 
 LayerPtr Drop(SrcLoc where) {
-  return std::make_shared<FnLayer>("Drop", [](const Stack&) { return Stack{}; }, 1, 0, where);
+  return std::make_shared<FnLayer>(
+      "Drop", [](const Stack&) { return Stack{}; }, 1, 0, where);
 }
 
 LayerPtr Swap(SrcLoc where) {
   return std::make_shared<FnLayer>(
-      "Swap", [](const Stack& xs) { return Stack{xs[1], xs[0]}; }, 2, 2, where);
+      "Swap",
+      [](const Stack& xs) {
+        return Stack{xs[1], xs[0]};
+      },
+      2, 2, where);
 }
 
 LayerPtr Add(SrcLoc where) {
@@ -243,8 +253,8 @@ LayerPtr Multiply(SrcLoc where) {
 
 LayerPtr SubtractTop(SrcLoc where) {
   return std::make_shared<FnLayer>(
-      "SubtractTop", [](const Stack& xs) { return Stack{fastmath::subtract(xs[1], xs[0])}; }, 2,
-      1, where);
+      "SubtractTop", [](const Stack& xs) { return Stack{fastmath::subtract(xs[1], xs[0])}; }, 2, 1,
+      where);
 }
 
 LayerPtr Concatenate(int n_items, long axis, SrcLoc where) {
@@ -253,8 +263,8 @@ LayerPtr Concatenate(int n_items, long axis, SrcLoc where) {
   }
   const std::string name = axis == -1 ? "Concatenate" : "Concatenate_axis" + std::to_string(axis);
   return std::make_shared<FnLayer>(
-      name, [axis](const Stack& xs) { return Stack{fastmath::concatenate(xs, axis)}; }, n_items,
-      1, where);
+      name, [axis](const Stack& xs) { return Stack{fastmath::concatenate(xs, axis)}; }, n_items, 1,
+      where);
 }
 
 LayerPtr Split(int n_items, long axis, SrcLoc where) {

@@ -11,8 +11,8 @@ void cast_layer(Layer& layer, DType dtype) {
   layer.set_state(layer.state().map(cast));
 }
 
-autodiff::GradcheckResult gradcheck_layer(Layer& layer, const std::vector<Tensor>& inputs,
-                                          Key rng, const autodiff::GradcheckOptions& options) {
+autodiff::GradcheckResult gradcheck_layer(Layer& layer, const std::vector<Tensor>& inputs, Key rng,
+                                          const autodiff::GradcheckOptions& options) {
   const std::vector<NamedTensor> named = layer.flat_weights();
   const State state = layer.state();
   const VarTree saved_weights = layer.weight_vars();

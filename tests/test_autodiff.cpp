@@ -48,7 +48,7 @@ TEST_CASE("tape: a value used twice accumulates its cotangent") {
   // f = sum(x * x) => 2x; the shared cotangent buffer must not be written through
   Tape tape;
   Var x = tape.watch(vec({1.5, -2.0}));
-  Var s = x + x;  // add passes the same cotangent to both inputs
+  Var s = x + x;           // add passes the same cotangent to both inputs
   Var f = fm::sum(s * x);  // f = 2 x^2 => 4x
   Tensor g = tape.gradient(f, x);
   CHECK(g.flat(0) == doctest::Approx(6.0));
@@ -79,8 +79,8 @@ TEST_CASE("stop_gradient: same value, no gradient, a visible node") {
   CHECK(tape.node(static_cast<std::size_t>(sx.node_id())).op == "stop_gradient");
   CHECK(tape.dump().find("stop_gradient(%0 (no grad))") != std::string::npos);
   // Through the functional API: the gradient of stop_gradient alone is zero.
-  auto gz = grad([](const VarList& v) { return fm::sum(stop_gradient(v[0]) * 5.0); },
-                 {vec({1.0, 2.0})});
+  auto gz =
+      grad([](const VarList& v) { return fm::sum(stop_gradient(v[0]) * 5.0); }, {vec({1.0, 2.0})});
   CHECK(gz[0].flat(0) == 0.0);
   CHECK(gz[0].flat(1) == 0.0);
 }
@@ -198,8 +198,8 @@ TEST_CASE("checkpoint: equal gradients, fewer values kept on the tape") {
 
   CHECK(core::max_abs_diff(g_plain[0], g_ckpt[0]) < 1e-12);
   CHECK(core::max_abs_diff(g_plain[1], g_ckpt[1]) < 1e-12);
-  CHECK(ckpt_stats.nodes == 4);  // two leaves, checkpoint, sum
-  CHECK(ckpt_stats.saved_buffers == 2);  // x and s only
+  CHECK(ckpt_stats.nodes == 4);           // two leaves, checkpoint, sum
+  CHECK(ckpt_stats.saved_buffers == 2);   // x and s only
   CHECK(plain_stats.saved_buffers == 7);  // six exp outputs and s
   MESSAGE("values kept: plain " << plain_stats.saved_buffers << " buffers / "
                                 << plain_stats.saved_bytes << " B; checkpoint "
@@ -282,8 +282,8 @@ TEST_CASE("misuse gets a clear exception") {
 }
 
 TEST_CASE("value_and_grad over a tree keeps the tree's structure") {
-  Tree<Tensor> params = Tree<Tensor>::list({Tree<Tensor>(vec({1.0, 2.0})),
-                                            Tree<Tensor>::list({Tree<Tensor>(vec({3.0}))})});
+  Tree<Tensor> params = Tree<Tensor>::list(
+      {Tree<Tensor>(vec({1.0, 2.0})), Tree<Tensor>::list({Tree<Tensor>(vec({3.0}))})});
   auto [value, g] = value_and_grad(
       [](const Tree<Var>& p) {
         const Var a = p[0].leaf(), b = p[1][0].leaf();

@@ -95,8 +95,8 @@ TEST_CASE("checkpoint: a different model gets every problem by name, and nothing
   const std::string path = training::checkpoint_path(dir.path.string(), 1);
   training::save_checkpoint(path, snapshot(*m, 1));
 
-  auto other = tl::Serial({std::make_shared<Scale>(4), std::make_shared<Scale>(5),
-                           std::make_shared<Scale>(3)});
+  auto other = tl::Serial(
+      {std::make_shared<Scale>(4), std::make_shared<Scale>(5), std::make_shared<Scale>(3)});
   other->init({{{2, 4}, DType::f32}}, core::key_from_seed(2));
   const Tensor before = other->flat_weights()[0].value.clone();
   try {
@@ -145,7 +145,8 @@ TEST_CASE("checkpoint folder: list, latest, prune keeps the newest") {
   auto m = model(2, 2);
   m->init({{{1, 2}, DType::f32}}, core::key_from_seed(1));
   for (long step : {10, 30, 20, 40}) {
-    training::save_checkpoint(training::checkpoint_path(dir.path.string(), step), snapshot(*m, step));
+    training::save_checkpoint(training::checkpoint_path(dir.path.string(), step),
+                              snapshot(*m, step));
   }
   auto all = training::list_checkpoints(dir.path.string());
   REQUIRE(all.size() == 4);

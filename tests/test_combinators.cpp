@@ -17,7 +17,9 @@ Tensor vec(std::vector<double> v) {
   return Tensor::from<double>({n}, std::move(v));
 }
 
-std::vector<double> vals(const Var& v) { return v.value().to_vector<double>(); }
+std::vector<double> vals(const Var& v) {
+  return v.value().to_vector<double>();
+}
 
 base::LayerPtr DivideBy(double d) {
   return tl::Fn("DivideBy", [d](const Var& x) { return x / d; });
@@ -72,14 +74,19 @@ TEST_CASE("Branch and Residual: the lab's values") {
   auto addab = tl::Fn(
       "addab", [](const Stack& xs) { return Stack{xs[0] + xs[1]}; }, 2, 1);
   auto rep3x = tl::Fn(
-      "rep3x", [](const Stack& xs) { return Stack{xs[0], xs[0], xs[0]}; }, 1, 3);
+      "rep3x",
+      [](const Stack& xs) {
+        return Stack{xs[0], xs[0], xs[0]};
+      },
+      1, 3);
   auto br = tl::Branch({add1, addab, rep3x});
   CHECK(br->n_in() == 2);
   CHECK(br->n_out() == 5);
   // Branch(add1, addab, rep3x)([1, 3, n, m]) -> (2, 4, 1, 1, 1, n, m): the stack
   // items below the inputs (here 7 and 8 for 'n' and 'm') pass through.
   Stack ys = tl::Serial({tl::Parallel({br, nullptr, nullptr})})
-                 ->operator()(Stack{Var(vec({1})), Var(vec({3})), Var(vec({7})), Var(vec({8}))});
+                 ->
+                 operator()(Stack{Var(vec({1})), Var(vec({3})), Var(vec({7})), Var(vec({8}))});
   std::vector<double> got;
   for (const Var& y : ys) got.push_back(vals(y)[0]);
   CHECK(got == std::vector<double>{2, 4, 1, 1, 1, 7, 8});
@@ -87,8 +94,8 @@ TEST_CASE("Branch and Residual: the lab's values") {
   CHECK(vals((*tl::Residual({add1}))(Var(vec({1})))) == std::vector<double>{3});
   // A plain residual chain F, G, F, G with F(x) = 2x, G(x) = 10x on x = 1 -> 1089.
   auto F = Scale("F", 2.0), G = Scale("G", 10.0);
-  auto chain = tl::Serial({tl::Residual({F}), tl::Residual({G}), tl::Residual({F}),
-                           tl::Residual({G})});
+  auto chain =
+      tl::Serial({tl::Residual({F}), tl::Residual({G}), tl::Residual({F}), tl::Residual({G})});
   CHECK(vals((*chain)(Var(vec({1}))))[0] == 1089.0);
   CHECK(vals((*tl::Dup())(Stack{Var(vec({1}))})[1])[0] == 1.0);
 }

@@ -18,7 +18,9 @@ Tensor ivec(std::vector<float> v) {
   return Tensor::from<float>({n}, std::move(v));
 }
 
-bool is_marker(const base::Weights& w) { return w.is_leaf() && !w.leaf().defined(); }
+bool is_marker(const base::Weights& w) {
+  return w.is_leaf() && !w.leaf().defined();
+}
 
 base::Signature sig(std::initializer_list<Shape> shapes) {
   base::Signature s;
@@ -138,7 +140,8 @@ TEST_CASE("Parallel: Trax's cases") {
   }
   {
     auto layer = tl::Dense(5);
-    auto model = tl::Parallel({tl::Serial({layer, tl::Dense(2)}), tl::Serial({layer, tl::Dense(2)})});
+    auto model =
+        tl::Parallel({tl::Serial({layer, tl::Dense(2)}), tl::Serial({layer, tl::Dense(2)})});
     auto [w, s] = model->init(sig({{5}, {5}}));
     CHECK(is_marker(w[1][0]));
   }

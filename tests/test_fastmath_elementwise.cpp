@@ -69,7 +69,9 @@ Tensor distinct(const Shape& shape, unsigned seed) {
   return Tensor::from<double>(shape, v);
 }
 
-Tensor f64(const Shape& shape, std::vector<double> v) { return Tensor::from<double>(shape, v); }
+Tensor f64(const Shape& shape, std::vector<double> v) {
+  return Tensor::from<double>(shape, v);
+}
 
 // ---- a naive reference: broadcasting by explicit index arithmetic ----------------------
 
@@ -96,7 +98,8 @@ struct Ref {
 };
 
 /// out = f(x_0[..], x_1[..], ...) with numpy broadcasting, element by element.
-Ref ref_map(const std::vector<Tensor>& xs, const std::function<double(const std::vector<double>&)>& f) {
+Ref ref_map(const std::vector<Tensor>& xs,
+            const std::function<double(const std::vector<double>&)>& f) {
   std::size_t nd = 0;
   for (const Tensor& x : xs) nd = std::max(nd, x.ndim());
   Shape shape(nd, 1);
@@ -157,7 +160,8 @@ Ref ref_reduce(const Tensor& x, std::vector<long> axes, bool keepdims, const std
 }
 
 /// Applies f to each row of the last axis.
-Ref ref_rows(const Tensor& x, const std::function<std::vector<double>(const std::vector<double>&)>& f) {
+Ref ref_rows(const Tensor& x,
+             const std::function<std::vector<double>(const std::vector<double>&)>& f) {
   const std::size_t d = x.shape().back();
   const std::vector<double> xv = x.to_vector<double>();
   Ref r{x.shape(), {}};
@@ -170,7 +174,9 @@ Ref ref_rows(const Tensor& x, const std::function<std::vector<double>(const std:
   return r;
 }
 
-double gelu_ref(double x) { return 0.5 * x * (1.0 + std::erf(x / std::sqrt(2.0))); }
+double gelu_ref(double x) {
+  return 0.5 * x * (1.0 + std::erf(x / std::sqrt(2.0)));
+}
 // Trax's FastGelu, with its literal constant.
 double gelu_tanh_ref(double x) {
   return 0.5 * x * (1.0 + std::tanh(x * 0.7978845608 * (1.0 + 0.044715 * x * x)));
@@ -181,17 +187,16 @@ double gelu_tanh_ref(double x) {
 /// Same shape, and every element within tol * (1 + |want|).
 void check_ref(const Tensor& got, const Ref& want, double tol = 1e-12) {
   REQUIRE(got.defined());
-  CHECK_MESSAGE(got.shape() == want.shape, "shape " << core::shape_str(got.shape())
-                                                    << ", want " << core::shape_str(want.shape));
+  CHECK_MESSAGE(got.shape() == want.shape, "shape " << core::shape_str(got.shape()) << ", want "
+                                                    << core::shape_str(want.shape));
   const std::vector<double> g = got.to_vector<double>();
   REQUIRE(g.size() == want.v.size());
   std::size_t bad = g.size();
   for (std::size_t i = 0; i < g.size() && bad == g.size(); ++i) {
     if (!(std::abs(g[i] - want.v[i]) <= tol * (1.0 + std::abs(want.v[i])))) bad = i;
   }
-  CHECK_MESSAGE(bad == g.size(), "element " << bad << ": got "
-                                            << (bad < g.size() ? g[bad] : 0.0) << ", want "
-                                            << (bad < g.size() ? want.v[bad] : 0.0));
+  CHECK_MESSAGE(bad == g.size(), "element " << bad << ": got " << (bad < g.size() ? g[bad] : 0.0)
+                                            << ", want " << (bad < g.size() ? want.v[bad] : 0.0));
 }
 
 void check_values(const Tensor& got, const Shape& shape, const std::vector<double>& want,
@@ -285,8 +290,8 @@ TEST_CASE("unary ops: values against std:: in a loop (float64)") {
 TEST_CASE("unary ops: hand-computed values") {
   const Tensor x = f64({4}, {-1.0, 0.0, 1.0, 2.0});
   // Phi(1) = 0.841344746068543, so gelu(1) = Phi(1), gelu(-1) = -(1 - Phi(1)), gelu(2) = 2 Phi(2).
-  check_values(fm::gelu(x).value(), {4}, {-0.158655253931457, 0.0, 0.841344746068543, 1.954499736103642},
-               1e-13);
+  check_values(fm::gelu(x).value(), {4},
+               {-0.158655253931457, 0.0, 0.841344746068543, 1.954499736103642}, 1e-13);
   // relu and abs at 0: value 0.
   check_values(fm::relu(x).value(), {4}, {0, 0, 1, 2});
   check_values(fm::abs(x).value(), {4}, {1, 0, 1, 2});
@@ -315,7 +320,8 @@ TEST_CASE("unary ops: gradcheck (float64)") {
   // Composites exercise the rules with cotangents that are not the random seed.
   grad_ok("gelu", [](const VarList& v) { return VarList{fm::gelu(fm::gelu(v[0]))}; },
           {uniform({5}, -3, 3, 5)});
-  grad_ok("tanh", [](const VarList& v) { return VarList{fm::multiply(fm::tanh(v[0]), fm::sigmoid(v[0]))}; },
+  grad_ok("tanh",
+          [](const VarList& v) { return VarList{fm::multiply(fm::tanh(v[0]), fm::sigmoid(v[0]))}; },
           {uniform({5}, -3, 3, 6)});
 }
 
@@ -340,8 +346,10 @@ TEST_CASE("gelu and gelu_tanh: derivatives match their formulas at hand-picked p
 
 TEST_CASE("relu and abs: the gradient at 0 is 0") {
   const Tensor x = f64({3}, {-1.5, 0.0, 2.0});
-  check_values(grads_of_sum([](const VarList& v) { return fm::relu(v[0]); }, {x})[0], {3}, {0, 0, 1});
-  check_values(grads_of_sum([](const VarList& v) { return fm::abs(v[0]); }, {x})[0], {3}, {-1, 0, 1});
+  check_values(grads_of_sum([](const VarList& v) { return fm::relu(v[0]); }, {x})[0], {3},
+               {0, 0, 1});
+  check_values(grads_of_sum([](const VarList& v) { return fm::abs(v[0]); }, {x})[0], {3},
+               {-1, 0, 1});
 }
 
 // =====================================================================================
@@ -350,8 +358,8 @@ TEST_CASE("relu and abs: the gradient at 0 is 0") {
 
 TEST_CASE("power: values with broadcasting") {
   const auto pw = [](const std::vector<double>& a) { return std::pow(a[0], a[1]); };
-  const std::pair<Shape, Shape> cases[] = {
-      {{2, 3}, {2, 3}}, {{2, 3}, {3}}, {{3}, {2, 3}}, {{2, 1}, {1, 3}}, {{2, 3}, {}}, {{}, {}}};
+  const std::pair<Shape, Shape> cases[] = {{{2, 3}, {2, 3}}, {{2, 3}, {3}}, {{3}, {2, 3}},
+                                           {{2, 1}, {1, 3}}, {{2, 3}, {}},  {{}, {}}};
   for (const auto& [sa, sb] : cases) {
     CAPTURE(core::shape_str(sa));
     CAPTURE(core::shape_str(sb));
@@ -359,7 +367,8 @@ TEST_CASE("power: values with broadcasting") {
     const Tensor b = uniform(sb, -2.0, 2.0, 2);
     check_ref(fm::power(a, b).value(), ref_map({a, b}, pw));
   }
-  check_values(fm::power(f64({3}, {2, 3, 0.5}), f64({3}, {3, -1, 2})).value(), {3}, {8, 1.0 / 3, 0.25});
+  check_values(fm::power(f64({3}, {2, 3, 0.5}), f64({3}, {3, -1, 2})).value(), {3},
+               {8, 1.0 / 3, 0.25});
   // the scalar form
   const Tensor x = uniform({2, 3}, 0.3, 2.5, 3);
   for (double e : {0.0, 1.0, 2.0, 3.0, 0.5, -1.0, -1.5}) {
@@ -426,10 +435,12 @@ TEST_CASE("maximum and minimum: values and gradcheck with broadcasting") {
     CAPTURE(core::shape_str(sb));
     const Tensor a = grid(sa, 0.03, 8);
     const Tensor b = grid(sb, 0.07, 9);
-    check_ref(fm::maximum(a, b).value(),
-                 ref_map({a, b}, [](const std::vector<double>& v) { return v[0] > v[1] ? v[0] : v[1]; }));
-    check_ref(fm::minimum(a, b).value(),
-                 ref_map({a, b}, [](const std::vector<double>& v) { return v[0] < v[1] ? v[0] : v[1]; }));
+    check_ref(fm::maximum(a, b).value(), ref_map({a, b}, [](const std::vector<double>& v) {
+                return v[0] > v[1] ? v[0] : v[1];
+              }));
+    check_ref(fm::minimum(a, b).value(), ref_map({a, b}, [](const std::vector<double>& v) {
+                return v[0] < v[1] ? v[0] : v[1];
+              }));
     grad_ok("maximum", [](const VarList& v) { return VarList{fm::maximum(v[0], v[1])}; }, {a, b});
     grad_ok("minimum", [](const VarList& v) { return VarList{fm::minimum(v[0], v[1])}; }, {a, b});
   }
@@ -452,8 +463,8 @@ TEST_CASE("maximum and minimum: ties send half the gradient to each side") {
   check_values(gb[0], {2, 1}, {1.5, 2.5});
   check_values(gb[1], {1, 3}, {0.5, 1.5, 0.0});
   // x with itself: the two halves add back to 1.
-  const auto gs = grads_of_sum([](const VarList& v) { return fm::maximum(v[0], v[0]); },
-                               {f64({2}, {-1, 4})});
+  const auto gs =
+      grads_of_sum([](const VarList& v) { return fm::maximum(v[0], v[0]); }, {f64({2}, {-1, 4})});
   check_values(gs[0], {2}, {1, 1});
 }
 
@@ -465,19 +476,24 @@ TEST_CASE("where: values, gradcheck with broadcasting, cond not differentiated")
   struct Case {
     Shape c, a, b;
   };
-  const Case cases[] = {{{2, 3}, {2, 3}, {2, 3}}, {{2, 3}, {3}, {2, 3}},  {{2, 1}, {1, 3}, {}},
-                        {{3}, {2, 1}, {2, 3}},    {{2, 3}, {2, 3}, {1}}};
+  const Case cases[] = {{{2, 3}, {2, 3}, {2, 3}},
+                        {{2, 3}, {3}, {2, 3}},
+                        {{2, 1}, {1, 3}, {}},
+                        {{3}, {2, 1}, {2, 3}},
+                        {{2, 3}, {2, 3}, {1}}};
   std::mt19937 gen(3);
   for (const Case& cs : cases) {
     CAPTURE(core::shape_str(cs.c));
     CAPTURE(core::shape_str(cs.a));
     CAPTURE(core::shape_str(cs.b));
     std::vector<std::int32_t> cv(core::shape_size(cs.c));
-    for (std::size_t i = 0; i < cv.size(); ++i) cv[i] = static_cast<std::int32_t>((i + gen()) % 3);  // 0, 1, 2
+    for (std::size_t i = 0; i < cv.size(); ++i)
+      cv[i] = static_cast<std::int32_t>((i + gen()) % 3);  // 0, 1, 2
     const Tensor cond = Tensor::from<std::int32_t>(cs.c, cv);
     const Tensor a = uniform(cs.a, -2, 2, 10), b = uniform(cs.b, -2, 2, 11);
     check_ref(fm::where(cond, a, b).value(),
-                 ref_map({cond, a, b}, [](const std::vector<double>& v) { return v[0] != 0 ? v[1] : v[2]; }));
+              ref_map({cond, a, b},
+                      [](const std::vector<double>& v) { return v[0] != 0 ? v[1] : v[2]; }));
     grad_ok("where", [cond](const VarList& v) { return VarList{fm::where(cond, v[0], v[1])}; },
             {a, b});
     // the int32 cond as an input of the function: gradcheck skips integer inputs
@@ -545,7 +561,9 @@ TEST_CASE("astype: float <-> float differentiable, to or from int not") {
   grad_ok("astype", [](const VarList& v) { return VarList{fm::astype(v[0], DType::f64)}; },
           {uniform({2, 3}, -1, 1, 12)});
   grad_ok("astype",
-          [](const VarList& v) { return VarList{fm::square(fm::astype(fm::square(v[0]), DType::f64))}; },
+          [](const VarList& v) {
+            return VarList{fm::square(fm::astype(fm::square(v[0]), DType::f64))};
+          },
           {uniform({4}, -1, 1, 13)});
   // to and from int: constants
   Tape tape;
@@ -564,7 +582,8 @@ TEST_CASE("astype: float <-> float differentiable, to or from int not") {
 // =====================================================================================
 
 TEST_CASE("mean, max, logsumexp: values and gradcheck over axis sets, keepdims or not") {
-  const std::vector<std::vector<long>> axis_sets = {{}, {0}, {1}, {2}, {-1}, {0, 2}, {2, 0}, {-2, -1}, {0, 1, 2}};
+  const std::vector<std::vector<long>> axis_sets = {{},     {0},    {1},      {2},      {-1},
+                                                    {0, 2}, {2, 0}, {-2, -1}, {0, 1, 2}};
   const Shape shape{2, 3, 4};
   const Tensor x = distinct(shape, 14);  // distinct values: max has no ties
   for (const auto& axes : axis_sets) {
@@ -576,13 +595,18 @@ TEST_CASE("mean, max, logsumexp: values and gradcheck over axis sets, keepdims o
       check_ref(fm::mean(x, axes, keepdims).value(), ref_reduce(x, axes, keepdims, "mean"));
       check_ref(fm::max(x, axes, keepdims).value(), ref_reduce(x, axes, keepdims, "max"));
       check_ref(fm::logsumexp(x, axes, keepdims).value(),
-                   ref_reduce(x, axes, keepdims, "logsumexp"));
-      grad_ok("mean", [axes, keepdims](const VarList& v) { return VarList{fm::mean(v[0], axes, keepdims)}; },
-              {x});
-      grad_ok("max", [axes, keepdims](const VarList& v) { return VarList{fm::max(v[0], axes, keepdims)}; },
+                ref_reduce(x, axes, keepdims, "logsumexp"));
+      grad_ok(
+          "mean",
+          [axes, keepdims](const VarList& v) { return VarList{fm::mean(v[0], axes, keepdims)}; },
+          {x});
+      grad_ok("max",
+              [axes, keepdims](const VarList& v) { return VarList{fm::max(v[0], axes, keepdims)}; },
               {x});
       grad_ok("logsumexp",
-              [axes, keepdims](const VarList& v) { return VarList{fm::logsumexp(v[0], axes, keepdims)}; },
+              [axes, keepdims](const VarList& v) {
+                return VarList{fm::logsumexp(v[0], axes, keepdims)};
+              },
               {x});
     }
   }
@@ -736,17 +760,19 @@ TEST_CASE("dropout: x * mask / keep_prob, mask broadcast and never differentiate
     std::vector<double> mv(core::shape_size(ms));
     for (double& m : mv) m = static_cast<double>(gen() % 2);
     const Tensor mask = f64(ms, mv);
-    const auto want = ref_map({x, mask}, [keep](const std::vector<double>& v) { return v[0] * v[1] / keep; });
+    const auto want =
+        ref_map({x, mask}, [keep](const std::vector<double>& v) { return v[0] * v[1] / keep; });
     check_ref(fm::dropout(x, mask, keep).value(), want, 1e-15);
     // an int32 mask works the same
     std::vector<std::int32_t> mi(mv.begin(), mv.end());
     check_ref(fm::dropout(x, Tensor::from<std::int32_t>(ms, mi), keep).value(), want, 1e-15);
-    grad_ok("dropout", [mask, keep](const VarList& v) { return VarList{fm::dropout(v[0], mask, keep)}; },
-            {x});
+    grad_ok("dropout",
+            [mask, keep](const VarList& v) { return VarList{fm::dropout(v[0], mask, keep)}; }, {x});
     GradcheckOptions only_x;
     only_x.check = {true, false};
-    grad_ok("dropout", [keep](const VarList& v) { return VarList{fm::dropout(v[0], v[1], keep)}; },
-            {x, mask}, only_x);
+    grad_ok(
+        "dropout", [keep](const VarList& v) { return VarList{fm::dropout(v[0], v[1], keep)}; },
+        {x, mask}, only_x);
   }
   // hand-computed gradient, and the mask (even a float one on the tape) gets nothing
   Tape tape;
@@ -767,8 +793,8 @@ TEST_CASE("dropout: x * mask / keep_prob, mask broadcast and never differentiate
 
 TEST_CASE("float32: values of every op against double references") {
   const double tol = 2e-6;
-  const Tensor x = uniform({2, 3}, 0.3, 2.5, 30, DType::f32);   // positive
-  const Tensor s = uniform({2, 3}, -3, 3, 31, DType::f32);      // signed
+  const Tensor x = uniform({2, 3}, 0.3, 2.5, 30, DType::f32);  // positive
+  const Tensor s = uniform({2, 3}, -3, 3, 31, DType::f32);     // signed
   const Tensor b = uniform({3}, -1.5, 1.5, 32, DType::f32);
   for (const UnaryCase& c : kUnary) {
     CAPTURE(c.name);
@@ -782,13 +808,17 @@ TEST_CASE("float32: values of every op against double references") {
     CHECK(y.dtype() == DType::f32);
     check_ref(y.value(), want, tol);
   };
-  f32_check(fm::power(x, b), ref_map({x, b}, [](const std::vector<double>& v) { return std::pow(v[0], v[1]); }));
+  f32_check(fm::power(x, b),
+            ref_map({x, b}, [](const std::vector<double>& v) { return std::pow(v[0], v[1]); }));
   f32_check(fm::power(x, 1.5), ref_unary(x, [](double v) { return std::pow(v, 1.5); }));
-  f32_check(fm::maximum(s, b), ref_map({s, b}, [](const std::vector<double>& v) { return std::max(v[0], v[1]); }));
-  f32_check(fm::minimum(s, b), ref_map({s, b}, [](const std::vector<double>& v) { return std::min(v[0], v[1]); }));
+  f32_check(fm::maximum(s, b),
+            ref_map({s, b}, [](const std::vector<double>& v) { return std::max(v[0], v[1]); }));
+  f32_check(fm::minimum(s, b),
+            ref_map({s, b}, [](const std::vector<double>& v) { return std::min(v[0], v[1]); }));
   const Tensor cond = Tensor::from<std::int32_t>({3}, {1, 0, 1});
-  f32_check(fm::where(cond, s, b),
-            ref_map({cond, s, b}, [](const std::vector<double>& v) { return v[0] != 0 ? v[1] : v[2]; }));
+  f32_check(fm::where(cond, s, b), ref_map({cond, s, b}, [](const std::vector<double>& v) {
+              return v[0] != 0 ? v[1] : v[2];
+            }));
   f32_check(fm::mean(s, {1}), ref_reduce(s, {1}, false, "mean"));
   f32_check(fm::max(s, {0}, true), ref_reduce(s, {0}, true, "max"));
   f32_check(fm::logsumexp(s, {}, false), ref_reduce(s, {}, false, "logsumexp"));
@@ -824,13 +854,15 @@ TEST_CASE("float32: values of every op against double references") {
   const Var vs = tape.watch(s);
   const Tensor g = tape.gradient(fm::sum(fm::tanh(fm::gelu(vs))), vs);
   CHECK(g.dtype() == DType::f32);
-  check_ref(g, ref_unary(s, [](double v) {
-                 const double t = std::tanh(gelu_ref(v));
-                 const double cdf = 0.5 * (1 + std::erf(v / std::sqrt(2.0)));
-                 const double pdf = std::exp(-v * v / 2) / std::sqrt(2 * std::numbers::pi);
-                 return (1 - t * t) * (cdf + v * pdf);
-               }),
-               1e-5);
+  check_ref(g,
+            ref_unary(s,
+                      [](double v) {
+                        const double t = std::tanh(gelu_ref(v));
+                        const double cdf = 0.5 * (1 + std::erf(v / std::sqrt(2.0)));
+                        const double pdf = std::exp(-v * v / 2) / std::sqrt(2 * std::numbers::pi);
+                        return (1 - t * t) * (cdf + v * pdf);
+                      }),
+            1e-5);
 }
 
 // =====================================================================================
@@ -888,8 +920,9 @@ TEST_CASE("errors name the op") {
   check_throws<DTypeError>(
       [&] { fm::layer_norm(f, Tensor::ones({3}, DType::f32), Tensor::zeros({3}, DType::f32)); },
       "layer_norm");
-  check_throws<DTypeError>([&] { fm::layer_norm(i, Tensor::ones({3}, DType::i32), Tensor::zeros({3}, DType::i32)); },
-                           "layer_norm");
+  check_throws<DTypeError>(
+      [&] { fm::layer_norm(i, Tensor::ones({3}, DType::i32), Tensor::zeros({3}, DType::i32)); },
+      "layer_norm");
   check_throws<DTypeError>([&] { fm::dropout(i, i, 0.5); }, "dropout");
   check_throws<ShapeError>([&] { fm::dropout(f, bad, 0.5); }, "dropout");
   for (double kp : {0.0, -0.5, 1.5, std::numeric_limits<double>::quiet_NaN()}) {

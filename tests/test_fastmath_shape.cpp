@@ -72,7 +72,9 @@ Tensor naive(const Shape& shape, F f) {
   return t;
 }
 
-double get(const Tensor& t, const Idx& idx) { return t.flat(ravel(idx, t.shape())); }
+double get(const Tensor& t, const Idx& idx) {
+  return t.flat(ravel(idx, t.shape()));
+}
 
 Tensor ids(const Shape& shape, const std::vector<std::int64_t>& v, DType dtype = DType::i64) {
   return Tensor::from<std::int64_t>(shape, v).astype(dtype);
@@ -104,16 +106,18 @@ std::string error_of(F&& f) {
   return "<no error>";
 }
 
-bool has(const std::string& s, const std::string& sub) { return s.find(sub) != std::string::npos; }
+bool has(const std::string& s, const std::string& sub) {
+  return s.find(sub) != std::string::npos;
+}
 
 // The shape-error message must name the op and the shapes involved.
-#define CHECK_ERROR_NAMES(Type, expr, ...)                                  \
-  do {                                                                      \
-    CHECK_THROWS_AS(expr, Type);                                            \
-    const std::string msg_ = error_of([&] { (void)(expr); });               \
+#define CHECK_ERROR_NAMES(Type, expr, ...)                                   \
+  do {                                                                       \
+    CHECK_THROWS_AS(expr, Type);                                             \
+    const std::string msg_ = error_of([&] { (void)(expr); });                \
     for (const std::string& want_ : std::vector<std::string>{__VA_ARGS__}) { \
       CHECK_MESSAGE(has(msg_, want_), "'" << want_ << "' not in: " << msg_); \
-    }                                                                       \
+    }                                                                        \
   } while (0)
 
 }  // namespace
@@ -136,11 +140,14 @@ TEST_CASE("fastmath::transpose: values against a naive permutation") {
     CHECK(core::equal(fm::transpose(x, perm).value(), want));
   }
   // An empty perm reverses the axes.
-  const Tensor want_rev = naive({4, 3, 2}, [&](const Idx& o) { return get(x, {o[2], o[1], o[0]}); });
+  const Tensor want_rev = naive({4, 3, 2}, [&](const Idx& o) {
+    return get(x, {o[2], o[1], o[0]});
+  });
   CHECK(core::equal(fm::transpose(x).value(), want_rev));
   // Hand-written, rank 2, int32.
   const Tensor m = Tensor::from<std::int32_t>({2, 3}, {1, 2, 3, 4, 5, 6});
-  CHECK(core::equal(fm::transpose(m).value(), Tensor::from<std::int32_t>({3, 2}, {1, 4, 2, 5, 3, 6})));
+  CHECK(core::equal(fm::transpose(m).value(),
+                    Tensor::from<std::int32_t>({3, 2}, {1, 4, 2, 5, 3, 6})));
 }
 
 TEST_CASE("fastmath::transpose: gradcheck, one node per call") {
@@ -151,7 +158,9 @@ TEST_CASE("fastmath::transpose: gradcheck, one node per call") {
                {rnd({2, 3, 4}, 1)});
   }
   check_grad("transpose [2,1,3,2] perm {3,1,0,2}",
-             [](const VarList& v) { return VarList{fm::transpose(v[0], {3, 1, 0, 2})}; },
+             [](const VarList& v) {
+               return VarList{fm::transpose(v[0], {3, 1, 0, 2})};
+             },
              {rnd({2, 1, 3, 2}, 2)});
   Tape tape;
   Var x = tape.watch(rnd({2, 3}));
@@ -233,20 +242,25 @@ TEST_CASE("fastmath::concatenate: hand-written values") {
   CHECK(core::equal(fm::concatenate({a, b}, 1).value(), f64({2, 3}, {1, 2, 5, 3, 4, 6})));
   CHECK(core::equal(fm::concatenate({a, b}, -1).value(), f64({2, 3}, {1, 2, 5, 3, 4, 6})));
   CHECK(core::equal(fm::concatenate({a, c}, 0).value(), f64({3, 2}, {1, 2, 3, 4, 7, 8})));
-  CHECK(core::equal(fm::concatenate({c, a, c}, -2).value(),
-                    f64({4, 2}, {7, 8, 1, 2, 3, 4, 7, 8})));
+  CHECK(core::equal(fm::concatenate({c, a, c}, -2).value(), f64({4, 2}, {7, 8, 1, 2, 3, 4, 7, 8})));
   CHECK(core::equal(fm::concatenate({a}, 0).value(), a));
 }
 
 TEST_CASE("fastmath::concatenate: gradcheck on several axes, one node with n inputs") {
   check_grad("concatenate 3 inputs axis 1",
-             [](const VarList& v) { return VarList{fm::concatenate({v[0], v[1], v[2]}, 1)}; },
+             [](const VarList& v) {
+               return VarList{fm::concatenate({v[0], v[1], v[2]}, 1)};
+             },
              {rnd({2, 1, 3}, 1), rnd({2, 2, 3}, 2), rnd({2, 3, 3}, 3)});
   check_grad("concatenate 2 inputs axis -1",
-             [](const VarList& v) { return VarList{fm::concatenate({v[0], v[1]}, -1)}; },
+             [](const VarList& v) {
+               return VarList{fm::concatenate({v[0], v[1]}, -1)};
+             },
              {rnd({2, 3, 1}, 4), rnd({2, 3, 4}, 5)});
   check_grad("concatenate 2 inputs axis 0",
-             [](const VarList& v) { return VarList{fm::concatenate({v[0], v[1]}, 0)}; },
+             [](const VarList& v) {
+               return VarList{fm::concatenate({v[0], v[1]}, 0)};
+             },
              {rnd({1, 3}, 6), rnd({3, 3}, 7)});
   check_grad("concatenate [x, const, x] axis -2",
              [](const VarList& v) {
@@ -284,7 +298,9 @@ TEST_CASE("fastmath::split: hand-written values, both forms") {
 
 TEST_CASE("fastmath::split: one multi-output node; unused outputs get zero cotangents") {
   check_grad("split sizes {1,3,2} axis 1, all outputs",
-             [](const VarList& v) { return fm::split(v[0], std::vector<std::size_t>{1, 3, 2}, 1); },
+             [](const VarList& v) {
+               return fm::split(v[0], std::vector<std::size_t>{1, 3, 2}, 1);
+             },
              {rnd({2, 6, 2}, 1)});
   check_grad("split sizes {2,1,3} axis -2, outputs 0 and 2 only",
              [](const VarList& v) {
@@ -311,7 +327,8 @@ TEST_CASE("fastmath::split: one multi-output node; unused outputs get zero cotan
   CHECK(p[1].output_index() == 1);
   // Only the middle piece is used: gradient 1 there, 0 elsewhere.
   const Tensor g = tape.gradient(fm::sum(p[1]), x);
-  CHECK(core::equal(g, naive({2, 6}, [](const Idx& i) { return i[1] >= 1 && i[1] < 4 ? 1.0 : 0.0; })));
+  CHECK(core::equal(g,
+                    naive({2, 6}, [](const Idx& i) { return i[1] >= 1 && i[1] < 4 ? 1.0 : 0.0; })));
 }
 
 // =====================================================================================
@@ -327,7 +344,8 @@ TEST_CASE("fastmath::slice: values against a naive strided copy, gradcheck") {
   for (const Case& c : {Case{1, 1, 4, 1, 1, 3}, Case{1, 0, 7, 2, 0, 4}, Case{-1, -3, -1, 1, 4, 2},
                         Case{0, 1, 4, 2, 1, 2}, Case{-2, -4, 4, 3, 0, 2}, Case{1, 2, 2, 1, 2, 0}}) {
     INFO("axis " << c.axis << " [" << c.start << ":" << c.stop << ":" << c.step << "]");
-    const std::size_t ax = c.axis < 0 ? static_cast<std::size_t>(c.axis + 2) : static_cast<std::size_t>(c.axis);
+    const std::size_t ax =
+        c.axis < 0 ? static_cast<std::size_t>(c.axis + 2) : static_cast<std::size_t>(c.axis);
     Shape out_shape = x.shape();
     out_shape[ax] = c.count;
     const Tensor want = naive(out_shape, [&](const Idx& o) {
@@ -378,10 +396,15 @@ TEST_CASE("fastmath::pad: values against naive indexing, asymmetric pads, gradch
              [pads](const VarList& v) { return VarList{fm::pad(v[0], pads, 0.25)}; },
              {rnd({2, 3, 2}, 1)});
   check_grad("pad [3,4] {(2,1),(0,0)}",
-             [](const VarList& v) { return VarList{fm::pad(v[0], {{2, 1}, {0, 0}})}; },
+             [](const VarList& v) {
+               return VarList{fm::pad(v[0], {{2, 1}, {0, 0}})};
+             },
              {rnd({3, 4}, 2)});
   check_grad("pad [3] no padding",
-             [](const VarList& v) { return VarList{fm::pad(v[0], {{0, 0}})}; }, {rnd({3}, 3)});
+             [](const VarList& v) {
+               return VarList{fm::pad(v[0], {{0, 0}})};
+             },
+             {rnd({3}, 3)});
 }
 
 TEST_CASE("fastmath::roll: values against naive modular indexing, gradcheck with negative shifts") {
@@ -391,10 +414,11 @@ TEST_CASE("fastmath::roll: values against naive modular indexing, gradcheck with
   struct Case {
     long shift, axis;
   };
-  for (const Case& c : {Case{2, 1}, Case{-1, -1}, Case{7, 1}, Case{-3, 0}, Case{-8, -2},
-                        Case{0, 0}, Case{5, 1}}) {
+  for (const Case& c :
+       {Case{2, 1}, Case{-1, -1}, Case{7, 1}, Case{-3, 0}, Case{-8, -2}, Case{0, 0}, Case{5, 1}}) {
     INFO("shift " << c.shift << " axis " << c.axis);
-    const std::size_t ax = c.axis < 0 ? static_cast<std::size_t>(c.axis + 2) : static_cast<std::size_t>(c.axis);
+    const std::size_t ax =
+        c.axis < 0 ? static_cast<std::size_t>(c.axis + 2) : static_cast<std::size_t>(c.axis);
     const long n = static_cast<long>(x.shape()[ax]);
     const Tensor want = naive(x.shape(), [&](const Idx& o) {
       // out[i] = x[(i - shift) mod n]
@@ -532,9 +556,10 @@ TEST_CASE("fastmath: gradients through argmax/argsort indices (max and sort as g
                return VarList{fm::take_along_axis(v[0], i, 1)};
              },
              {rnd({3, 5}, 1)});
-  check_grad("sort via argsort + take_along_axis (axis 0)",
-             [](const VarList& v) { return VarList{fm::take_along_axis(v[0], fm::argsort(v[0], 0), 0)}; },
-             {rnd({4, 3}, 2)});
+  check_grad(
+      "sort via argsort + take_along_axis (axis 0)",
+      [](const VarList& v) { return VarList{fm::take_along_axis(v[0], fm::argsort(v[0], 0), 0)}; },
+      {rnd({4, 3}, 2)});
   check_grad("x * one_hot(argmax(x))",
              [](const VarList& v) {
                return VarList{fm::multiply(v[0], fm::one_hot(fm::argmax(v[0]), 5, DType::f64))};
@@ -586,16 +611,26 @@ TEST_CASE("fastmath arithmetic: values with broadcasting against naive loops") {
   auto bcast = [&](auto op) {
     return naive({2, 3, 4}, [&](const Idx& i) { return op(get(a, i), get(b, {i[1], 0})); });
   };
-  CHECK(core::allclose(fm::add(a, b).value(), bcast([](double p, double q) { return p + q; }), 1e-15, 0));
-  CHECK(core::allclose(fm::subtract(a, b).value(), bcast([](double p, double q) { return p - q; }), 1e-15, 0));
-  CHECK(core::allclose(fm::multiply(a, b).value(), bcast([](double p, double q) { return p * q; }), 1e-15, 0));
-  CHECK(core::allclose(fm::divide(a, b).value(), bcast([](double p, double q) { return p / q; }), 1e-15, 0));
+  CHECK(core::allclose(fm::add(a, b).value(), bcast([](double p, double q) { return p + q; }),
+                       1e-15, 0));
+  CHECK(core::allclose(fm::subtract(a, b).value(), bcast([](double p, double q) { return p - q; }),
+                       1e-15, 0));
+  CHECK(core::allclose(fm::multiply(a, b).value(), bcast([](double p, double q) { return p * q; }),
+                       1e-15, 0));
+  CHECK(core::allclose(fm::divide(a, b).value(), bcast([](double p, double q) { return p / q; }),
+                       1e-15, 0));
   CHECK(core::allclose((Var(a) + Var(b)).value(), fm::add(a, b).value(), 0, 0));
-  CHECK(core::allclose(fm::negative(a).value(), naive(a.shape(), [&](const Idx& i) { return -get(a, i); }), 0, 0));
-  CHECK(core::allclose(fm::exp(a).value(), naive(a.shape(), [&](const Idx& i) { return std::exp(get(a, i)); }), 1e-14, 0));
-  CHECK(core::allclose((2.0 - Var(b)).value(), naive(b.shape(), [&](const Idx& i) { return 2 - get(b, i); }), 1e-15, 0));
-  CHECK(core::allclose((2.0 / Var(b)).value(), naive(b.shape(), [&](const Idx& i) { return 2 / get(b, i); }), 1e-15, 0));
-  CHECK(core::allclose((Var(b) / 4.0).value(), naive(b.shape(), [&](const Idx& i) { return get(b, i) / 4; }), 1e-15, 0));
+  CHECK(core::allclose(fm::negative(a).value(),
+                       naive(a.shape(), [&](const Idx& i) { return -get(a, i); }), 0, 0));
+  CHECK(core::allclose(fm::exp(a).value(),
+                       naive(a.shape(), [&](const Idx& i) { return std::exp(get(a, i)); }), 1e-14,
+                       0));
+  CHECK(core::allclose((2.0 - Var(b)).value(),
+                       naive(b.shape(), [&](const Idx& i) { return 2 - get(b, i); }), 1e-15, 0));
+  CHECK(core::allclose((2.0 / Var(b)).value(),
+                       naive(b.shape(), [&](const Idx& i) { return 2 / get(b, i); }), 1e-15, 0));
+  CHECK(core::allclose((Var(b) / 4.0).value(),
+                       naive(b.shape(), [&](const Idx& i) { return get(b, i) / 4; }), 1e-15, 0));
   const Tensor s = fm::sum(a, {0, -1}).value();
   CHECK(s.shape() == Shape{3});
   for (std::size_t j = 0; j < 3; ++j) {
@@ -614,14 +649,17 @@ TEST_CASE("fastmath arithmetic: gradcheck with broadcasting") {
     const char* name;
     Bin op;
   };
-  const Case ops[] = {{"add", fm::add}, {"subtract", fm::subtract}, {"multiply", fm::multiply},
+  const Case ops[] = {{"add", fm::add},
+                      {"subtract", fm::subtract},
+                      {"multiply", fm::multiply},
                       {"divide", fm::divide}};
   struct Shapes {
     Shape a, b;
   };
   for (const Case& c : ops) {
-    for (const Shapes& s : {Shapes{{2, 3, 4}, {3, 1}}, Shapes{{4}, {2, 3, 4}}, Shapes{{2, 3}, {2, 3}},
-                            Shapes{{}, {2, 2}}, Shapes{{2, 1, 4}, {1, 3, 1}}}) {
+    for (const Shapes& s :
+         {Shapes{{2, 3, 4}, {3, 1}}, Shapes{{4}, {2, 3, 4}}, Shapes{{2, 3}, {2, 3}},
+          Shapes{{}, {2, 2}}, Shapes{{2, 1, 4}, {1, 3, 1}}}) {
       // Denominators stay away from zero.
       check_grad(std::string(c.name) + " " + core::shape_str(s.a) + " with " + core::shape_str(s.b),
                  [op = c.op](const VarList& v) { return VarList{op(v[0], v[1])}; },
@@ -636,13 +674,16 @@ TEST_CASE("fastmath arithmetic: gradcheck with broadcasting") {
                [op = c.op](const VarList& v) { return VarList{op(v[0], rnd({3}, 4, 0.5, 1.5))}; },
                {rnd({2, 3}, 5)});
     check_grad(std::string(c.name) + " (const, x)",
-               [op = c.op](const VarList& v) { return VarList{op(rnd({2, 3}, 4), v[0])}; },
+               [op = c.op](const VarList& v) {
+                 return VarList{op(rnd({2, 3}, 4), v[0])};
+               },
                {rnd({3}, 6, 0.5, 1.5)});
   }
-  check_grad("negative", [](const VarList& v) { return VarList{fm::negative(v[0])}; }, {rnd({2, 3}, 7)});
+  check_grad("negative", [](const VarList& v) { return VarList{fm::negative(v[0])}; },
+             {rnd({2, 3}, 7)});
   check_grad("exp", [](const VarList& v) { return VarList{fm::exp(v[0])}; }, {rnd({2, 3}, 8)});
-  check_grad("exp(x) * x",
-             [](const VarList& v) { return VarList{fm::exp(v[0]) * v[0]}; }, {rnd({2, 3}, 9)});
+  check_grad("exp(x) * x", [](const VarList& v) { return VarList{fm::exp(v[0]) * v[0]}; },
+             {rnd({2, 3}, 9)});
 }
 
 TEST_CASE("fastmath scalar operators, sum, reshape: gradcheck") {
@@ -666,8 +707,10 @@ TEST_CASE("fastmath scalar operators, sum, reshape: gradcheck") {
     check_grad(name, [f = f](const VarList& v) { return VarList{f(v[0])}; }, {x});
   }
   // Values of the scalar operators.
-  CHECK(core::allclose((4.0 / Var(x)).value(), naive(x.shape(), [&](const Idx& i) { return 4 / get(x, i); }), 1e-15, 0));
-  CHECK(core::allclose((2.0 - Var(x)).value(), naive(x.shape(), [&](const Idx& i) { return 2 - get(x, i); }), 1e-15, 0));
+  CHECK(core::allclose((4.0 / Var(x)).value(),
+                       naive(x.shape(), [&](const Idx& i) { return 4 / get(x, i); }), 1e-15, 0));
+  CHECK(core::allclose((2.0 - Var(x)).value(),
+                       naive(x.shape(), [&](const Idx& i) { return 2 - get(x, i); }), 1e-15, 0));
 
   const Tensor z = rnd({2, 3, 4}, 2);
   struct SumCase {
@@ -676,11 +719,15 @@ TEST_CASE("fastmath scalar operators, sum, reshape: gradcheck") {
   };
   for (const SumCase& c : {SumCase{{}, false}, SumCase{{}, true}, SumCase{{0, -1}, false},
                            SumCase{{1}, true}, SumCase{{-2}, false}}) {
-    check_grad("sum " + std::to_string(c.axes.size()) + " axes keepdims " + std::to_string(c.keepdims),
-               [c](const VarList& v) { return VarList{fm::sum(v[0], c.axes, c.keepdims)}; }, {z});
+    check_grad(
+        "sum " + std::to_string(c.axes.size()) + " axes keepdims " + std::to_string(c.keepdims),
+        [c](const VarList& v) { return VarList{fm::sum(v[0], c.axes, c.keepdims)}; }, {z});
   }
   check_grad("reshape [2,3,4] -> [4,-1]",
-             [](const VarList& v) { return VarList{fm::reshape(v[0], {4, -1})}; }, {z});
+             [](const VarList& v) {
+               return VarList{fm::reshape(v[0], {4, -1})};
+             },
+             {z});
   check_grad("reshape [2,3,4] -> [24] then * itself",
              [](const VarList& v) {
                Var r = fm::reshape(v[0], {24});
@@ -726,7 +773,9 @@ Shape mat_shape(Shape batch, std::size_t rows, std::size_t cols, Trans t) {
   return batch;
 }
 
-const char* tname(Trans t) { return t == Trans::N ? "N" : "T"; }
+const char* tname(Trans t) {
+  return t == Trans::N ? "N" : "T";
+}
 
 }  // namespace
 
@@ -738,23 +787,27 @@ TEST_CASE("fastmath::matmul: values and gradcheck for every transpose combinatio
         Shape a, b;
         const char* what;
       };
-      for (const Batch& bt : {Batch{{}, {}, "rank 2"}, Batch{{2}, {2}, "batched [2]"},
-                              Batch{{2, 2}, {2, 2}, "batched [2,2]"},
-                              Batch{{2}, {}, "shared b, batched a"},
-                              Batch{{2, 3}, {}, "shared b, batch [2,3]"}}) {
+      for (const Batch& bt :
+           {Batch{{}, {}, "rank 2"}, Batch{{2}, {2}, "batched [2]"},
+            Batch{{2, 2}, {2, 2}, "batched [2,2]"}, Batch{{2}, {}, "shared b, batched a"},
+            Batch{{2, 3}, {}, "shared b, batch [2,3]"}}) {
         const Tensor a = rnd(mat_shape(bt.a, 3, 4, ta), 11);
         const Tensor b = rnd(mat_shape(bt.b, 4, 5, tb), 12);
         const std::string name = std::string("matmul ") + tname(ta) + tname(tb) + " " + bt.what +
-                                 " " + core::shape_str(a.shape()) + " x " + core::shape_str(b.shape());
+                                 " " + core::shape_str(a.shape()) + " x " +
+                                 core::shape_str(b.shape());
         INFO(name);
         const Tensor y = fm::matmul(a, b, ta, tb).value();
         CHECK(core::allclose(y, naive_matmul(a, b, ta, tb), 1e-13, 1e-14));
-        check_grad(name, [ta, tb](const VarList& v) { return VarList{fm::matmul(v[0], v[1], ta, tb)}; },
+        check_grad(name,
+                   [ta, tb](const VarList& v) { return VarList{fm::matmul(v[0], v[1], ta, tb)}; },
                    {a, b});
         check_grad(name + " (a only)",
-                   [ta, tb, b](const VarList& v) { return VarList{fm::matmul(v[0], b, ta, tb)}; }, {a});
+                   [ta, tb, b](const VarList& v) { return VarList{fm::matmul(v[0], b, ta, tb)}; },
+                   {a});
         check_grad(name + " (b only)",
-                   [ta, tb, a](const VarList& v) { return VarList{fm::matmul(a, v[0], ta, tb)}; }, {b});
+                   [ta, tb, a](const VarList& v) { return VarList{fm::matmul(a, v[0], ta, tb)}; },
+                   {b});
       }
     }
   }
@@ -814,6 +867,7 @@ TEST_CASE("fastmath::dense: values and gradcheck with and without bias") {
 TEST_CASE("fastmath arithmetic: broadcast errors name the op and the shapes") {
   CHECK_ERROR_NAMES(ShapeError, fm::add(rnd({2, 3}), rnd({4})), "[2, 3]", "[4]");
   CHECK_ERROR_NAMES(ShapeError, fm::multiply(rnd({2, 3}), rnd({3, 2})), "[2, 3]", "[3, 2]");
-  CHECK_ERROR_NAMES(DTypeError, fm::add(rnd({2}), rnd({2}).astype(DType::f32)), "float32", "float64");
+  CHECK_ERROR_NAMES(DTypeError, fm::add(rnd({2}), rnd({2}).astype(DType::f32)), "float32",
+                    "float64");
   CHECK_ERROR_NAMES(ShapeError, fm::reshape(rnd({2, 3}), {4, -1}), "[2, 3]");
 }

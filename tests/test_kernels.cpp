@@ -64,8 +64,7 @@ double tol() {
 }
 
 template <class T>
-void check_close(const std::vector<T>& got, const std::vector<T>& want, double rtol,
-                 double atol) {
+void check_close(const std::vector<T>& got, const std::vector<T>& want, double rtol, double atol) {
   REQUIRE(got.size() == want.size());
   for (std::size_t i = 0; i < got.size(); ++i) {
     const double g = got[i], w = want[i];
@@ -73,8 +72,7 @@ void check_close(const std::vector<T>& got, const std::vector<T>& want, double r
       CHECK_MESSAGE((std::isnan(w) ? std::isnan(g) : g == w), "at ", i, ": got ", g, " want ", w);
       continue;
     }
-    CHECK_MESSAGE(std::abs(g - w) <= atol + rtol * std::abs(w), "at ", i, ": got ", g, " want ",
-                  w);
+    CHECK_MESSAGE(std::abs(g - w) <= atol + rtol * std::abs(w), "at ", i, ": got ", g, " want ", w);
   }
 }
 
@@ -145,16 +143,15 @@ TEST_CASE_TEMPLATE("gemm: empty dimensions follow BLAS's beta semantics", T, flo
 
 TEST_CASE("gemm: leading dimensions are checked before BLAS sees them") {
   std::vector<float> a(6), b(6), c(4);
-  CHECK_THROWS_WITH_AS(core::gemm(Trans::N, Trans::N, 2, 2, 3, 1.0f, a.data(), 2, b.data(), 2,
-                                  0.0f, c.data(), 2),
-                       "gemm: lda = 2 is smaller than the 3 columns of A (ta = N, m = 2, k = 3)",
-                       ValueError);
-  CHECK_THROWS_AS(core::gemm(Trans::N, Trans::T, 2, 2, 3, 1.0f, a.data(), 3, b.data(), 2, 0.0f,
-                             c.data(), 2),
-                  ValueError);
-  CHECK_THROWS_AS(core::gemm(Trans::N, Trans::N, 2, 2, 3, 1.0f, a.data(), 3, b.data(), 2, 0.0f,
-                             c.data(), 1),
-                  ValueError);
+  CHECK_THROWS_WITH_AS(
+      core::gemm(Trans::N, Trans::N, 2, 2, 3, 1.0f, a.data(), 2, b.data(), 2, 0.0f, c.data(), 2),
+      "gemm: lda = 2 is smaller than the 3 columns of A (ta = N, m = 2, k = 3)", ValueError);
+  CHECK_THROWS_AS(
+      core::gemm(Trans::N, Trans::T, 2, 2, 3, 1.0f, a.data(), 3, b.data(), 2, 0.0f, c.data(), 2),
+      ValueError);
+  CHECK_THROWS_AS(
+      core::gemm(Trans::N, Trans::N, 2, 2, 3, 1.0f, a.data(), 3, b.data(), 2, 0.0f, c.data(), 1),
+      ValueError);
 }
 
 TEST_CASE_TEMPLATE("gemm_batched: strides, shared A or B, folded and looped paths", T, float,
@@ -182,8 +179,7 @@ TEST_CASE_TEMPLATE("gemm_batched: strides, shared A or B, folded and looped path
   }
 }
 
-TEST_CASE_TEMPLATE("matmul: batched and shared-b products against naive loops", T, float,
-                   double) {
+TEST_CASE_TEMPLATE("matmul: batched and shared-b products against naive loops", T, float, double) {
   for (Trans ta : {Trans::N, Trans::T}) {
     for (Trans tb : {Trans::N, Trans::T}) {
       const std::size_t m = 3, k = 5, n = 4;
@@ -213,8 +209,8 @@ TEST_CASE_TEMPLATE("matmul: batched and shared-b products against naive loops", 
       CHECK(ca.shape() == Shape{2, 3, m, n});
       std::vector<T> want_a;
       for (std::size_t i = 0; i < 6; ++i) {
-        Tensor bi = Tensor::from<T>(b_mat, std::vector<T>(b.data<T>() + i * k * n,
-                                                          b.data<T>() + (i + 1) * k * n));
+        Tensor bi = Tensor::from<T>(
+            b_mat, std::vector<T>(b.data<T>() + i * k * n, b.data<T>() + (i + 1) * k * n));
         for (T v : naive_matmul<T>(a2, bi, ta, tb)) want_a.push_back(v);
       }
       check_close(ca.to_vector<T>(), want_a, tol<T>(), tol<T>());
@@ -328,8 +324,7 @@ std::vector<T> test_rows(std::size_t d) {
 
 }  // namespace
 
-TEST_CASE_TEMPLATE("softmax, log_softmax, logsumexp_last against naive loops", T, float,
-                   double) {
+TEST_CASE_TEMPLATE("softmax, log_softmax, logsumexp_last against naive loops", T, float, double) {
   for (std::size_t d : {1, 2, 3, 7, 16, 17, 33, 100, 1000}) {
     CAPTURE(d);
     const std::vector<T> xv = test_rows<T>(d);
@@ -357,9 +352,9 @@ TEST_CASE_TEMPLATE("softmax, log_softmax, logsumexp_last against naive loops", T
 
 TEST_CASE("logsumexp_last: special rows") {
   const double nan = std::nan("");
-  Tensor x = Tensor::from<double>({4, 3}, {-kInf, -kInf, -kInf,   // -inf
-                                           1.0, kInf, 2.0,        // +inf
-                                           -kInf, nan, -kInf,     // NaN
+  Tensor x = Tensor::from<double>({4, 3}, {-kInf, -kInf, -kInf,  // -inf
+                                           1.0, kInf, 2.0,       // +inf
+                                           -kInf, nan, -kInf,    // NaN
                                            -1e300, -1e300, -1e300});
   std::vector<double> lse = core::logsumexp_last(x).to_vector<double>();
   CHECK(lse[0] == -kInf);
@@ -376,8 +371,8 @@ TEST_CASE("logsumexp_last: special rows") {
   CHECK_THROWS_AS(core::softmax(Tensor::zeros({3}, DType::i32)), DTypeError);
 }
 
-TEST_CASE_TEMPLATE("softmax and log_softmax backward against naive loops and finite differences",
-                   T, float, double) {
+TEST_CASE_TEMPLATE("softmax and log_softmax backward against naive loops and finite differences", T,
+                   float, double) {
   const std::size_t rows = 3, d = 19;
   Tensor x = random_tensor<T>({rows, d}, 50, -3, 3);
   Tensor gy = random_tensor<T>({rows, d}, 51);
@@ -452,8 +447,7 @@ TEST_CASE_TEMPLATE("layer_norm: forward against a naive two-pass computation in 
     var /= double(d);
     const double rs = 1.0 / std::sqrt(var + eps);
     for (std::size_t j = 0; j < d; ++j) {
-      want_y.push_back(
-          static_cast<T>((xv[r * d + j] - mu) * rs * scale.flat(j) + bias.flat(j)));
+      want_y.push_back(static_cast<T>((xv[r * d + j] - mu) * rs * scale.flat(j) + bias.flat(j)));
     }
     want_mean.push_back(static_cast<T>(mu));
     want_rstd.push_back(static_cast<T>(rs));
@@ -620,10 +614,11 @@ TEST_CASE("take_along_axis and its backward against naive loops") {
   Tensor t32 = core::take_along_axis(x, ind32, -1);
   CHECK(t32.shape() == Shape{3, 4, 1});
   CHECK(t32.at({1, 2, 0}) == x.at({1, 2, 1}));
-  CHECK_THROWS_WITH_AS(core::take_along_axis(x, Tensor::from<std::int32_t>({3, 1, 2}, {0, 1, 2, 3, 4, 0}), 1),
-                       "take_along_axis: index 4 is out of range for axis 1 of extent 4 (shape "
-                       "[3, 4, 2])",
-                       ValueError);
+  CHECK_THROWS_WITH_AS(
+      core::take_along_axis(x, Tensor::from<std::int32_t>({3, 1, 2}, {0, 1, 2, 3, 4, 0}), 1),
+      "take_along_axis: index 4 is out of range for axis 1 of extent 4 (shape "
+      "[3, 4, 2])",
+      ValueError);
   CHECK_THROWS_WITH_AS(core::take_along_axis(x, Tensor::zeros({2, 4, 2}, DType::i32), 1),
                        "take_along_axis: indices [2, 4, 2] must have the shape of x [3, 4, 2] on "
                        "every axis but 1",
@@ -747,8 +742,12 @@ TEST_CASE_TEMPLATE("vexp, vlog, vtanh, vsigmoid against libm", T, float, double)
   for (std::size_t i = 0; i < z.size(); ++i) CHECK(z[i] == y[i]);
 
   // Special values.
-  std::vector<T> sp = {-std::numeric_limits<T>::infinity(), std::numeric_limits<T>::infinity(),
-                       std::numeric_limits<T>::quiet_NaN(), T(0), T(1000), T(-1000)};
+  std::vector<T> sp = {-std::numeric_limits<T>::infinity(),
+                       std::numeric_limits<T>::infinity(),
+                       std::numeric_limits<T>::quiet_NaN(),
+                       T(0),
+                       T(1000),
+                       T(-1000)};
   std::vector<T> spo(sp.size());
   core::vexp(sp.data(), spo.data(), sp.size());
   CHECK(spo[0] == 0);
@@ -820,7 +819,7 @@ TEST_CASE("flush denormals: on at load, zeroes denormal results and inputs, inhe
   CHECK(core::flush_denormals_enabled());  // set by kernels.cpp's static initializer
   volatile float tiny = 1e-38f;            // normal (FLT_MIN is 1.18e-38)
   volatile float half = 0.5f;
-  CHECK(tiny * half == 0.0f);  // FTZ: a denormal result becomes 0
+  CHECK(tiny * half == 0.0f);        // FTZ: a denormal result becomes 0
   std::uint32_t bits = 0x00000100u;  // a denormal bit pattern
   float den_f;
   std::memcpy(&den_f, &bits, sizeof den_f);

@@ -12,8 +12,8 @@
 #include "layers/combinators.hpp"
 #include "layers/core.hpp"
 #include "training/checkpoint.hpp"
-#include "training/losses.hpp"
 #include "training/loop.hpp"
+#include "training/losses.hpp"
 
 using namespace minitrax;
 namespace tl = minitrax::layers;

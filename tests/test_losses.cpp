@@ -24,8 +24,8 @@ namespace {
 
 // Log-probabilities [shape..., vocab] from random logits (float64).
 Tensor random_log_probs(const Shape& shape, std::uint64_t seed) {
-  return core::log_softmax(core::normal(core::key_from_seed(static_cast<std::int64_t>(seed)), shape,
-                                        DType::f64));
+  return core::log_softmax(
+      core::normal(core::key_from_seed(static_cast<std::int64_t>(seed)), shape, DType::f64));
 }
 
 Tensor random_targets(const Shape& shape, std::int64_t vocab, std::uint64_t seed,
@@ -56,23 +56,23 @@ double naive_weighted_ce(const Tensor& lp, const Tensor& targets, const Tensor& 
   return num / den;
 }
 
-double value(const Var& v) { return v.value().item<double>(); }
+double value(const Var& v) {
+  return v.value().item<double>();
+}
 
 }  // namespace
 
 TEST_CASE("cross entropies: hand-computed values") {
   // two positions, three classes
-  const Tensor lp = Tensor::from<double>(
-      {2, 3}, {std::log(0.5), std::log(0.25), std::log(0.25), std::log(0.1), std::log(0.2),
-               std::log(0.7)});
+  const Tensor lp = Tensor::from<double>({2, 3}, {std::log(0.5), std::log(0.25), std::log(0.25),
+                                                  std::log(0.1), std::log(0.2), std::log(0.7)});
   const Tensor t = Tensor::from<std::int32_t>({2}, {0, 2});
   const Tensor w = Tensor::from<double>({2}, {1.0, 3.0});
   const double nll0 = -std::log(0.5), nll1 = -std::log(0.7);
   CHECK(value(tr::weighted_cross_entropy(lp, t, w)) ==
         doctest::Approx((nll0 * 1 + nll1 * 3) / 4).epsilon(1e-15));
   CHECK(value(tr::cross_entropy(lp, t)) == doctest::Approx((nll0 + nll1) / 2).epsilon(1e-15));
-  CHECK(value(tr::cross_entropy_sum(lp, t, w)) ==
-        doctest::Approx(nll0 + 3 * nll1).epsilon(1e-15));
+  CHECK(value(tr::cross_entropy_sum(lp, t, w)) == doctest::Approx(nll0 + 3 * nll1).epsilon(1e-15));
   const auto per = tr::nll_per_position(lp, t).value();
   CHECK(per.shape() == Shape{2});
   CHECK(per.flat(0) == doctest::Approx(nll0).epsilon(1e-15));
@@ -154,14 +154,18 @@ TEST_CASE("gradchecks in float64 with respect to the log-probabilities (and weig
         {lp, random_log_probs({2, 3, vocab}, 9), random_weights({2, 3, vocab}, 10)});
   // through the layers, with from_logits (log_softmax inside)
   auto wcce = tr::WeightedCategoryCrossEntropy(/*from_logits=*/true);
-  check([&](const VarList& x) { return (*wcce)(Stack{x[0], x[1], x[2]}); },
-        {core::normal(core::key_from_seed(11), {2, 3, vocab}, DType::f64), t, w});
+  check(
+      [&](const VarList& x) {
+        return (*wcce)(Stack{x[0], x[1], x[2]});
+      },
+      {core::normal(core::key_from_seed(11), {2, 3, vocab}, DType::f64), t, w});
   auto cel = tr::CrossEntropyLoss();
   check([&](const VarList& x) { return (*cel)(Stack{x[0], x[1], x[2]}); }, {lp, t, w});
 }
 
-TEST_CASE("the gradient is -w / sum(w) at each target, zero elsewhere; the tape keeps no [.., V] "
-          "tensor") {
+TEST_CASE(
+    "the gradient is -w / sum(w) at each target, zero elsewhere; the tape keeps no [.., V] "
+    "tensor") {
   const std::size_t vocab = 1000;
   const Tensor lp = random_log_probs({4, 8, vocab}, 12);
   const Tensor t = random_targets({4, 8}, vocab, 13);
@@ -266,14 +270,17 @@ TEST_CASE("errors name the loss and what is expected") {
     return std::string("no error");
   };
   CHECK_THROWS_AS(tr::weighted_cross_entropy(lp, t.astype(DType::f32), w), DTypeError);
-  CHECK(message([&] { tr::weighted_cross_entropy(lp, t.astype(DType::f32), w); })
-            .find("targets must be int32 or int64 class ids, got float32") != std::string::npos);
+  CHECK(message([&] {
+          tr::weighted_cross_entropy(lp, t.astype(DType::f32), w);
+        }).find("targets must be int32 or int64 class ids, got float32") != std::string::npos);
   CHECK_THROWS_AS(tr::weighted_cross_entropy(lp, Tensor::zeros({2, 4}, DType::i32), w), ShapeError);
-  CHECK(message([&] { tr::cross_entropy(lp, Tensor::zeros({3, 2}, DType::i32)); })
-            .find("model output [2, 3, 4], so targets [2, 3], got [3, 2]") != std::string::npos);
+  CHECK(message([&] {
+          tr::cross_entropy(lp, Tensor::zeros({3, 2}, DType::i32));
+        }).find("model output [2, 3, 4], so targets [2, 3], got [3, 2]") != std::string::npos);
   CHECK_THROWS_AS(tr::weighted_cross_entropy(lp, t, Tensor::ones({3}, DType::f64)), ShapeError);
-  CHECK(message([&] { tr::weighted_accuracy(lp, t, Tensor::ones({6}, DType::f64)); })
-            .find("weights must have the targets' shape [2, 3], got [6]") != std::string::npos);
+  CHECK(message([&] {
+          tr::weighted_accuracy(lp, t, Tensor::ones({6}, DType::f64));
+        }).find("weights must have the targets' shape [2, 3], got [6]") != std::string::npos);
   CHECK_THROWS_AS(tr::cross_entropy(Tensor::scalar(0.0, DType::f64), Tensor::zeros({}, DType::i32)),
                   ShapeError);
   CHECK_THROWS_AS(tr::cross_entropy(t, t), DTypeError);  // int model output

@@ -46,7 +46,9 @@ struct TempDir {
   }
 };
 
-std::string fixture(const std::string& name) { return std::string(MINITRAX_FIXTURES_DIR) + "/" + name; }
+std::string fixture(const std::string& name) {
+  return std::string(MINITRAX_FIXTURES_DIR) + "/" + name;
+}
 
 // The message of the FileError `f` throws, or "<no error>". Other exceptions escape.
 template <class F>
@@ -99,7 +101,8 @@ std::string npy_with_header(const std::string& dict, const std::string& data) {
 }
 
 const std::vector<DType> kDTypes = {DType::f32, DType::f64, DType::i32, DType::i64};
-const std::vector<Shape> kShapes = {{}, {0}, {5}, {2, 3}, {2, 0, 3}, {2, 3, 4, 5}, {1, 1, 1, 1, 1, 7}};
+const std::vector<Shape> kShapes = {
+    {}, {0}, {5}, {2, 3}, {2, 0, 3}, {2, 3, 4, 5}, {1, 1, 1, 1, 1, 7}};
 constexpr const char* kSupported = ": minitrax reads float32, float64, int32 and int64";
 
 }  // namespace
@@ -124,13 +127,14 @@ TEST_CASE("npy: the header is numpy's, byte for byte") {
 
 TEST_CASE("npy: reads what np.save wrote, element by element") {
   const float inf = std::numeric_limits<float>::infinity();
-  check_elements<float>(load_npy(fixture("f32_2x3.npy")), {2, 3}, {0.5f, -1.25f, 3.0f, 1024.0f, 6.5f, inf});
+  check_elements<float>(load_npy(fixture("f32_2x3.npy")), {2, 3},
+                        {0.5f, -1.25f, 3.0f, 1024.0f, 6.5f, inf});
   check_elements<double>(load_npy(fixture("f64_3.npy")), {3}, {0.1, -2.5, 1e300});
   check_elements<std::int32_t>(load_npy(fixture("i32_2x2.npy")), {2, 2},
                                {0, -1, 2147483647, std::numeric_limits<std::int32_t>::min()});
-  check_elements<std::int64_t>(load_npy(fixture("i64_4.npy")), {4},
-                               {0, -1, std::numeric_limits<std::int64_t>::max(),
-                                std::numeric_limits<std::int64_t>::min()});
+  check_elements<std::int64_t>(
+      load_npy(fixture("i64_4.npy")), {4},
+      {0, -1, std::numeric_limits<std::int64_t>::max(), std::numeric_limits<std::int64_t>::min()});
   check_elements<double>(load_npy(fixture("rank0_f64.npy")), {}, {3.25});
   check_elements<float>(load_npy(fixture("empty_0x3_f32.npy")), {0, 3}, {});
   std::vector<std::int64_t> iota(120);
@@ -155,11 +159,12 @@ TEST_CASE("npy: header format versions 2.0 and 3.0") {
 
 TEST_CASE("npy: other dtypes are refused with their name") {
   const std::string f16 = fixture("unsupported_f16.npy");
-  CHECK(file_error([&] { load_npy(f16); }) == f16 + ": unsupported dtype '<f2' (float16)" + kSupported);
+  CHECK(file_error([&] { load_npy(f16); }) ==
+        f16 + ": unsupported dtype '<f2' (float16)" + kSupported);
   const std::pair<const char*, const char*> cases[] = {
-      {"unsupported_bool.npy", "'|b1' (bool)"},     {"unsupported_i8.npy", "'|i1' (int8)"},
-      {"unsupported_u32.npy", "'<u4' (uint32)"},    {"unsupported_c128.npy", "'<c16' (complex128)"},
-      {"unsupported_str.npy", "'<U3' (str)"},       {"unsupported_object.npy", "'|O' (object)"},
+      {"unsupported_bool.npy", "'|b1' (bool)"},  {"unsupported_i8.npy", "'|i1' (int8)"},
+      {"unsupported_u32.npy", "'<u4' (uint32)"}, {"unsupported_c128.npy", "'<c16' (complex128)"},
+      {"unsupported_str.npy", "'<U3' (str)"},    {"unsupported_object.npy", "'|O' (object)"},
   };
   for (const auto& [name, dtype] : cases) {
     CHECK(file_error([&] { load_npy(fixture(name)); }) ==
@@ -249,7 +254,8 @@ TEST_CASE("npz: round trips keep names, order and values, stored and deflated") 
 
 TEST_CASE("npy: errors name the file and say what is wrong") {
   const std::string good = to_npy_bytes(Tensor::from<float>({2, 3}, {1, 2, 3, 4, 5, 6}));
-  CHECK(file_error([&] { parse_npy("hello, world", "x.npy"); }) == "x.npy: bad magic: not a .npy file");
+  CHECK(file_error([&] { parse_npy("hello, world", "x.npy"); }) ==
+        "x.npy: bad magic: not a .npy file");
   CHECK(file_error([&] { parse_npy("", "x.npy"); }) == "x.npy: empty file: not a .npy file");
   CHECK(file_error([&] { parse_npy(good.substr(0, 128 + 10), "x.npy"); }) ==
         "x.npy: truncated: float32 shape (2, 3) needs 24 bytes of data, file has 10");
@@ -266,8 +272,8 @@ TEST_CASE("npy: errors name the file and say what is wrong") {
   const auto header_error = [](const std::string& dict, const std::string& data = "") {
     return file_error([&] { parse_npy(npy_with_header(dict, data), "h.npy"); });
   };
-  CHECK(header_error("{'descr': '<f4', 'fortran_order': False, }").starts_with(
-      "h.npy: bad header: missing key 'shape'"));
+  CHECK(header_error("{'descr': '<f4', 'fortran_order': False, }")
+            .starts_with("h.npy: bad header: missing key 'shape'"));
   CHECK(header_error("{'descr': '<f4', 'descr': '<f4', 'fortran_order': False, 'shape': ()}")
             .starts_with("h.npy: bad header: duplicate key 'descr'"));
   CHECK(header_error("{'descr': '<f4', 'fortran_order': False, 'shape': (-2,), }")
@@ -283,26 +289,33 @@ TEST_CASE("npy: errors name the file and say what is wrong") {
   CHECK(header_error("['descr']").starts_with("h.npy: bad header: expected '{' at offset 0"));
   // Hostile shapes fail before anything is allocated.
   CHECK(header_error("{'descr': '<f8', 'fortran_order': False, 'shape': (100000, 100000), }") ==
-        "h.npy: truncated: float64 shape (100000, 100000) needs 80000000000 bytes of data, file has 0");
-  CHECK(header_error("{'descr': '<f8', 'fortran_order': False, 'shape': (4294967296, 4294967296), }") ==
+        "h.npy: truncated: float64 shape (100000, 100000) needs 80000000000 bytes of data, file "
+        "has 0");
+  CHECK(header_error(
+            "{'descr': '<f8', 'fortran_order': False, 'shape': (4294967296, 4294967296), }") ==
         "h.npy: float64 shape (4294967296, 4294967296) is too large: corrupt header");
-  CHECK(header_error("{'descr': '<f8', 'fortran_order': False, 'shape': (99999999999999999999999,), }")
+  CHECK(header_error(
+            "{'descr': '<f8', 'fortran_order': False, 'shape': (99999999999999999999999,), }")
             .starts_with("h.npy: bad header: extent too large"));
-  CHECK(header_error("{'descr': '<f4', 'fortran_order': False, 'shape': (" + std::string(33 * 3, ' ') +
+  CHECK(header_error("{'descr': '<f4', 'fortran_order': False, 'shape': (" +
+                     std::string(33 * 3, ' ') +
                      "1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,), }")
             .starts_with("h.npy: bad header: more than 32 dimensions"));
   // ... but a huge extent next to a zero one is a valid empty array, and Python 2 "L" is fine.
   CHECK(parse_npy(npy_with_header("{'descr': '<i4', 'fortran_order': False, 'shape': "
-                                  "(9223372036854775807, 0), }", ""))
+                                  "(9223372036854775807, 0), }",
+                                  ""))
             .shape() == Shape{9223372036854775807ull, 0});
   CHECK(parse_npy(npy_with_header("{\"shape\": (2L,), \"fortran_order\": True, \"descr\": \"<i4\"}",
                                   std::string("\x01\0\0\0\x02\0\0\0", 8)))
             .to_vector<int>() == std::vector<int>{1, 2});
 
   const std::string missing = "/nonexistent-minitrax-folder/x.npy";
-  CHECK(file_error([&] { load_npy(missing); }) == missing + ": cannot open: No such file or directory");
+  CHECK(file_error([&] { load_npy(missing); }) ==
+        missing + ": cannot open: No such file or directory");
   TempDir dir;
-  CHECK(file_error([&] { load_npy(dir.path.string()); }) == dir.path.string() + ": cannot read: it is a folder");
+  CHECK(file_error([&] { load_npy(dir.path.string()); }) ==
+        dir.path.string() + ": cannot read: it is a folder");
   CHECK(file_error([&] { load_npz(fixture("f32_2x3.npy")); }) ==
         fixture("f32_2x3.npy") + ": not an .npz archive but a .npy file");
   CHECK(file_error([&] { load_npz(fixture("make_fixtures.py")); }) ==
@@ -312,7 +325,8 @@ TEST_CASE("npy: errors name the file and say what is wrong") {
 }
 
 TEST_CASE("npy: every truncation and every flipped header byte is a FileError") {
-  for (const Tensor& t : {sample(DType::f32, {2, 3}), sample(DType::i64, {}), sample(DType::f64, {0, 4})}) {
+  for (const Tensor& t :
+       {sample(DType::f32, {2, 3}), sample(DType::i64, {}), sample(DType::f64, {0, 4})}) {
     const std::string good = to_npy_bytes(t);
     std::vector<std::size_t> silent;
     for (std::size_t n = 0; n < good.size(); ++n) {
@@ -342,7 +356,8 @@ TEST_CASE("npz: corrupt archives are FileErrors: truncations, CRC, sizes, flippe
     // Flipping any byte never crashes; a flipped data byte of the first member is always
     // caught (by the CRC, or by inflate). Its size is in its local zip64 extra field.
     std::size_t size = 0;
-    for (int k = 7; k >= 0; --k) size = size * 256 + static_cast<unsigned char>(good[30 + 5 + 12 + k]);
+    for (int k = 7; k >= 0; --k)
+      size = size * 256 + static_cast<unsigned char>(good[30 + 5 + 12 + k]);
     const std::size_t data0 = 30 + 5 + 20, data1 = data0 + size;
     CHECK(size == (compress ? good.find("PK\x03\x04", 4) - data0 : 152));
     for (std::size_t i = 0; i < good.size(); ++i) {
@@ -361,8 +376,9 @@ TEST_CASE("npz: corrupt archives are FileErrors: truncations, CRC, sizes, flippe
   const std::string good = to_npz_bytes(entries);
   std::string bad = good;
   bad[30 + 5 + 20 + 130] ^= 1;
-  CHECK(file_error([&] { parse_npz(bad, "w.npz"); }).starts_with(
-      "w.npz: CRC mismatch in member 'w.npy' (the archive says 0x"));
+  CHECK(file_error([&] {
+          parse_npz(bad, "w.npz");
+        }).starts_with("w.npz: CRC mismatch in member 'w.npy' (the archive says 0x"));
   const std::size_t cd = good.find("PK\x01\x02");
   REQUIRE(cd != std::string::npos);
   const std::size_t usize = cd + 46 + 5 + 4, csize = usize + 8;  // in the zip64 extra field
@@ -373,16 +389,20 @@ TEST_CASE("npz: corrupt archives are FileErrors: truncations, CRC, sizes, flippe
   bad = good;
   bad[csize + 5] = 1;  // 2^40 bytes
   CHECK(file_error([&] { parse_npz(bad, "w.npz"); }) ==
-        "w.npz: member 'w.npy': truncated: 1099511627928 bytes at offset 55 run past the members' area");
+        "w.npz: member 'w.npy': truncated: 1099511627928 bytes at offset 55 run past the members' "
+        "area");
   // A deflated member claiming far more than its compressed bytes can hold.
   std::string zbad = to_npz_bytes(entries, true);
   zbad[zbad.find("PK\x01\x02") + 46 + 5 + 4 + 5] = 1;
-  CHECK(file_error([&] { parse_npz(zbad, "w.npz"); }).starts_with(
-      "w.npz: member 'w.npy': claims 1099511627928 bytes from "));
+  CHECK(file_error([&] {
+          parse_npz(zbad, "w.npz");
+        }).starts_with("w.npz: member 'w.npy': claims 1099511627928 bytes from "));
   // A bad CRC in numpy's own archive.
   std::string plain = read_file(fixture("plain.npz"));
   plain[plain.find("PK\x01\x02") + 16] ^= 1;
-  CHECK(file_error([&] { parse_npz(plain, "p.npz"); }).starts_with("p.npz: CRC mismatch in member 'w.npy'"));
+  CHECK(file_error([&] {
+          parse_npz(plain, "p.npz");
+        }).starts_with("p.npz: CRC mismatch in member 'w.npy'"));
 }
 
 TEST_CASE("npy, npz: random corruption never crashes, only throws FileError") {
@@ -420,8 +440,9 @@ TEST_CASE("files: writes are atomic") {
 
   // Renaming over a non-empty folder fails: the temporary is removed.
   fs::create_directories(dir.path / "folder" / "inside");
-  CHECK(file_error([&] { save_npz(dir.file("folder"), {{"t", t}}); })
-            .starts_with(dir.file("folder") + ": cannot rename '" + dir.file("folder") + ".tmp."));
+  CHECK(file_error([&] {
+          save_npz(dir.file("folder"), {{"t", t}});
+        }).starts_with(dir.file("folder") + ": cannot rename '" + dir.file("folder") + ".tmp."));
   CHECK(dir.names() == std::vector<std::string>{"folder"});
 
   // A successful save replaces the file whole.
@@ -495,7 +516,8 @@ np.savez_compressed(f'{d}/numpy_z.npz', a=sample((5,), 'int32'), b=sample((2, 2)
 )PY";
 
 bool numpy_available() {
-  return *MINITRAX_PYTHON3 && std::system(MINITRAX_PYTHON3 " -c 'import numpy' > /dev/null 2>&1") == 0;
+  return *MINITRAX_PYTHON3 &&
+         std::system(MINITRAX_PYTHON3 " -c 'import numpy' > /dev/null 2>&1") == 0;
 }
 
 }  // namespace
@@ -519,7 +541,8 @@ TEST_CASE("npy, npz: numpy loads our files, and we load numpy's") {
   save_npz(dir.file("ours_stored.npz"), entries);
   save_npz(dir.file("ours_deflated.npz"), entries, true);
   { std::ofstream(dir.file("check.py")) << kNumpyScript; }
-  const std::string cmd = std::string(MINITRAX_PYTHON3) + " " + dir.file("check.py") + " " + dir.path.string();
+  const std::string cmd =
+      std::string(MINITRAX_PYTHON3) + " " + dir.file("check.py") + " " + dir.path.string();
   REQUIRE(std::system(cmd.c_str()) == 0);
 
   CHECK(equal(load_npy(dir.file("numpy_f32.npy")), sample(DType::f32, {3, 4})));

@@ -80,7 +80,9 @@ std::vector<T> vals(const Tensor& t) {
   return t.to_vector<T>();
 }
 
-bool same_double(double a, double b) { return a == b || (std::isnan(a) && std::isnan(b)); }
+bool same_double(double a, double b) {
+  return a == b || (std::isnan(a) && std::isnan(b));
+}
 
 }  // namespace
 
@@ -194,21 +196,21 @@ void check_binary_naive(const Tensor& a, const Tensor& b, const Tensor& got, F r
 }
 
 const std::vector<std::pair<Shape, Shape>> kShapePairs = {
-    {{2, 3}, {2, 3}},          // same shape: flat loop
-    {{2, 3}, {}},              // scalar on the right
-    {{}, {4, 5}},              // scalar on the left
-    {{1, 1}, {3, 4}},          // size-1 of higher rank
-    {{7}, {1, 1, 7}},          // size-equal, different rank
-    {{3, 1}, {1, 4}},          // outer product
-    {{2, 3, 4}, {4}},          // bias
-    {{2, 3, 4}, {3, 1}},       // middle
-    {{2, 1, 4}, {3, 1}},       // both broadcast
-    {{5, 1, 1}, {1, 6, 7}},    // both broadcast, merged inner
+    {{2, 3}, {2, 3}},        // same shape: flat loop
+    {{2, 3}, {}},            // scalar on the right
+    {{}, {4, 5}},            // scalar on the left
+    {{1, 1}, {3, 4}},        // size-1 of higher rank
+    {{7}, {1, 1, 7}},        // size-equal, different rank
+    {{3, 1}, {1, 4}},        // outer product
+    {{2, 3, 4}, {4}},        // bias
+    {{2, 3, 4}, {3, 1}},     // middle
+    {{2, 1, 4}, {3, 1}},     // both broadcast
+    {{5, 1, 1}, {1, 6, 7}},  // both broadcast, merged inner
     {{2, 3, 4, 5}, {2, 1, 4, 1}},
     {{1, 3, 1, 5}, {2, 1, 4, 1}},
-    {{0, 3}, {3}},             // empty
-    {{4, 1}, {4, 0}},          // empty
-    {{33, 17}, {17}},          // longer rows (vectorised loop + tail)
+    {{0, 3}, {3}},     // empty
+    {{4, 1}, {4, 0}},  // empty
+    {{33, 17}, {17}},  // longer rows (vectorised loop + tail)
     {{5, 40}, {5, 1}},
 };
 
@@ -247,8 +249,12 @@ TEST_CASE("ops: binary ops broadcast like a naive multi-index loop (float32)") {
 TEST_CASE("ops: binary ops broadcast like a naive multi-index loop (float64)") {
   binary_suite<double>();
 }
-TEST_CASE("ops: binary ops broadcast like a naive multi-index loop (int32)") { binary_suite<i32>(); }
-TEST_CASE("ops: binary ops broadcast like a naive multi-index loop (int64)") { binary_suite<i64>(); }
+TEST_CASE("ops: binary ops broadcast like a naive multi-index loop (int32)") {
+  binary_suite<i32>();
+}
+TEST_CASE("ops: binary ops broadcast like a naive multi-index loop (int64)") {
+  binary_suite<i64>();
+}
 
 TEST_CASE("ops: integer arithmetic wraps like numpy instead of overflowing") {
   const i32 big = std::numeric_limits<i32>::max();
@@ -282,8 +288,7 @@ TEST_CASE("ops: binary op errors name the op, the dtypes and the shapes") {
                        DTypeError);
   CHECK_THROWS_AS(ops::pow(i, i), DTypeError);
   CHECK_THROWS_WITH_AS(ops::sub(Tensor(), f), "sub: a is an undefined tensor", ValueError);
-  CHECK_THROWS_WITH_AS(ops::maximum(f, Tensor()), "maximum: b is an undefined tensor",
-                       ValueError);
+  CHECK_THROWS_WITH_AS(ops::maximum(f, Tensor()), "maximum: b is an undefined tensor", ValueError);
 }
 
 TEST_CASE("ops: where picks from a or b and broadcasts all three") {
@@ -298,10 +303,8 @@ TEST_CASE("ops: where picks from a or b and broadcasts all three") {
   CHECK(vals<i64>(ops::where(fc, x, y)) == std::vector<i64>{10, 2, 30, 4});
   // against a naive loop
   const std::vector<std::array<Shape, 3>> cases = {
-      {Shape{3, 1, 4}, Shape{5, 1}, Shape{4}},
-      {Shape{}, Shape{2, 3}, Shape{3}},
-      {Shape{2, 3}, Shape{2, 3}, Shape{}},
-      {Shape{1, 7}, Shape{3, 1}, Shape{3, 7}},
+      {Shape{3, 1, 4}, Shape{5, 1}, Shape{4}}, {Shape{}, Shape{2, 3}, Shape{3}},
+      {Shape{2, 3}, Shape{2, 3}, Shape{}},     {Shape{1, 7}, Shape{3, 1}, Shape{3, 7}},
       {Shape{4, 1}, Shape{4, 1}, Shape{1, 5}},  // one condition per row: fill or copy
       {Shape{6, 1}, Shape{6, 9}, Shape{}},
   };
@@ -316,7 +319,7 @@ TEST_CASE("ops: where picks from a or b and broadcasts all three") {
     for (std::size_t f = 0; f < got.size(); ++f) {
       auto idx = unravel(f, out);
       const double want = c.flat(bcast_index(idx, sc)) != 0 ? ta.flat(bcast_index(idx, sa))
-                                                             : tb.flat(bcast_index(idx, sb));
+                                                            : tb.flat(bcast_index(idx, sb));
       CHECK(got.flat(f) == want);
     }
   }
@@ -382,24 +385,40 @@ void unary_suite(double rel) {
     }
   };
   const double exact = std::is_same_v<T, float> ? 1e-7 : 1e-16;
-  close(ops::neg(x), xs, [](double v) { return -v; }, 0);
-  close(ops::abs(x), xs, [](double v) { return std::fabs(v); }, 0);
-  close(ops::sign(x), xs, [](double v) { return double((v > 0) - (v < 0)); }, 0);
-  close(ops::square(x), xs, [](double v) { return v * v; }, exact);
-  close(ops::relu(x), xs, [](double v) { return v > 0 ? v : 0.0; }, 0);
-  close(ops::sqrt(xp), pos, [](double v) { return std::sqrt(v); }, exact);
-  close(ops::rsqrt(xp), pos, [](double v) { return 1 / std::sqrt(v); }, 2 * exact);
-  close(ops::erf(x), xs, [](double v) { return std::erf(v); }, 2 * exact);
-  close(ops::exp(x), xs, [](double v) { return std::exp(v); }, rel);
-  close(ops::log(xp), pos, [](double v) { return std::log(v); }, rel);
-  close(ops::tanh(x), xs, [](double v) { return std::tanh(v); }, rel);
-  close(ops::sigmoid(x), xs, [](double v) { return 1 / (1 + std::exp(-v)); }, rel);
+  close(
+      ops::neg(x), xs, [](double v) { return -v; }, 0);
+  close(
+      ops::abs(x), xs, [](double v) { return std::fabs(v); }, 0);
+  close(
+      ops::sign(x), xs, [](double v) { return double((v > 0) - (v < 0)); }, 0);
+  close(
+      ops::square(x), xs, [](double v) { return v * v; }, exact);
+  close(
+      ops::relu(x), xs, [](double v) { return v > 0 ? v : 0.0; }, 0);
+  close(
+      ops::sqrt(xp), pos, [](double v) { return std::sqrt(v); }, exact);
+  close(
+      ops::rsqrt(xp), pos, [](double v) { return 1 / std::sqrt(v); }, 2 * exact);
+  close(
+      ops::erf(x), xs, [](double v) { return std::erf(v); }, 2 * exact);
+  close(
+      ops::exp(x), xs, [](double v) { return std::exp(v); }, rel);
+  close(
+      ops::log(xp), pos, [](double v) { return std::log(v); }, rel);
+  close(
+      ops::tanh(x), xs, [](double v) { return std::tanh(v); }, rel);
+  close(
+      ops::sigmoid(x), xs, [](double v) { return 1 / (1 + std::exp(-v)); }, rel);
 }
 
 }  // namespace
 
-TEST_CASE("ops: unary ops match std:: (float32)") { unary_suite<float>(4e-7); }
-TEST_CASE("ops: unary ops match std:: (float64)") { unary_suite<double>(1e-14); }
+TEST_CASE("ops: unary ops match std:: (float32)") {
+  unary_suite<float>(4e-7);
+}
+TEST_CASE("ops: unary ops match std:: (float64)") {
+  unary_suite<double>(1e-14);
+}
 
 TEST_CASE("ops: unary ops: special values, ints, empty tensors, errors") {
   Tensor s = Tensor::from<double>({4}, {0.0, -inf, nan_, inf});
@@ -460,12 +479,26 @@ void check_sum_to(const Shape& xs, const Shape& target, std::uint64_t seed) {
 
 TEST_CASE("ops: sum_to reduces a broadcast result back to an operand's shape") {
   const std::vector<std::pair<Shape, Shape>> cases = {
-      {{2, 3}, {3}},       {{2, 3}, {1, 3}},       {{2, 3}, {2, 1}},    {{2, 3}, {}},
-      {{2, 3}, {1}},       {{2, 3}, {1, 1}},       {{2, 3}, {2, 3}},    {{4, 1, 3}, {3}},
-      {{4, 1, 3}, {1, 3}}, {{2, 3, 4}, {3, 1}},    {{2, 3, 4}, {2, 1, 4}},
-      {{2, 3, 4}, {1, 3, 1}}, {{2, 3, 4, 5}, {2, 1, 4, 1}}, {{2, 3, 4, 5}, {3, 1, 1}},
-      {{5, 1}, {1}},       {{0, 3}, {3}},          {{3, 0}, {3, 1}},    {{}, {}},
-      {{300, 7}, {7}},     {{7, 300}, {7, 1}},
+      {{2, 3}, {3}},
+      {{2, 3}, {1, 3}},
+      {{2, 3}, {2, 1}},
+      {{2, 3}, {}},
+      {{2, 3}, {1}},
+      {{2, 3}, {1, 1}},
+      {{2, 3}, {2, 3}},
+      {{4, 1, 3}, {3}},
+      {{4, 1, 3}, {1, 3}},
+      {{2, 3, 4}, {3, 1}},
+      {{2, 3, 4}, {2, 1, 4}},
+      {{2, 3, 4}, {1, 3, 1}},
+      {{2, 3, 4, 5}, {2, 1, 4, 1}},
+      {{2, 3, 4, 5}, {3, 1, 1}},
+      {{5, 1}, {1}},
+      {{0, 3}, {3}},
+      {{3, 0}, {3, 1}},
+      {{}, {}},
+      {{300, 7}, {7}},
+      {{7, 300}, {7, 1}},
   };
   std::uint64_t seed = 7;
   for (const auto& [xs, t] : cases) {
@@ -551,10 +584,18 @@ std::vector<double> naive_reduce(const Tensor& x, const std::vector<std::size_t>
   for (std::size_t j = 0; j < n; ++j) {
     const auto& g = groups[j];
     switch (kind) {
-      case R::sum: out[j] = std::accumulate(g.begin(), g.end(), 0.0); break;
-      case R::mean: out[j] = std::accumulate(g.begin(), g.end(), 0.0) / double(g.size()); break;
-      case R::max: out[j] = *std::max_element(g.begin(), g.end()); break;
-      case R::min: out[j] = *std::min_element(g.begin(), g.end()); break;
+      case R::sum:
+        out[j] = std::accumulate(g.begin(), g.end(), 0.0);
+        break;
+      case R::mean:
+        out[j] = std::accumulate(g.begin(), g.end(), 0.0) / double(g.size());
+        break;
+      case R::max:
+        out[j] = *std::max_element(g.begin(), g.end());
+        break;
+      case R::min:
+        out[j] = *std::min_element(g.begin(), g.end());
+        break;
       case R::lse: {
         double m = *std::max_element(g.begin(), g.end());
         double s = 0;
@@ -569,11 +610,16 @@ std::vector<double> naive_reduce(const Tensor& x, const std::vector<std::size_t>
 
 Tensor run_reduce(R kind, const Tensor& x, const std::vector<long>& axes, bool keepdims) {
   switch (kind) {
-    case R::sum: return ops::sum(x, axes, keepdims);
-    case R::mean: return ops::mean(x, axes, keepdims);
-    case R::max: return ops::max(x, axes, keepdims);
-    case R::min: return ops::min(x, axes, keepdims);
-    case R::lse: return ops::logsumexp(x, axes, keepdims);
+    case R::sum:
+      return ops::sum(x, axes, keepdims);
+    case R::mean:
+      return ops::mean(x, axes, keepdims);
+    case R::max:
+      return ops::max(x, axes, keepdims);
+    case R::min:
+      return ops::min(x, axes, keepdims);
+    case R::lse:
+      return ops::logsumexp(x, axes, keepdims);
   }
   return {};
 }
@@ -651,7 +697,8 @@ TEST_CASE("ops: reductions, hand-computed, rank 0 and empty") {
   CHECK(equal(ops::mean(x, {1}), Tensor::from<float>({2}, {2, 5})));
   CHECK(equal(ops::max(x, {0}), Tensor::from<float>({3}, {4, 5, 6})));
   CHECK(equal(ops::min(x, {1}), Tensor::from<float>({2}, {1, 4})));
-  CHECK(equal(ops::sum(Tensor::from<i32>({2, 2}, {1, 2, 3, 4}), {0}), Tensor::from<i32>({2}, {4, 6})));
+  CHECK(equal(ops::sum(Tensor::from<i32>({2, 2}, {1, 2, 3, 4}), {0}),
+              Tensor::from<i32>({2}, {4, 6})));
   // rank 0
   Tensor s = Tensor::scalar(2.5, DType::f64);
   CHECK(ops::sum(s).item<double>() == 2.5);
@@ -788,7 +835,7 @@ void transpose_all_perms(const Shape& shape, std::uint64_t seed) {
 TEST_CASE("ops: transpose of rank-4 tensors, every permutation") {
   transpose_all_perms<float>({2, 3, 4, 5}, 21);
   transpose_all_perms<double>({2, 3, 4, 5}, 22);
-  transpose_all_perms<i32>({3, 1, 4, 2}, 23);   // a size-1 axis
+  transpose_all_perms<i32>({3, 1, 4, 2}, 23);  // a size-1 axis
   transpose_all_perms<i64>({1, 2, 1, 3}, 24);
   transpose_all_perms<float>({5, 37, 2, 33}, 25);  // tiles with ragged edges
 }
@@ -920,10 +967,21 @@ TEST_CASE("ops: slice has Python semantics") {
   };
   const long lmin = std::numeric_limits<long>::min(), lmax = std::numeric_limits<long>::max();
   const std::vector<Case> cases = {
-      {1, 4, 1, {1, 2, 3}},    {-2, 100, 1, {3, 4}}, {-100, 2, 1, {0, 1}}, {0, 5, 2, {0, 2, 4}},
-      {1, 5, 3, {1, 4}},       {4, 1, 1, {}},        {-1, -3, 1, {}},      {3, 3, 1, {}},
-      {0, 100, 10, {0}},       {-3, -1, 1, {2, 3}},  {lmin, lmax, 2, {0, 2, 4}},
-      {5, 9, 1, {}},           {0, -1, 2, {0, 2}},   {-5, 5, 4, {0, 4}},  {1, 2, lmax, {1}},
+      {1, 4, 1, {1, 2, 3}},
+      {-2, 100, 1, {3, 4}},
+      {-100, 2, 1, {0, 1}},
+      {0, 5, 2, {0, 2, 4}},
+      {1, 5, 3, {1, 4}},
+      {4, 1, 1, {}},
+      {-1, -3, 1, {}},
+      {3, 3, 1, {}},
+      {0, 100, 10, {0}},
+      {-3, -1, 1, {2, 3}},
+      {lmin, lmax, 2, {0, 2, 4}},
+      {5, 9, 1, {}},
+      {0, -1, 2, {0, 2}},
+      {-5, 5, 4, {0, 4}},
+      {1, 2, lmax, {1}},
   };
   Tensor x = Tensor::arange(5);
   for (const auto& c : cases) {
@@ -949,8 +1007,8 @@ TEST_CASE("ops: slice has Python semantics") {
 
 TEST_CASE("ops: slice_backward puts values where slice took them") {
   Tensor y = rand_tensor<double>({3, 8, 2}, 61);
-  const std::vector<std::array<long, 3>> specs = {{1, 6, 1}, {0, 8, 3}, {-3, 100, 2}, {5, 2, 1},
-                                                  {-100, -2, 5}};
+  const std::vector<std::array<long, 3>> specs = {
+      {1, 6, 1}, {0, 8, 3}, {-3, 100, 2}, {5, 2, 1}, {-100, -2, 5}};
   for (const auto& [b, e, st] : specs) {
     Tensor s = ops::slice(y, 1, b, e, st);
     Tensor back = ops::slice_backward(s, y.shape(), 1, b, e, st);
@@ -1056,10 +1114,10 @@ TEST_CASE("ops: max_abs_diff, allclose, all_finite") {
   CHECK(ops::max_abs_diff(a, b) == 1.0);
   CHECK(ops::max_abs_diff(a, a) == 0.0);
   CHECK(ops::max_abs_diff(a, Tensor::from<double>({3}, {1, 2, 3.25})) == 0.25);  // mixed ok
-  CHECK(ops::max_abs_diff(Tensor::from<double>({2}, {inf, 1}), Tensor::from<double>({2}, {inf, 1})) ==
-        0.0);
-  CHECK(std::isnan(ops::max_abs_diff(Tensor::from<double>({2}, {nan_, 1}),
-                                     Tensor::from<double>({2}, {1, 1}))));
+  CHECK(ops::max_abs_diff(Tensor::from<double>({2}, {inf, 1}),
+                          Tensor::from<double>({2}, {inf, 1})) == 0.0);
+  CHECK(std::isnan(
+      ops::max_abs_diff(Tensor::from<double>({2}, {nan_, 1}), Tensor::from<double>({2}, {1, 1}))));
   CHECK_THROWS_WITH_AS(ops::max_abs_diff(a, Tensor::zeros({2})),
                        "max_abs_diff: expected shape [3], got [2]", ShapeError);
   // numpy: |a - b| <= atol + rtol * |b|
@@ -1069,7 +1127,8 @@ TEST_CASE("ops: max_abs_diff, allclose, all_finite") {
   CHECK(ops::allclose(x, Tensor::from<double>({1}, {1.05}), 0.05, 0.0));
   CHECK_FALSE(ops::allclose(Tensor::from<double>({1}, {1.05}), x, 0.05, 0.0));  // asymmetric
   CHECK(ops::allclose(Tensor::from<double>({1}, {0.0}), Tensor::from<double>({1}, {1e-9})));
-  CHECK(ops::allclose(Tensor::from<double>({2}, {inf, -inf}), Tensor::from<double>({2}, {inf, -inf})));
+  CHECK(ops::allclose(Tensor::from<double>({2}, {inf, -inf}),
+                      Tensor::from<double>({2}, {inf, -inf})));
   CHECK_FALSE(ops::allclose(Tensor::from<double>({1}, {inf}), Tensor::from<double>({1}, {-inf})));
   CHECK_FALSE(ops::allclose(Tensor::from<double>({1}, {nan_}), Tensor::from<double>({1}, {nan_})));
   CHECK_FALSE(ops::allclose(a, Tensor::zeros({1, 3})));  // shapes differ

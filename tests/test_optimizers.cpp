@@ -163,8 +163,7 @@ const std::vector<Shape> kShapes = {{4, 5}, {7}, {2, 3, 4}, {}, {1, 6}, {3, 1}};
 // Runs `opt` and the reference for `steps` steps on the same random gradients,
 // returning the largest |ours - ref| / (1 + |ref|) seen (weights, after each step).
 double run_side_by_side(tr::Optimizer& opt, const RefRule& ref, int steps, DType dtype,
-                        std::optional<double> clip, double grad_scale = 1.0,
-                        long first_step = 0) {
+                        std::optional<double> clip, double grad_scale = 1.0, long first_step = 0) {
   std::vector<Tensor> ws;
   std::vector<RefWeight> refs;
   for (std::size_t k = 0; k < kShapes.size(); ++k) {
@@ -222,18 +221,19 @@ void check_against_reference(const std::function<std::unique_ptr<tr::Optimizer>(
 
 }  // namespace
 
-// ---- each optimizer against its reference --------------------------------------------------------
+// ---- each optimizer against its reference
+// --------------------------------------------------------
 
 TEST_CASE("SGD against the reference") {
-  check_against_reference([] { return std::make_unique<tr::SGD>(tr::SGDOptions{.learning_rate = 0.1}); },
-                          ref_sgd(0.1));
+  check_against_reference(
+      [] { return std::make_unique<tr::SGD>(tr::SGDOptions{.learning_rate = 0.1}); }, ref_sgd(0.1));
 }
 
 TEST_CASE("Momentum against the reference, Nesterov and plain") {
   for (bool nesterov : {true, false}) {
     INFO("nesterov ", nesterov);
-    tr::MomentumOptions o{.learning_rate = 0.05, .mass = 0.8, .weight_decay_rate = 1e-3,
-                          .nesterov = nesterov};
+    tr::MomentumOptions o{
+        .learning_rate = 0.05, .mass = 0.8, .weight_decay_rate = 1e-3, .nesterov = nesterov};
     check_against_reference([o] { return std::make_unique<tr::Momentum>(o); },
                             ref_momentum(0.05, 0.8, 1e-3, nesterov));
   }
@@ -243,8 +243,8 @@ TEST_CASE("Momentum against the reference, Nesterov and plain") {
 TEST_CASE("Adam against the reference (Trax defaults and others)") {
   check_against_reference([] { return std::make_unique<tr::Adam>(); },
                           ref_adam(1e-4, 1e-5, 0.9, 0.999, 1e-5));
-  tr::AdamOptions o{.learning_rate = 0.01, .weight_decay_rate = 0.01, .b1 = 0.5, .b2 = 0.9,
-                    .eps = 1e-3};
+  tr::AdamOptions o{
+      .learning_rate = 0.01, .weight_decay_rate = 0.01, .b1 = 0.5, .b2 = 0.9, .eps = 1e-3};
   check_against_reference([o] { return std::make_unique<tr::Adam>(o); },
                           ref_adam(0.01, 0.01, 0.5, 0.9, 1e-3));
 }
@@ -255,19 +255,22 @@ TEST_CASE("Adafactor against the reference: factored, full, momentum, clipping, 
   variants.push_back({.factored = false});
   variants.push_back({.do_momentum = true, .beta1 = 0.9});
   variants.push_back({.multiply_by_parameter_scale = false, .do_clipping = false});
-  variants.push_back({.learning_rate = 0.01, .do_clipping = true, .decay_rate = 0.5,
-                      .clipping_threshold = 0.5, .weight_decay_rate = 0.01, .epsilon2 = 2.0});
+  variants.push_back({.learning_rate = 0.01,
+                      .do_clipping = true,
+                      .decay_rate = 0.5,
+                      .clipping_threshold = 0.5,
+                      .weight_decay_rate = 0.01,
+                      .epsilon2 = 2.0});
   for (std::size_t k = 0; k < variants.size(); ++k) {
     INFO("variant ", k);
     const auto o = variants[k];
-    check_against_reference([o] { return std::make_unique<tr::Adafactor>(o); },
-                            ref_adafactor(o));
+    check_against_reference([o] { return std::make_unique<tr::Adafactor>(o); }, ref_adafactor(o));
   }
   // gradients large and small: the update clipping and epsilon1 matter
-  check_against_reference([] { return std::make_unique<tr::Adafactor>(); },
-                          ref_adafactor({}), std::nullopt, 100.0);
-  check_against_reference([] { return std::make_unique<tr::Adafactor>(); },
-                          ref_adafactor({}), std::nullopt, 1e-3);
+  check_against_reference([] { return std::make_unique<tr::Adafactor>(); }, ref_adafactor({}),
+                          std::nullopt, 100.0);
+  check_against_reference([] { return std::make_unique<tr::Adafactor>(); }, ref_adafactor({}),
+                          std::nullopt, 1e-3);
 }
 
 TEST_CASE("Adafactor slots: factored for rank >= 2, full otherwise") {
@@ -312,9 +315,9 @@ TEST_CASE("clipping by global norm, as Trax's tree_update") {
     CHECK(w2[0].flat(0) == -6.0);
     CHECK(w2[1].flat(0) == -8.0);
   }
-  const auto clipped = tr::clip_grads({Tensor::full({2}, 3.0, DType::f64),
-                                       Tensor::full({1}, 4.0 * std::sqrt(2.0), DType::f64)},
-                                      5.0);
+  const auto clipped = tr::clip_grads(
+      {Tensor::full({2}, 3.0, DType::f64), Tensor::full({1}, 4.0 * std::sqrt(2.0), DType::f64)},
+      5.0);
   // norm = sqrt(18 + 32) = sqrt(50); factor 5 / sqrt(50)
   CHECK(clipped[0].flat(0) == doctest::Approx(3.0 * 5.0 / std::sqrt(50.0)));
   CHECK(tr::l2_norm(clipped) == doctest::Approx(5.0));
@@ -324,11 +327,9 @@ TEST_CASE("clipping by global norm, as Trax's tree_update") {
   check_against_reference(
       [] { return std::make_unique<tr::Adam>(tr::AdamOptions{.learning_rate = 0.01}); },
       ref_adam(0.01, 1e-5, 0.9, 0.999, 1e-5), 1.5);
-  check_against_reference(
-      [] { return std::make_unique<tr::Momentum>(tr::MomentumOptions{}); },
-      ref_momentum(0.01, 0.9, 1e-5, true), 2.0);
-  check_against_reference([] { return std::make_unique<tr::Adafactor>(); }, ref_adafactor({}),
-                          0.5);
+  check_against_reference([] { return std::make_unique<tr::Momentum>(tr::MomentumOptions{}); },
+                          ref_momentum(0.01, 0.9, 1e-5, true), 2.0);
+  check_against_reference([] { return std::make_unique<tr::Adafactor>(); }, ref_adafactor({}), 0.5);
 }
 
 TEST_CASE("weight decay: decoupled, not scaled by the learning rate (Trax 1.3.4); none in SGD") {
@@ -383,7 +384,7 @@ namespace {
 // mean((A X + c - B)^2) over a [6, 3] target: X [4, 3] (factored in Adafactor), c [3].
 struct LeastSquares {
   Tensor A = core::add(core::mul(random_tensor({6, 4}, 11, DType::f64), 0.3),
-                       Tensor::from<double>({6, 4}, {1, 0, 0, 0, 0, 1, 0, 0, 0, 0, 1, 0,
+                       Tensor::from<double>({6, 4}, {1, 0, 0, 0, 0,   1,   0, 0, 0, 0, 1,   0,
                                                      0, 0, 0, 1, 0.5, 0.5, 0, 0, 0, 0, 0.5, 0.5}));
   Tensor B = random_tensor({6, 3}, 12, DType::f64);
 
@@ -433,16 +434,16 @@ TEST_CASE("convergence on a small least-squares problem, gradients by autodiff::
   tr::Momentum heavy({.learning_rate = 0.05, .weight_decay_rate = 0.0, .nesterov = false});
   tr::Adam adam({.learning_rate = 0.02, .weight_decay_rate = 0.0});
   tr::Adafactor af({.learning_rate = 0.01, .weight_decay_rate = 0.0});
-  tr::Adafactor af_mom({.learning_rate = 0.05, .do_momentum = true, .beta1 = 0.9,
-                        .weight_decay_rate = 0.0});
-  tr::Adafactor af_plain({.learning_rate = 0.01, .multiply_by_parameter_scale = false,
-                          .weight_decay_rate = 0.0});
+  tr::Adafactor af_mom(
+      {.learning_rate = 0.05, .do_momentum = true, .beta1 = 0.9, .weight_decay_rate = 0.0});
+  tr::Adafactor af_plain(
+      {.learning_rate = 0.01, .multiply_by_parameter_scale = false, .weight_decay_rate = 0.0});
   // Adafactor without momentum takes steps of relative size ~lr that shrink only as
   // its second-moment average forgets the large early gradients: it gets within
   // 1e-3 in these steps, the others far closer.
   const std::vector<std::pair<tr::Optimizer*, double>> runs = {
-      {&sgd, 1e-5},   {&mom, 1e-8},    {&heavy, 1e-8},   {&adam, 1e-8},
-      {&af, 1e-3},    {&af_mom, 1e-4}, {&af_plain, 1e-4}};
+      {&sgd, 1e-5}, {&mom, 1e-8},    {&heavy, 1e-8},   {&adam, 1e-8},
+      {&af, 1e-3},  {&af_mom, 1e-4}, {&af_plain, 1e-4}};
   for (const auto& [opt, max_ratio] : runs) {
     const double ratio = excess_after(*opt, 1500);
     INFO(opt->name(), ": excess loss ratio ", ratio);
@@ -450,7 +451,8 @@ TEST_CASE("convergence on a small least-squares problem, gradients by autodiff::
   }
 }
 
-// ---- slots -----------------------------------------------------------------------------------------
+// ---- slots
+// -----------------------------------------------------------------------------------------
 
 TEST_CASE("slots round trip: a resumed run continues bit for bit") {
   std::vector<std::function<std::unique_ptr<tr::Optimizer>()>> makers = {
@@ -526,9 +528,9 @@ TEST_CASE("slots: names from the weights, copies out and in, mismatches listed")
   CHECK(adam.slots()[0].value.flat(0) == 5.0);
   // mismatches: all listed at once, nothing changed
   std::vector<base::NamedTensor> bad = adam.slots();
-  bad[1].value = Tensor::zeros({3, 2});                           // wrong shape
-  bad[2].value = Tensor::zeros({3}, DType::f64);                  // wrong dtype
-  bad[3].name = "Serial/Dense_1/b/u";                             // unexpected + missing
+  bad[1].value = Tensor::zeros({3, 2});           // wrong shape
+  bad[2].value = Tensor::zeros({3}, DType::f64);  // wrong dtype
+  bad[3].name = "Serial/Dense_1/b/u";             // unexpected + missing
   try {
     adam.set_slots(bad);
     FAIL("no error");
@@ -548,7 +550,8 @@ TEST_CASE("slots: names from the weights, copies out and in, mismatches listed")
   CHECK_THROWS_AS(adam.init({Tensor::zeros({1}, DType::i32)}), DTypeError);
 }
 
-// ---- hyperparameters and errors ------------------------------------------------------------------
+// ---- hyperparameters and errors
+// ------------------------------------------------------------------
 
 namespace {
 std::string error_of(const std::function<void()>& f) {
@@ -609,8 +612,9 @@ TEST_CASE("update errors: before init, wrong counts, shapes, dtypes, negative st
   adam.init(w, {"w", "b"});
   CHECK_THROWS_AS(adam.update(-1, w, w), ValueError);
   std::vector<Tensor> one{Tensor::zeros({2, 3})};
-  CHECK(error_of([&] { adam.update(0, one, w); })
-            .find("expected 2 gradients and weights (as given to init), got 1 gradients") !=
+  CHECK(error_of([&] {
+          adam.update(0, one, w);
+        }).find("expected 2 gradients and weights (as given to init), got 1 gradients") !=
         std::string::npos);
   std::vector<Tensor> bad_shape{Tensor::zeros({3, 2}), Tensor::zeros({3})};
   CHECK_THROWS_AS(adam.update(0, bad_shape, w), ShapeError);

@@ -135,12 +135,12 @@ TEST_CASE("rng: uniform and normal reproduce JAX's documented draws") {
 
   // JAX quickstart: normal(PRNGKey(0), (10,)). The (3, 3) draw differs only at index 4,
   // where the odd count pads the counter array: that checks the padding layout.
-  const std::vector<double> ten = {-0.3721109, 0.26423115, -0.18252768, -0.7368197, -0.44030377,
-                                   -0.1521442, -0.67135346, -0.5908641, 0.73168886, 0.5673026};
+  const std::vector<double> ten = {-0.3721109, 0.26423115,  -0.18252768, -0.7368197, -0.44030377,
+                                   -0.1521442, -0.67135346, -0.5908641,  0.73168886, 0.5673026};
   const auto got10 = normal(k0, {10}).to_vector<float>();
   for (std::size_t i = 0; i < 10; ++i) CHECK(got10[i] == doctest::Approx(ten[i]).epsilon(1e-6));
-  const std::vector<double> nine = {-0.3721109, 0.26423115, -0.18252768, -0.7368197, 0.44973662,
-                                    -0.1521442, -0.67135346, -0.5908641, 0.73168886};
+  const std::vector<double> nine = {-0.3721109, 0.26423115,  -0.18252768, -0.7368197, 0.44973662,
+                                    -0.1521442, -0.67135346, -0.5908641,  0.73168886};
   const Tensor n33 = normal(k0, {3, 3});
   CHECK(n33.shape() == Shape{3, 3});
   const auto got9 = n33.to_vector<float>();
@@ -387,13 +387,14 @@ TEST_CASE("rng: errors say what is allowed") {
   CHECK_NOTHROW(uniform(k, {2}, DType::f64, 1.0, 1.0 + 1e-9));
   CHECK_THROWS_AS(uniform(k, {2}, DType::f64, 0.0, std::numeric_limits<double>::infinity()),
                   ValueError);
-  CHECK_THROWS_WITH_AS(bernoulli(k, 1.5, {2}), "bernoulli: p must be in [0, 1], got 1.5", ValueError);
+  CHECK_THROWS_WITH_AS(bernoulli(k, 1.5, {2}), "bernoulli: p must be in [0, 1], got 1.5",
+                       ValueError);
   CHECK_THROWS_AS(bernoulli(k, -0.1, {2}), ValueError);
   CHECK_THROWS_AS(bernoulli(k, std::nan(""), {2}), ValueError);
   CHECK_THROWS_AS(bernoulli(k, Tensor::from<float>({2}, {0.5f, 2.0f})), ValueError);
   CHECK_THROWS_AS(bernoulli(k, Tensor::from<std::int32_t>({1}, {1})), DTypeError);
-  CHECK_THROWS_WITH_AS(randint(k, {2}, 5, 5), "randint: need minval < maxval, got minval 5, maxval 5",
-                       ValueError);
+  CHECK_THROWS_WITH_AS(randint(k, {2}, 5, 5),
+                       "randint: need minval < maxval, got minval 5, maxval 5", ValueError);
   CHECK_THROWS_AS(randint(k, {2}, 0, 4, DType::f32), DTypeError);
   CHECK_THROWS_AS(randint(k, {2}, 0, std::int64_t{1} << 40), ValueError);
   CHECK_NOTHROW(randint(k, {2}, 0, std::int64_t{1} << 40, DType::i64));

@@ -101,7 +101,7 @@ TEST_CASE("multifactor: each factor against its closed form") {
 
   o.factors = "cosine_decay";
   const auto cd = tr::multifactor(o);
-  CHECK(cd(0) == 1.0);    // progress clamped at 0 before warmup ends
+  CHECK(cd(0) == 1.0);  // progress clamped at 0 before warmup ends
   CHECK(cd(100) == 1.0);
   CHECK(cd(600) == doctest::Approx(0.5).epsilon(1e-12));  // progress 0.5
   CHECK(cd(350) == doctest::Approx(0.5 * (1 + std::cos(std::numbers::pi * 0.25))).epsilon(1e-15));
@@ -146,8 +146,8 @@ TEST_CASE("cosine: warmup, cosine decay to a floor, then the floor") {
   CHECK(c(5) == 0.5);
   CHECK(c(10) == 1.0);
   CHECK(c(60) == doctest::Approx(0.1 + 0.9 * 0.5).epsilon(1e-15));
-  CHECK(c(35) == doctest::Approx(0.1 + 0.9 * 0.5 * (1 + std::cos(std::numbers::pi * 0.25)))
-                     .epsilon(1e-15));
+  CHECK(c(35) ==
+        doctest::Approx(0.1 + 0.9 * 0.5 * (1 + std::cos(std::numbers::pi * 0.25))).epsilon(1e-15));
   CHECK(c(110) == doctest::Approx(0.1).epsilon(1e-15));
   CHECK(c(100000) == doctest::Approx(0.1).epsilon(1e-15));
   const auto nw = tr::cosine(2.0, 4);

@@ -14,7 +14,6 @@ namespace fs = std::filesystem;
 
 namespace {
 
-
 bool starts_with(const std::string& s, const std::string& prefix) {
   return s.compare(0, prefix.size(), prefix) == 0;
 }
@@ -67,11 +66,12 @@ Checkpoint load_checkpoint(const std::string& path) {
                                 ", not a 32-bit word");
         }
       }
-      ckpt.keys.emplace_back(name.substr(5), Key{static_cast<std::uint32_t>(v[0]),
-                                                 static_cast<std::uint32_t>(v[1])});
+      ckpt.keys.emplace_back(
+          name.substr(5), Key{static_cast<std::uint32_t>(v[0]), static_cast<std::uint32_t>(v[1])});
     } else {
-      throw CheckpointError(path + ": unexpected member '" + name +
-                            "' (a minitrax checkpoint holds step, weights/, state/, slots/, keys/)");
+      throw CheckpointError(
+          path + ": unexpected member '" + name +
+          "' (a minitrax checkpoint holds step, weights/, state/, slots/, keys/)");
     }
   }
   if (!has_step) {
@@ -90,9 +90,9 @@ void check_matches(const std::vector<NamedTensor>& expected, const std::vector<N
     wanted[e.name] = true;
     auto it = have.find(e.name);
     if (it == have.end()) {
-      problems.push_back("missing " + what + " '" + e.name + "' " + core::shape_str(e.value.shape()));
-    } else if (it->second->shape() != e.value.shape() ||
-               it->second->dtype() != e.value.dtype()) {
+      problems.push_back("missing " + what + " '" + e.name + "' " +
+                         core::shape_str(e.value.shape()));
+    } else if (it->second->shape() != e.value.shape() || it->second->dtype() != e.value.dtype()) {
       problems.push_back(what + " '" + e.name + "': the model has " +
                          core::shape_str(e.value.shape()) + " " +
                          std::string(core::dtype_name(e.value.dtype())) + ", the checkpoint " +

@@ -7,15 +7,17 @@
 
 namespace minitrax::training {
 
-Batch copy_task_batch(Key key, std::size_t batch_size, std::size_t length,
-                      std::size_t vocab_size, bool reverse, std::size_t pad_to_multiple) {
+Batch copy_task_batch(Key key, std::size_t batch_size, std::size_t length, std::size_t vocab_size,
+                      bool reverse, std::size_t pad_to_multiple) {
   if (length < 4 || length % 2 != 0) {
     throw ValueError("copy task: length must be even and >= 4 (\"0 w 0 w\" with |w| >= 1), got " +
                      std::to_string(length));
   }
   if (vocab_size < 3) {
-    throw ValueError("copy task: vocab_size must be >= 3 (0 separates, symbols are 1..vocab-2), "
-                     "got " + std::to_string(vocab_size));
+    throw ValueError(
+        "copy task: vocab_size must be >= 3 (0 separates, symbols are 1..vocab-2), "
+        "got " +
+        std::to_string(vocab_size));
   }
   if (batch_size < 1) throw ValueError("copy task: batch_size must be >= 1");
   if (pad_to_multiple < 1) throw ValueError("copy task: pad_to_multiple must be >= 1");
@@ -43,14 +45,14 @@ Batch copy_task_batch(Key key, std::size_t batch_size, std::size_t length,
   return b;
 }
 
-Stream copy_task_stream(Key key, std::size_t batch_size, std::size_t length,
-                        std::size_t vocab_size, bool reverse, std::size_t pad_to_multiple) {
+Stream copy_task_stream(Key key, std::size_t batch_size, std::size_t length, std::size_t vocab_size,
+                        bool reverse, std::size_t pad_to_multiple) {
   // Check the arguments now, not at the first batch.
   copy_task_batch(key, 1, length, vocab_size, reverse, pad_to_multiple);
   if (batch_size < 1) throw ValueError("copy task: batch_size must be >= 1");
   return [=](long step) {
-    return copy_task_batch(core::fold_in(key, static_cast<std::uint32_t>(step)), batch_size,
-                           length, vocab_size, reverse, pad_to_multiple);
+    return copy_task_batch(core::fold_in(key, static_cast<std::uint32_t>(step)), batch_size, length,
+                           vocab_size, reverse, pad_to_multiple);
   };
 }
 
@@ -64,7 +66,8 @@ CopyInputs sequence_copy_inputs(Key key, std::size_t vocab_size, std::size_t bat
   }
   std::vector<std::size_t> train_lengths, eval_lengths;
   for (std::size_t i = 0; i + 1 < train_length; ++i) train_lengths.push_back(2 * (i + 2));
-  for (std::size_t i = eval_min_length; i < eval_max_length; ++i) eval_lengths.push_back(2 * (i + 1));
+  for (std::size_t i = eval_min_length; i < eval_max_length; ++i)
+    eval_lengths.push_back(2 * (i + 1));
   auto make = [=](Key k, std::vector<std::size_t> lengths) -> Stream {
     return [=](long step) {
       const auto keys = core::split(core::fold_in(k, static_cast<std::uint32_t>(step)), 2);

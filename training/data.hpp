@@ -32,14 +32,12 @@ using Stream = std::function<Batch(long step)>;
 /// loss weights are 1 on the second w only, and inputs == targets (the model shifts
 /// them right itself). With `reverse`, the second w is reversed. Sequences are
 /// padded with zeros (weight 0) to a multiple of `pad_to_multiple`.
-Batch copy_task_batch(Key key, std::size_t batch_size, std::size_t length,
-                      std::size_t vocab_size, bool reverse = false,
-                      std::size_t pad_to_multiple = 1);
+Batch copy_task_batch(Key key, std::size_t batch_size, std::size_t length, std::size_t vocab_size,
+                      bool reverse = false, std::size_t pad_to_multiple = 1);
 
 /// A stream of copy-task batches of one fixed length.
-Stream copy_task_stream(Key key, std::size_t batch_size, std::size_t length,
-                        std::size_t vocab_size, bool reverse = false,
-                        std::size_t pad_to_multiple = 1);
+Stream copy_task_stream(Key key, std::size_t batch_size, std::size_t length, std::size_t vocab_size,
+                        bool reverse = false, std::size_t pad_to_multiple = 1);
 
 /// Trax 1.3.4's sequence_copy_inputs: training batches have a length drawn per
 /// batch from {4, 6, ..., 2 * train_length}, eval batches from

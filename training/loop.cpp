@@ -22,8 +22,7 @@ using base::Stack;
 namespace {
 
 double now_seconds() {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch())
-      .count();
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
 
 std::string format_duration(double seconds) {
@@ -49,8 +48,8 @@ std::string json_number(double v) {
 
 }  // namespace
 
-Loop::Loop(base::LayerPtr model, TrainTask train, std::vector<EvalTask> evals,
-           LoopOptions options, core::Key rng)
+Loop::Loop(base::LayerPtr model, TrainTask train, std::vector<EvalTask> evals, LoopOptions options,
+           core::Key rng)
     : model_(std::move(model)),
       train_(std::move(train)),
       evals_(std::move(evals)),
@@ -67,8 +66,8 @@ Loop::Loop(base::LayerPtr model, TrainTask train, std::vector<EvalTask> evals,
                      std::to_string(train_.loss->n_out()));
   }
   if (model_->n_in() != 1 || model_->n_out() < 1) {
-    throw ValueError("Loop: the model must take one input (the batch's inputs); " +
-                     model_->name() + " has n_in " + std::to_string(model_->n_in()));
+    throw ValueError("Loop: the model must take one input (the batch's inputs); " + model_->name() +
+                     " has n_in " + std::to_string(model_->n_in()));
   }
   for (const EvalTask& e : evals_) {
     if (!e.stream) throw ValueError("Loop: eval task '" + e.name + "' has no stream");
@@ -92,13 +91,21 @@ Loop::Loop(base::LayerPtr model, TrainTask train, std::vector<EvalTask> evals,
     }
   }
   switch (options_.progress) {
-    case Progress::automatic: bar_ = ::isatty(STDOUT_FILENO) && options_.out == nullptr; break;
-    case Progress::bar: bar_ = true; break;
-    default: bar_ = false; break;
+    case Progress::automatic:
+      bar_ = ::isatty(STDOUT_FILENO) && options_.out == nullptr;
+      break;
+    case Progress::bar:
+      bar_ = true;
+      break;
+    default:
+      bar_ = false;
+      break;
   }
 }
 
-std::ostream& Loop::out() const { return options_.out ? *options_.out : std::cout; }
+std::ostream& Loop::out() const {
+  return options_.out ? *options_.out : std::cout;
+}
 
 void Loop::ensure_initialized(const Batch& batch) {
   if (!model_->initialized()) {
@@ -129,8 +136,9 @@ double Loop::train_step() {
       Var l = train_.loss->apply({out.at(0), Var(batch.targets), Var(batch.weights)}, keys[1])[0];
       loss = l.value().item<double>();
       if (!std::isfinite(loss)) {
-        throw core::Error("training stopped: the loss is " + std::string(std::isnan(loss) ? "NaN" : "infinite") +
-                          " at step " + std::to_string(step_number) +
+        throw core::Error("training stopped: the loss is " +
+                          std::string(std::isnan(loss) ? "NaN" : "infinite") + " at step " +
+                          std::to_string(step_number) +
                           " (autodiff::set_debug_nans(true) names the op that produced it)");
       }
       grads = tape.gradient(l, ws);
@@ -158,7 +166,8 @@ std::map<std::string, double> Loop::evaluate(const EvalTask& task) {
     for (long b = 0; b < task.n_batches; ++b) {
       const Batch batch = task.stream(b);
       ensure_initialized(batch);
-      const core::Key key = core::fold_in(core::fold_in(rng_, 0xfffffffeu), static_cast<std::uint32_t>(b));
+      const core::Key key =
+          core::fold_in(core::fold_in(rng_, 0xfffffffeu), static_cast<std::uint32_t>(b));
       Stack out = model_->apply({Var(batch.inputs)}, key);
       for (const auto& [name, metric] : task.metrics) {
         metric->set_mode(base::Mode::eval);
@@ -240,7 +249,8 @@ void Loop::run(long n_steps) {
     const double t0 = now_seconds();
     const double loss = train_step();
     const double dt = now_seconds() - t0;
-    record({step_, "train",
+    record({step_,
+            "train",
             {{"loss", loss},
              {"learning_rate", train_.optimizer->learning_rate()},
              {"step_seconds", dt}}});

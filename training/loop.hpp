@@ -54,12 +54,12 @@ enum class Progress { automatic, bar, lines, none };
 struct LoopOptions {
   /// Folder for checkpoints and metrics.jsonl; empty: no files.
   std::string output_dir;
-  long eval_every = 100;        // 0: evaluate only at the end of run()
-  long checkpoint_every = 0;    // 0: checkpoint only at the end of run()
+  long eval_every = 100;      // 0: evaluate only at the end of run()
+  long checkpoint_every = 0;  // 0: checkpoint only at the end of run()
   std::size_t keep_checkpoints = 3;
-  long log_every = 50;          // plain log lines (when not drawing a bar)
+  long log_every = 50;                      // plain log lines (when not drawing a bar)
   Progress progress = Progress::automatic;  // bar on a terminal, lines otherwise
-  std::ostream* out = nullptr;  // default std::cout
+  std::ostream* out = nullptr;              // default std::cout
 };
 
 /// One line of metrics.jsonl.
@@ -72,8 +72,8 @@ struct MetricsRecord {
 class Loop {
  public:
   /// The model is initialised from the first training batch if it is not yet.
-  Loop(base::LayerPtr model, TrainTask train, std::vector<EvalTask> evals,
-       LoopOptions options = {}, core::Key rng = core::key_from_seed(0));
+  Loop(base::LayerPtr model, TrainTask train, std::vector<EvalTask> evals, LoopOptions options = {},
+       core::Key rng = core::key_from_seed(0));
 
   /// Completed training steps.
   long step() const { return step_; }
@@ -110,7 +110,7 @@ class Loop {
   std::vector<MetricsRecord> history_;
   std::optional<double> last_loss_;
   bool bar_ = false;
-  double run_start_ = 0;         // seconds (steady clock) at the start of run()
+  double run_start_ = 0;  // seconds (steady clock) at the start of run()
   long run_start_step_ = 0;
   double last_log_ = 0;
 };

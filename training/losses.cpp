@@ -20,7 +20,9 @@ using core::Shape;
 
 namespace {
 
-std::vector<long> as_long(const Shape& s) { return std::vector<long>(s.begin(), s.end()); }
+std::vector<long> as_long(const Shape& s) {
+  return std::vector<long>(s.begin(), s.end());
+}
 
 void check_defined(const std::string& who, const Tensor& t, const char* what) {
   if (!t.defined()) throw ValueError(who + ": the " + what + " tensor is undefined");
@@ -32,8 +34,9 @@ void check_output_and_targets(const std::string& who, const Tensor& out, const T
   check_defined(who, targets, "targets");
   core::check_floating(who, out);
   if (out.ndim() == 0) {
-    throw core::ShapeError(who + ": the model output needs a class axis (shape [..., n_classes]), "
-                                 "got a scalar");
+    throw core::ShapeError(who +
+                           ": the model output needs a class axis (shape [..., n_classes]), "
+                           "got a scalar");
   }
   if (targets.dtype() != DType::i32 && targets.dtype() != DType::i64) {
     throw core::DTypeError(who + ": targets must be int32 or int64 class ids, got " +
@@ -41,11 +44,11 @@ void check_output_and_targets(const std::string& who, const Tensor& out, const T
   }
   const Shape expected(out.shape().begin(), out.shape().end() - 1);
   if (targets.shape() != expected) {
-    throw core::ShapeError(who + ": targets must have the model output's shape without its "
-                                 "class axis: model output " +
+    throw core::ShapeError(who +
+                           ": targets must have the model output's shape without its "
+                           "class axis: model output " +
                            core::shape_str(out.shape()) + ", so targets " +
-                           core::shape_str(expected) + ", got " +
-                           core::shape_str(targets.shape()));
+                           core::shape_str(expected) + ", got " + core::shape_str(targets.shape()));
   }
 }
 
@@ -212,9 +215,7 @@ LayerPtr WeightedCategoryCrossEntropy(bool from_logits, SrcLoc where) {
 LayerPtr CrossEntropy(SrcLoc where) {
   return metric(
       "CrossEntropy", 2,
-      [](const std::string& who, const Stack& xs) {
-        return fm::mean(nll_impl(who, xs[0], xs[1]));
-      },
+      [](const std::string& who, const Stack& xs) { return fm::mean(nll_impl(who, xs[0], xs[1])); },
       where);
 }
 
@@ -232,15 +233,16 @@ LayerPtr weighted_accuracy_layer(std::string name, SrcLoc where) {
   return metric(
       std::move(name), 3,
       [](const std::string& who, const Stack& xs) {
-        const auto [hits, total] =
-            weighted_hits(who, xs[0].value(), xs[1].value(), &xs[2].value());
+        const auto [hits, total] = weighted_hits(who, xs[0].value(), xs[1].value(), &xs[2].value());
         return Var(Tensor::scalar(hits / total, xs[0].dtype()));
       },
       where);
 }
 }  // namespace
 
-LayerPtr Accuracy(SrcLoc where) { return weighted_accuracy_layer("Accuracy", where); }
+LayerPtr Accuracy(SrcLoc where) {
+  return weighted_accuracy_layer("Accuracy", where);
+}
 
 LayerPtr WeightedCategoryAccuracy(SrcLoc where) {
   return weighted_accuracy_layer("WeightedCategoryAccuracy", where);

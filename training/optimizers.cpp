@@ -141,7 +141,8 @@ void Optimizer::init(const std::vector<Tensor>& weights, std::vector<std::string
     shapes.push_back(w.shape());
     dtypes.push_back(w.dtype());
     std::vector<Tensor> s;
-    for (const SlotSpec& spec : slot_specs(w.shape())) s.push_back(Tensor::zeros(spec.shape, w.dtype()));
+    for (const SlotSpec& spec : slot_specs(w.shape()))
+      s.push_back(Tensor::zeros(spec.shape, w.dtype()));
     slots.push_back(std::move(s));
   }
   shapes_ = std::move(shapes);
@@ -174,7 +175,8 @@ std::vector<NamedTensor> Optimizer::slots() const {
 
 void Optimizer::set_slots(const std::vector<NamedTensor>& given) {
   if (!initialized_) {
-    throw ValueError(name_ + ".set_slots: call init(weights) first, so the slots' shapes are known");
+    throw ValueError(name_ +
+                     ".set_slots: call init(weights) first, so the slots' shapes are known");
   }
   // Where each expected slot lives: name -> (weight, slot).
   std::map<std::string, std::pair<std::size_t, std::size_t>> where;
@@ -197,12 +199,11 @@ void Optimizer::set_slots(const std::vector<NamedTensor>& given) {
     const Tensor& want = slots_[it->second.first][it->second.second];
     if (!nt.value.defined() || nt.value.shape() != want.shape() ||
         nt.value.dtype() != want.dtype()) {
-      problems.push_back(
-          "slot '" + nt.name + "': expected " + core::shape_str(want.shape()) + " " +
-          std::string(core::dtype_name(want.dtype())) + ", got " +
-          (nt.value.defined() ? core::shape_str(nt.value.shape()) + " " +
-                                    std::string(core::dtype_name(nt.value.dtype()))
-                              : std::string("an undefined tensor")));
+      problems.push_back("slot '" + nt.name + "': expected " + core::shape_str(want.shape()) + " " +
+                         std::string(core::dtype_name(want.dtype())) + ", got " +
+                         (nt.value.defined() ? core::shape_str(nt.value.shape()) + " " +
+                                                   std::string(core::dtype_name(nt.value.dtype()))
+                                             : std::string("an undefined tensor")));
     }
   }
   for (const auto& [name, pos] : where) {
@@ -270,10 +271,12 @@ void sgd_kernel(std::size_t n, T lr, T gs, const T* g, const T* w, T* out) {
 SGD::SGD(const SGDOptions& o)
     : Optimizer("SGD", {{"learning_rate", o.learning_rate, 0, kInf}}, o.clip_grad_norm) {}
 
-std::vector<Optimizer::SlotSpec> SGD::slot_specs(const Shape&) const { return {}; }
+std::vector<Optimizer::SlotSpec> SGD::slot_specs(const Shape&) const {
+  return {};
+}
 
-void SGD::update_one(long, const Tensor& grad, double grad_scale, const Tensor& weight,
-                     Tensor& out, std::vector<Tensor>&) {
+void SGD::update_one(long, const Tensor& grad, double grad_scale, const Tensor& weight, Tensor& out,
+                     std::vector<Tensor>&) {
   core::dispatch_floating(weight.dtype(), "SGD", [&](auto tag) {
     using T = decltype(tag);
     sgd_kernel<T>(weight.size(), static_cast<T>(hp(kSgdLr)), static_cast<T>(grad_scale),
@@ -281,14 +284,15 @@ void SGD::update_one(long, const Tensor& grad, double grad_scale, const Tensor& 
   });
 }
 
-// ---- Momentum ------------------------------------------------------------------------------------
+// ---- Momentum
+// ------------------------------------------------------------------------------------
 
 namespace {
 enum MomentumHp : std::size_t { kMomLr, kMomMass, kMomWd };
 
 template <class T>
-void momentum_kernel(std::size_t n, bool nesterov, T lr, T mu, T keep, T gs, const T* g,
-                     const T* w, T* v, T* out) {
+void momentum_kernel(std::size_t n, bool nesterov, T lr, T mu, T keep, T gs, const T* g, const T* w,
+                     T* v, T* out) {
   if (nesterov) {
     for (std::size_t i = 0; i < n; ++i) {
       const T gi = g[i] * gs;
@@ -329,7 +333,8 @@ void Momentum::update_one(long, const Tensor& grad, double grad_scale, const Ten
   });
 }
 
-// ---- Adam ------------------------------------------------------------------------------------------
+// ---- Adam
+// ------------------------------------------------------------------------------------------
 
 namespace {
 enum AdamHp : std::size_t { kAdamLr, kAdamWd, kAdamB1, kAdamB2, kAdamEps };
@@ -374,37 +379,33 @@ std::vector<Optimizer::SlotSpec> Adam::slot_specs(const Shape& shape) const {
 void Adam::update_one(long step, const Tensor& grad, double grad_scale, const Tensor& weight,
                       Tensor& out, std::vector<Tensor>& slots) {
   const double t = static_cast<double>(step) + 1.0;
-  const AdamScalars s{hp(kAdamLr),  1.0 - hp(kAdamWd),
-                      hp(kAdamB1),  hp(kAdamB2),
-                      hp(kAdamEps), 1.0 - std::pow(hp(kAdamB1), t),
+  const AdamScalars s{hp(kAdamLr),
+                      1.0 - hp(kAdamWd),
+                      hp(kAdamB1),
+                      hp(kAdamB2),
+                      hp(kAdamEps),
+                      1.0 - std::pow(hp(kAdamB1), t),
                       1.0 - std::pow(hp(kAdamB2), t)};
   core::dispatch_floating(weight.dtype(), "Adam", [&](auto tag) {
     using T = decltype(tag);
-    adam_kernel<T>(weight.size(), s, static_cast<T>(grad_scale), grad.data<T>(),
-                   weight.data<T>(), slots[0].data<T>(), slots[1].data<T>(), out.data<T>());
+    adam_kernel<T>(weight.size(), s, static_cast<T>(grad_scale), grad.data<T>(), weight.data<T>(),
+                   slots[0].data<T>(), slots[1].data<T>(), out.data<T>());
   });
 }
 
-// ---- Adafactor -------------------------------------------------------------------------------------
+// ---- Adafactor
+// -------------------------------------------------------------------------------------
 
 namespace {
-enum AdafactorHp : std::size_t {
-  kAfLr,
-  kAfBeta1,
-  kAfDecay,
-  kAfClip,
-  kAfWd,
-  kAfEps1,
-  kAfEps2
-};
+enum AdafactorHp : std::size_t { kAfLr, kAfBeta1, kAfDecay, kAfClip, kAfWd, kAfEps1, kAfEps2 };
 
 struct AdafactorScalars {
-  double decay, mix;        // decay = 1 - t^-decay_rate, mix = 1 - decay
+  double decay, mix;  // decay = 1 - t^-decay_rate, mix = 1 - decay
   double eps1;
-  double update_scale;      // lr, times max(rms(w), eps2) with parameter scaling
-  double clip;              // clipping threshold, or 0 for none
-  double beta1;             // momentum, if `m` is given
-  double keep;              // 1 - weight_decay_rate
+  double update_scale;  // lr, times max(rms(w), eps2) with parameter scaling
+  double clip;          // clipping threshold, or 0 for none
+  double beta1;         // momentum, if `m` is given
+  double keep;          // 1 - weight_decay_rate
 };
 
 // The final pass shared by both forms: y -> the new weight (and momentum).
@@ -419,8 +420,8 @@ inline T adafactor_apply(T y, T denom, T scale, T beta1, T one_beta1, T keep, T 
 }
 
 template <class T>
-void adafactor_factored(const Shape& shape, const AdafactorScalars& s, T gs, const T* g,
-                        const T* w, T* v_row, T* v_col, T* m, T* out) {
+void adafactor_factored(const Shape& shape, const AdafactorScalars& s, T gs, const T* g, const T* w,
+                        T* v_row, T* v_col, T* m, T* out) {
   const std::size_t cols = shape[shape.size() - 1], rows = shape[shape.size() - 2];
   const std::size_t plane = rows * cols;
   const std::size_t batch = plane == 0 ? 0 : core::shape_size(shape) / plane;
@@ -468,8 +469,7 @@ void adafactor_factored(const Shape& shape, const AdafactorScalars& s, T gs, con
     }
   }
   const double n = static_cast<double>(batch * plane);
-  const T denom =
-      static_cast<T>(s.clip > 0 ? std::max(1.0, std::sqrt(y_sq / n) / s.clip) : 1.0);
+  const T denom = static_cast<T>(s.clip > 0 ? std::max(1.0, std::sqrt(y_sq / n) / s.clip) : 1.0);
   const T scale = static_cast<T>(s.update_scale), keep = static_cast<T>(s.keep);
   const T beta1 = static_cast<T>(s.beta1), one_beta1 = static_cast<T>(1.0 - s.beta1);
   for (std::size_t b = 0; b < batch; ++b) {
@@ -480,7 +480,8 @@ void adafactor_factored(const Shape& shape, const AdafactorScalars& s, T gs, con
       for (std::size_t c = 0; c < cols; ++c) {
         const std::size_t i = base + c;
         const T y = g[i] * gs * rf[r] * cf[c];
-        out[i] = adafactor_apply(y, denom, scale, beta1, one_beta1, keep, w[i], m ? m + i : nullptr);
+        out[i] =
+            adafactor_apply(y, denom, scale, beta1, one_beta1, keep, w[i], m ? m + i : nullptr);
       }
     }
   }

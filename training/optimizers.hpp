@@ -169,8 +169,8 @@ class SGD : public Optimizer {
 // ---- Momentum ------------------------------------------------------------------------------
 struct MomentumOptions {
   double learning_rate = 0.01;
-  double mass = 0.9;               // in [0, 1)
-  double weight_decay_rate = 1e-5; // in [0, 1)
+  double mass = 0.9;                // in [0, 1)
+  double weight_decay_rate = 1e-5;  // in [0, 1)
   bool nesterov = true;
   std::optional<double> clip_grad_norm = std::nullopt;
 };

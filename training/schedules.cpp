@@ -47,19 +47,25 @@ Schedule body_and_tail(const char* who, double value, long body_start, long tail
       return static_cast<double>(step) / static_cast<double>(body_start) * value;
     }
     if (tail_start > 0 && step >= tail_start) {
-      return value * (std::sqrt(static_cast<double>(tail_start)) /
-                      std::sqrt(static_cast<double>(step)));
+      return value *
+             (std::sqrt(static_cast<double>(tail_start)) / std::sqrt(static_cast<double>(step)));
     }
     return value;
   };
 }
 
-enum class Factor { constant, linear_warmup, rsqrt_decay, rsqrt_normalized_decay, decay_every,
-                    cosine_decay };
+enum class Factor {
+  constant,
+  linear_warmup,
+  rsqrt_decay,
+  rsqrt_normalized_decay,
+  decay_every,
+  cosine_decay
+};
 
-constexpr const char* kFactorNames[] = {"constant",    "linear_warmup", "rsqrt_decay",
-                                        "rsqrt_normalized_decay", "decay_every",
-                                        "cosine_decay"};
+constexpr const char* kFactorNames[] = {"constant",    "linear_warmup",
+                                        "rsqrt_decay", "rsqrt_normalized_decay",
+                                        "decay_every", "cosine_decay"};
 
 std::string trim(const std::string& s) {
   const auto first = s.find_first_not_of(" \t\n\r");
@@ -85,11 +91,10 @@ std::vector<Factor> parse_factors(const std::string& factors) {
     if (!known) {
       std::string allowed;
       for (const char* n : kFactorNames) allowed += std::string(allowed.empty() ? "" : ", ") + n;
-      throw ValueError("multifactor: " +
-                       (name.empty() ? std::string("an empty factor name")
-                                     : "unknown factor '" + name + "'") +
-                       " in \"" + factors + "\"; the factors are names joined by '*', from: " +
-                       allowed);
+      throw ValueError(
+          "multifactor: " +
+          (name.empty() ? std::string("an empty factor name") : "unknown factor '" + name + "'") +
+          " in \"" + factors + "\"; the factors are names joined by '*', from: " + allowed);
     }
     if (star == std::string::npos) break;
     start = star + 1;
@@ -117,8 +122,7 @@ Schedule warmup(long n_warmup_steps, double max_value) {
 Schedule warmup_and_rsqrt_decay(long n_warmup_steps, double max_value) {
   check_count("warmup_and_rsqrt_decay", "n_warmup_steps", n_warmup_steps, 0);
   check_value("warmup_and_rsqrt_decay", "max_value", max_value);
-  return body_and_tail("warmup_and_rsqrt_decay", max_value, n_warmup_steps + 1,
-                       n_warmup_steps + 1);
+  return body_and_tail("warmup_and_rsqrt_decay", max_value, n_warmup_steps + 1, n_warmup_steps + 1);
 }
 
 Schedule multifactor(const MultifactorOptions& o) {
@@ -184,8 +188,8 @@ Schedule cosine(double max_value, long decay_steps, double min_value, long warmu
   check_value(who, "max_value", max_value);
   check_value(who, "min_value", min_value);
   if (min_value > max_value) {
-    throw ValueError(std::string(who) + ": min_value must be <= max_value, got " +
-                     num(min_value) + " > " + num(max_value));
+    throw ValueError(std::string(who) + ": min_value must be <= max_value, got " + num(min_value) +
+                     " > " + num(max_value));
   }
   check_count(who, "decay_steps", decay_steps, 1);
   check_count(who, "warmup_steps", warmup_steps, 0);
@@ -194,8 +198,8 @@ Schedule cosine(double max_value, long decay_steps, double min_value, long warmu
     if (step < warmup_steps) {
       return max_value * static_cast<double>(step) / static_cast<double>(warmup_steps);
     }
-    const double p = std::min(
-        1.0, static_cast<double>(step - warmup_steps) / static_cast<double>(decay_steps));
+    const double p =
+        std::min(1.0, static_cast<double>(step - warmup_steps) / static_cast<double>(decay_steps));
     return min_value + (max_value - min_value) * 0.5 * (1.0 + std::cos(std::numbers::pi * p));
   };
 }

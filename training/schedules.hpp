@@ -36,7 +36,8 @@ Schedule warmup_and_rsqrt_decay(long n_warmup_steps, double max_value);
 ///   rsqrt_decay              1 / sqrt(max(s, warmup_steps))
 ///   rsqrt_normalized_decay   sqrt(warmup_steps) / sqrt(max(s, warmup_steps))
 ///   decay_every              decay_factor ^ floor(s / steps_per_decay)  (steps_per_decay >= 1)
-///   cosine_decay             0.5 (1 + cos(pi * frac(max(0, (s - warmup_steps) / steps_per_cycle))))
+///   cosine_decay             0.5 (1 + cos(pi * frac(max(0, (s - warmup_steps) /
+///   steps_per_cycle))))
 ///                                                                     (steps_per_cycle >= 1)
 /// An unknown or empty factor name is a ValueError listing the allowed names, raised
 /// here (Trax raises it at the first call). Like Trax, rsqrt_decay with
@@ -60,7 +61,6 @@ Schedule multifactor(const std::string& factors, double constant = 0.1, long war
 ///                      min_value + (max_value - min_value) * 0.5 * (1 + cos(pi p))
 /// so it starts at max_value when warmup ends, reaches min_value decay_steps later
 /// and stays there. decay_steps >= 1, warmup_steps >= 0, 0 <= min_value <= max_value.
-Schedule cosine(double max_value, long decay_steps, double min_value = 0.0,
-                long warmup_steps = 0);
+Schedule cosine(double max_value, long decay_steps, double min_value = 0.0, long warmup_steps = 0);
 
 }  // namespace minitrax::training

@@ -41,8 +41,8 @@ Var length_normalized(const Var& x, double epsilon = 1e-6);
 /// the concatenation, along axis 1, of copies of x rolled so that chunk c sees
 /// chunks c-before .. c+after (mod n_chunks), in the order
 /// [-before, ..., -1, 0, 1, ..., after] (Python slicing semantics: a shift of at
-/// least n_chunks leaves x as it is, so wide windows repeat chunks). Works on Vars (differentiable) and, through
-/// the Tensor overload, on integer metadata.
+/// least n_chunks leaves x as it is, so wide windows repeat chunks). Works on Vars (differentiable)
+/// and, through the Tensor overload, on integer metadata.
 Var look_adjacent(const Var& x, long n_chunks_before, long n_chunks_after);
 Tensor look_adjacent(const Tensor& x, long n_chunks_before, long n_chunks_after);
 
@@ -59,11 +59,11 @@ struct AttendOptions {
   std::optional<long> kv_chunk_len;  // must equal q_chunk_len when keys are shared
   long n_chunks_before = 0;
   long n_chunks_after = 0;
-  MaskFn mask_fn;                    // empty: no mask
-  Tensor q_info;                     // int32 [q_len]; default arange(q_len)
-  Tensor kv_info;                    // int32 [kv_len]; default arange, or q_info if shared
-  double dropout = 0.0;              // attention dropout rate
-  Key rng{};                         // for dropout
+  MaskFn mask_fn;        // empty: no mask
+  Tensor q_info;         // int32 [q_len]; default arange(q_len)
+  Tensor kv_info;        // int32 [kv_len]; default arange, or q_info if shared
+  double dropout = 0.0;  // attention dropout rate
+  Key rng{};             // for dropout
 };
 
 struct AttendResult {
@@ -82,13 +82,12 @@ Var apply_broadcasted_dropout(const Var& vecs, double rate, Key rng);
 
 /// take(val, permutation, axis), whose VJP is take(grad, inverse_permutation, axis)
 /// (a gather, not a scatter). permutation/inverse: int32 or int64 [n].
-Var permute_via_gather(const Var& val, const Tensor& permutation,
-                       const Tensor& inverse_permutation, long axis = 0);
+Var permute_via_gather(const Var& val, const Tensor& permutation, const Tensor& inverse_permutation,
+                       long axis = 0);
 
 /// val permuted by sorting `keys` (sort_key_val(keys, val)[1]); VJP: the gradient
 /// permuted by sorting `inverse_keys`. Numerically a permutation.
-Var permute_via_sort(const Var& val, const Tensor& keys, const Tensor& inverse_keys,
-                     long axis = 0);
+Var permute_via_sort(const Var& val, const Tensor& keys, const Tensor& inverse_keys, long axis = 0);
 
 /// Angular LSH (Trax's hash_vectors): rotations R ~ N(0, 1) of shape
 /// [d, n_hashes, rot_size / 2] drawn from `rng` (float32, as Trax), rotated = vecs R
@@ -100,8 +99,8 @@ Var permute_via_sort(const Var& val, const Tensor& keys, const Tensor& inverse_k
 /// h * (buckets per round). Returns int32 [n_hashes * L], index h * L + t.
 /// Every factor must be even and >= 2 (ValueError otherwise). `vecs` is [L, d]; no
 /// gradient flows through hashing.
-Tensor hash_vectors(const Tensor& vecs, Key rng, const std::vector<long>& n_buckets,
-                    long n_hashes, const Tensor* mask = nullptr);
+Tensor hash_vectors(const Tensor& vecs, Key rng, const std::vector<long>& n_buckets, long n_hashes,
+                    const Tensor* mask = nullptr);
 /// The rotations hash_vectors draws, exposed so that other implementations can be
 /// compared with explicit rotations: [d, n_hashes, rot_size / 2] float32.
 Tensor hash_rotations(Key rng, long d, const std::vector<long>& n_buckets, long n_hashes);

@@ -1,0 +1,860 @@
+// minitrax/layers/research/efficient_attention.cpp: EfficientAttentionBase,
+// SelfAttention and LSHSelfAttention (Trax 1.3.4's efficient_attention.py classes).
+#include "layers/research/efficient_attention.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <map>
+#include <numeric>
+#include <sstream>
+#include <utility>
+
+#include "autodiff/fastmath.hpp"
+#include "autodiff/transforms.hpp"
+#include "core/ops.hpp"
+
+namespace minitrax::layers::research {
+
+namespace fm = minitrax::fastmath;
+using base::ShapeDtype;
+using core::DTypeError;
+using core::ShapeError;
+using core::ValueError;
+
+namespace {
+
+std::string num(double v) {
+  std::ostringstream os;
+  os << v;
+  return os.str();
+}
+
+std::string str(long v) {
+  return std::to_string(v);
+}
+
+long as_long(std::size_t v) {
+  return static_cast<long>(v);
+}
+
+void require_positive(const std::string& who, const char* what, long v) {
+  if (v <= 0) throw ValueError(who + ": " + what + " must be positive, got " + str(v));
+}
+
+void require_rate(const std::string& who, const char* what, double rate) {
+  if (!(rate >= 0.0 && rate < 1.0)) {
+    throw ValueError(who + ": " + what + " must be in [0, 1), got " + num(rate));
+  }
+}
+
+// Row i of a tensor stacked on axis 0, with that axis dropped (a copy).
+Tensor row_of(const Tensor& stacked, long i) {
+  Shape rest(stacked.shape().begin() + 1, stacked.shape().end());
+  return core::slice(stacked, 0, i, i + 1).reshape(rest);
+}
+
+// Tensors of one shape and dtype stacked on a new leading axis.
+Tensor stack0(const std::vector<Tensor>& rows) {
+  std::vector<Tensor> parts;
+  parts.reserve(rows.size());
+  for (const Tensor& r : rows) {
+    Shape s = r.shape();
+    s.insert(s.begin(), 1);
+    parts.push_back(r.reshape(s));
+  }
+  return core::concatenate(parts, 0);
+}
+
+// rows[slice][leaf] -> one stacked tensor per leaf.
+std::vector<Tensor> stack_rows(const std::vector<std::vector<Tensor>>& rows) {
+  std::vector<Tensor> leaves;
+  if (rows.empty()) return leaves;
+  for (std::size_t j = 0; j < rows[0].size(); ++j) {
+    std::vector<Tensor> column;
+    column.reserve(rows.size());
+    for (const auto& r : rows) column.push_back(r.at(j));
+    leaves.push_back(stack0(column));
+  }
+  return leaves;
+}
+
+// A state tree (a flat list) from its leaves.
+State state_of(const std::vector<Tensor>& leaves) {
+  State s;
+  for (const Tensor& t : leaves) s.push_back(State(t));
+  return s;
+}
+
+// full[i, ...] += part, for full [N, ...] (contiguous, freshly allocated).
+void add_block(Tensor& full, long i, const Tensor& part) {
+  const std::size_t inner = full.size() / full.dim(0);
+  if (part.size() != inner || part.dtype() != full.dtype()) {
+    throw ShapeError("efficient attention: internal: block of " + core::shape_str(part.shape()) +
+                     " does not fit a row of " + core::shape_str(full.shape()));
+  }
+  core::dispatch_floating(full.dtype(), "add_block", [&](auto tag) {
+    using T = decltype(tag);
+    T* dst = full.data<T>() + static_cast<std::size_t>(i) * inner;
+    const T* src = part.data<T>();
+    for (std::size_t k = 0; k < inner; ++k) dst[k] += src[k];
+  });
+}
+
+// The smallest length >= seqlen with n_hashes * length a multiple of chunk_len.
+long padded_length(long seqlen, long n_hashes, long chunk_len) {
+  const long step = chunk_len / std::gcd(chunk_len, n_hashes);
+  return (seqlen + step - 1) / step * step;
+}
+
+}  // namespace
+
+Tensor key_to_tensor(Key key) {
+  return Tensor::from<std::int64_t>(
+      {2}, {static_cast<std::int64_t>(key.hi), static_cast<std::int64_t>(key.lo)});
+}
+
+Key key_from_tensor(const Tensor& t) {
+  if (t.dtype() != DType::i64 || t.size() != 2) {
+    throw DTypeError("a key in a state must be int64 [2] (its two uint32 words), got " +
+                     core::shape_str(t.shape()) + " " + std::string(core::dtype_name(t.dtype())));
+  }
+  const std::int64_t* p = t.data<std::int64_t>();
+  return Key{static_cast<std::uint32_t>(p[0]), static_cast<std::uint32_t>(p[1])};
+}
+
+// =============================================================================================
+// EfficientAttentionBase
+// =============================================================================================
+
+EfficientAttentionBase::EfficientAttentionBase(std::string name, long n_heads, int n_in,
+                                               std::optional<long> n_parallel_heads,
+                                               bool use_reference_code, Mode mode, SrcLoc where)
+    : base::Layer(n_in, 1, std::move(name), where),
+      n_heads_(n_heads),
+      n_parallel_heads_(n_parallel_heads),
+      use_reference_code_(use_reference_code) {
+  require_positive(this->name(), "n_heads", n_heads);
+  if (n_parallel_heads) {
+    const long p = *n_parallel_heads;
+    require_positive(this->name(), "n_parallel_heads", p);
+    if ((p > n_heads && p % n_heads != 0) || (p < n_heads && n_heads % p != 0)) {
+      throw ValueError(this->name() + ": n_parallel_heads must be a multiple or fraction of " +
+                       "n_heads, got n_parallel_heads " + str(p) + " with n_heads " + str(n_heads));
+    }
+  }
+  if (mode == Mode::predict) {
+    throw ValueError(this->name() +
+                     ": predict mode (fast inference) is not implemented yet; use train or eval");
+  }
+  set_mode(mode);
+}
+
+std::vector<Tensor> EfficientAttentionBase::create_state_unbatched(const Signature&, Key) {
+  return {};
+}
+
+void EfficientAttentionBase::check_inputs(const Signature& sig, bool against_weights) const {
+  const ShapeDtype& x = sig.at(0);
+  if (x.shape.size() != 3) {
+    throw ShapeError("expected x of shape [batch, length, d_model], got " +
+                     core::shape_str(x.shape));
+  }
+  if (!core::is_floating(x.dtype)) {
+    throw DTypeError("expected a float32 or float64 x, got " +
+                     std::string(core::dtype_name(x.dtype)));
+  }
+  if (x.shape[1] == 0) throw ShapeError("the sequence length must be positive, got 0");
+  if (n_in() == 2) {
+    const ShapeDtype& m = sig.at(1);
+    if (m.shape != Shape{x.shape[0], x.shape[1]}) {
+      throw ShapeError("expected a mask of shape [batch, length] = " +
+                       core::shape_str({x.shape[0], x.shape[1]}) + " (nonzero = valid), got " +
+                       core::shape_str(m.shape));
+    }
+    if (core::is_floating(m.dtype)) {
+      throw DTypeError("expected an integer mask (nonzero = valid token), got " +
+                       std::string(core::dtype_name(m.dtype)));
+    }
+  }
+  if (against_weights && initialized() && own_weights().size() > 0) {
+    const std::size_t d_model = weights_d_model();
+    if (x.shape[2] != d_model) {
+      throw ShapeError("expected d_model " + std::to_string(d_model) +
+                       " (the weights were made for it), got x " + core::shape_str(x.shape));
+    }
+    if (x.dtype != weight(0).dtype()) {
+      throw DTypeError("the input is " + std::string(core::dtype_name(x.dtype)) +
+                       " but the weights are " + std::string(core::dtype_name(weight(0).dtype())) +
+                       " (init with " + std::string(core::dtype_name(x.dtype)) +
+                       " inputs, or convert the layer with base::cast_layer)");
+    }
+  }
+}
+
+void EfficientAttentionBase::init_weights_and_state(const Signature& input_signature) {
+  check_inputs(input_signature, false);
+  // The per-example signature: the batch axis dropped.
+  Signature unbatched;
+  for (const ShapeDtype& s : input_signature) {
+    unbatched.push_back({Shape(s.shape.begin() + 1, s.shape.end()), s.dtype});
+  }
+  const long batch = as_long(input_signature[0].shape[0]);
+  const DType dtype = input_signature[0].dtype;
+
+  // Weights: one key per head, each head's weights drawn on their own, stacked on axis 0.
+  const std::vector<Key> weight_rngs = core::split(rng_, static_cast<std::size_t>(n_heads_));
+  std::vector<std::vector<Tensor>> per_head;
+  for (long h = 0; h < n_heads_; ++h) {
+    per_head.push_back(
+        create_weights_unbatched(unbatched, weight_rngs[static_cast<std::size_t>(h)]));
+  }
+  std::vector<Tensor> weights = stack_rows(per_head);
+  for (Tensor& w : weights) {
+    if (core::is_floating(w.dtype()) && w.dtype() != dtype) w = w.astype(dtype);
+  }
+  set_own_weights(std::move(weights));
+
+  // State: one key per (example, head), from the same layer key (as Trax), row e * H + h.
+  const std::vector<Key> state_rngs = core::split(rng_, static_cast<std::size_t>(n_heads_ * batch));
+  std::vector<std::vector<Tensor>> per_slice;
+  for (long i = 0; i < n_heads_ * batch; ++i) {
+    per_slice.push_back(create_state_unbatched(unbatched, state_rngs[static_cast<std::size_t>(i)]));
+  }
+  state_ = state_of(stack_rows(per_slice));
+}
+
+Signature EfficientAttentionBase::forward_signature(const Signature& input_signature) {
+  check_inputs(input_signature, true);
+  return {{input_signature[0].shape, input_signature[0].dtype}};
+}
+
+std::vector<Var> EfficientAttentionBase::head_weights(long head) const {
+  std::vector<Var> ws;
+  for (std::size_t i = 0; i < own_weights().size(); ++i) {
+    const Var& w = weight(i);
+    std::vector<long> rest(w.shape().begin() + 1, w.shape().end());
+    ws.push_back(fm::reshape(fm::slice(w, 0, head, head + 1), rest));
+  }
+  return ws;
+}
+
+std::vector<Tensor> EfficientAttentionBase::state_row(long index) const {
+  std::vector<Tensor> row;
+  for (const Tensor& leaf : state_.flatten()) row.push_back(row_of(leaf, index));
+  return row;
+}
+
+long EfficientAttentionBase::group_size(long batch) const {
+  long p = batch * n_heads_;
+  if (n_parallel_heads_ && *n_parallel_heads_ < p) p = *n_parallel_heads_;
+  return p;
+}
+
+Stack EfficientAttentionBase::forward(const Stack& inputs) {
+  if (mode_ == Mode::predict) {
+    throw ValueError("predict mode (fast inference) is not implemented yet for " + name());
+  }
+  check_inputs(base::signature_of(inputs), true);
+  const Var& x = inputs[0];
+  const Tensor mask = n_in() == 2 ? inputs[1].value().astype(DType::i32) : Tensor();
+  const long batch = as_long(x.dim(0));
+  for (const Tensor& leaf : state_.flatten()) {
+    if (as_long(leaf.dim(0)) != batch * n_heads_) {
+      throw ShapeError("the state has " + std::to_string(leaf.dim(0)) +
+                       " rows (one per example and head, from init); this call has batch " +
+                       str(batch) + " x " + str(n_heads_) + " heads = " + str(batch * n_heads_) +
+                       ": init the layer with the batch size it is called with");
+    }
+  }
+  return {use_reference_code_ ? forward_reference(x, mask) : forward_memory_lean(x, mask)};
+}
+
+// ---- the reference implementation --------------------------------------------------------
+//
+// Read this first: it is what the layer computes. Every (example, head) pair is one call of
+// forward_unbatched, and the layer's output for an example is the sum of its heads.
+
+Var EfficientAttentionBase::forward_reference(const Var& x, const Tensor& mask) {
+  const long batch = as_long(x.dim(0));
+  const long seqlen = as_long(x.dim(1));
+  const long d_model = as_long(x.dim(2));
+
+  std::vector<Var> outputs;                         // one [1, L, d_model] per example
+  std::vector<std::vector<Tensor>> new_state_rows;  // one per (example, head)
+  for (long example = 0; example < batch; ++example) {
+    // x_example = x[example]: [L, d_model]. A slice, so gradients flow back into x.
+    const Var x_example = fm::reshape(fm::slice(x, 0, example, example + 1), {seqlen, d_model});
+    // mask_example = mask[example]: [L], nonzero = valid (undefined if not masked).
+    const Tensor mask_example = mask.defined() ? row_of(mask, example) : Tensor();
+
+    Var sum_over_heads;  // [L, d_model]: the heads' outputs add up
+    for (long head = 0; head < n_heads_; ++head) {
+      // weights_head = (w_q[head], ...): slices of the stacked weights.
+      const std::vector<Var> weights_head = head_weights(head);
+      // state_slice = state[example * n_heads + head] (e.g. LSH buckets and hash key).
+      const long slice_index = example * n_heads_ + head;
+      const std::vector<Tensor> state_slice = state_row(slice_index);
+      // One head attending over one example. The SAME layer rng for every pair.
+      UnbatchedResult head_result = forward_unbatched(x_example, mask_example, weights_head,
+                                                      state_slice, rng_, update_state_, head);
+      sum_over_heads =
+          sum_over_heads.defined() ? sum_over_heads + head_result.out : head_result.out;
+      new_state_rows.push_back(std::move(head_result.state));
+    }
+    outputs.push_back(fm::reshape(sum_over_heads, {1, seqlen, d_model}));
+  }
+  // output = stack(outputs): [B, L, d_model].
+  Var output = outputs.size() == 1 ? outputs[0] : fm::concatenate(outputs, 0);
+  // The new state, restacked (kept as it was if a slice has no state).
+  if (update_state_ && !new_state_rows.empty() && !new_state_rows[0].empty()) {
+    state_ = state_of(stack_rows(new_state_rows));
+  }
+  return output;
+}
+
+// ---- the memory-lean implementation --------------------------------------------------------
+
+EfficientAttentionBase::GroupResult EfficientAttentionBase::forward_group(
+    long idx_lo, long idx_hi, const std::function<Var(long)>& x_of,
+    const std::function<std::vector<Var>(long)>& weights_of, const Tensor& mask,
+    const std::vector<Tensor>& state, Key rng, bool update_state) {
+  GroupResult g;
+  for (long idx = idx_lo; idx < idx_hi; ++idx) {
+    const long example = idx / n_heads_;
+    const long head = idx % n_heads_;
+    if (g.examples.empty() || g.examples.back() != example) {
+      g.examples.push_back(example);
+      g.outputs.emplace_back();
+    }
+    const Tensor mask_example = mask.defined() ? row_of(mask, example) : Tensor();
+    std::vector<Tensor> state_slice;
+    for (const Tensor& leaf : state) state_slice.push_back(row_of(leaf, idx));
+    UnbatchedResult r = forward_unbatched(x_of(example), mask_example, weights_of(head),
+                                          state_slice, rng, update_state, head);
+    Var& acc = g.outputs.back();
+    acc = acc.defined() ? acc + r.out : r.out;
+    g.states.push_back(std::move(r.state));
+  }
+  return g;
+}
+
+Var EfficientAttentionBase::forward_memory_lean(const Var& x, const Tensor& mask) {
+  const long batch = as_long(x.dim(0));
+  const long n_slices = batch * n_heads_;
+  const long group = group_size(batch);
+  const std::size_t n_weights = own_weights().size();
+  const bool has_mask = mask.defined();
+  const bool update = update_state_;
+  const Key rng = rng_;
+  const std::vector<Tensor> old_state = state_.flatten();
+  // The backward pass may run after this call returns: keep the layer alive (when it is
+  // owned by a shared_ptr, as factories make it). It reads only the layer's options.
+  std::shared_ptr<EfficientAttentionBase> keep =
+      std::static_pointer_cast<EfficientAttentionBase>(weak_from_this().lock());
+  EfficientAttentionBase* self = this;
+
+  autodiff::VarList inputs{x};
+  for (std::size_t i = 0; i < n_weights; ++i) inputs.push_back(weight(i));
+
+  std::vector<Tensor> new_state = old_state;
+  auto forward_fn = [&](const std::vector<Tensor>& in, std::vector<Tensor>& residuals) {
+    const Tensor& xv = in[0];
+    const std::vector<Tensor> wv(in.begin() + 1, in.end());
+    Tensor out = Tensor::zeros(xv.shape(), xv.dtype());
+    auto x_of = [&](long example) { return Var(row_of(xv, example)); };
+    auto weights_of = [&](long head) {
+      std::vector<Var> ws;
+      for (const Tensor& w : wv) ws.emplace_back(row_of(w, head));
+      return ws;
+    };
+    std::vector<std::vector<Tensor>> rows;
+    for (long lo = 0; lo < n_slices; lo += group) {
+      const long hi = std::min(lo + group, n_slices);
+      GroupResult g = forward_group(lo, hi, x_of, weights_of, mask, old_state, rng, update);
+      for (std::size_t k = 0; k < g.examples.size(); ++k) {
+        add_block(out, g.examples[k], g.outputs[k].value());
+      }
+      for (auto& s : g.states) rows.push_back(std::move(s));
+    }
+    if (update && !rows.empty() && !rows[0].empty()) new_state = stack_rows(rows);
+    // Residuals: inputs, weights, mask, and the NEW state (what the recomputation reuses).
+    residuals = in;
+    if (has_mask) residuals.push_back(mask);
+    residuals.insert(residuals.end(), new_state.begin(), new_state.end());
+    return std::vector<Tensor>{out};
+  };
+
+  auto backward_fn = [keep, self, n_weights, has_mask, n_slices, group, rng](
+                         const std::vector<Tensor>& res, const std::vector<Tensor>& cts) {
+    (void)keep;  // held only to keep the layer alive until the backward pass
+    const Tensor& xv = res[0];
+    const std::vector<Tensor> wv(res.begin() + 1, res.begin() + 1 + static_cast<long>(n_weights));
+    std::size_t pos = 1 + n_weights;
+    const Tensor mask_v = has_mask ? res[pos++] : Tensor();
+    const std::vector<Tensor> state_v(res.begin() + static_cast<long>(pos), res.end());
+    const Tensor& ct = cts.at(0);
+
+    Tensor gx = Tensor::zeros(xv.shape(), xv.dtype());
+    std::vector<Tensor> gw;
+    for (const Tensor& w : wv) gw.push_back(Tensor::zeros(w.shape(), w.dtype()));
+
+    for (long lo = 0; lo < n_slices; lo += group) {
+      const long hi = std::min(lo + group, n_slices);
+      // Recompute this group on a private tape (reusing the stored state), then
+      // differentiate it at once: only one group's intermediates are alive at a time.
+      Tape tape;
+      std::map<long, Var> xs;
+      std::map<long, std::vector<Var>> ws;
+      auto x_of = [&](long example) {
+        auto it = xs.find(example);
+        if (it == xs.end()) it = xs.emplace(example, tape.watch(row_of(xv, example))).first;
+        return it->second;
+      };
+      auto weights_of = [&](long head) {
+        auto it = ws.find(head);
+        if (it == ws.end()) {
+          std::vector<Var> w;
+          for (const Tensor& t : wv) w.push_back(tape.watch(row_of(t, head)));
+          it = ws.emplace(head, std::move(w)).first;
+        }
+        return it->second;
+      };
+      GroupResult g = self->forward_group(lo, hi, x_of, weights_of, mask_v, state_v, rng, false);
+      std::vector<Tensor> seeds;
+      for (long e : g.examples) seeds.push_back(row_of(ct, e));
+      autodiff::VarList wrt;
+      for (const auto& [e, v] : xs) wrt.push_back(v);
+      for (const auto& [h, w] : ws) wrt.insert(wrt.end(), w.begin(), w.end());
+      const std::vector<Tensor> grads = tape.core()->backward(g.outputs, seeds, wrt);
+      std::size_t k = 0;
+      for (const auto& [e, v] : xs) add_block(gx, e, grads[k++]);
+      for (const auto& [h, w] : ws) {
+        for (std::size_t i = 0; i < w.size(); ++i) add_block(gw[i], h, grads[k++]);
+      }
+    }
+    std::vector<Tensor> out{gx};
+    out.insert(out.end(), gw.begin(), gw.end());
+    return out;
+  };
+
+  autodiff::VarList y =
+      autodiff::custom_vjp(name() + "_attention", inputs, forward_fn, backward_fn);
+  if (update) state_ = state_of(new_state);
+  return y.at(0);
+}
+
+// =============================================================================================
+// SelfAttention
+// =============================================================================================
+
+namespace {
+
+void validate_chunking(const std::string& who, const std::optional<long>& chunk_len,
+                       long n_chunks_before, long n_chunks_after) {
+  if (chunk_len) require_positive(who, "chunk_len", *chunk_len);
+  if (n_chunks_before < 0 || n_chunks_after < 0) {
+    throw ValueError(who + ": n_chunks_before and n_chunks_after must be >= 0, got " +
+                     str(n_chunks_before) + " and " + str(n_chunks_after));
+  }
+  if (!chunk_len && (n_chunks_before != 0 || n_chunks_after != 0)) {
+    throw ValueError(who + ": n_chunks_before/n_chunks_after (" + str(n_chunks_before) + "/" +
+                     str(n_chunks_after) + ") need chunk_len; set chunk_len or use 0 and 0");
+  }
+}
+
+// forward_unbatched's inputs: x [L, d], mask [L] (integer) iff masked.
+void check_unbatched(const Var& x, const Tensor& mask, bool masked, std::size_t seqlen) {
+  if (x.ndim() != 2) {
+    throw ShapeError("forward_unbatched: expected x of shape [length, d_model], got " +
+                     core::shape_str(x.shape()));
+  }
+  if (masked != mask.defined()) {
+    throw ValueError(std::string("forward_unbatched: ") +
+                     (masked ? "the layer is masked: pass a mask [length]"
+                             : "the layer is not masked: pass no mask"));
+  }
+  if (masked && (mask.shape() != Shape{seqlen} || core::is_floating(mask.dtype()))) {
+    throw ShapeError("forward_unbatched: expected an integer mask of shape [" +
+                     std::to_string(seqlen) + "], got " + core::shape_str(mask.shape()) + " " +
+                     std::string(core::dtype_name(mask.dtype())));
+  }
+}
+
+}  // namespace
+
+SelfAttentionLayer::SelfAttentionLayer(const SelfAttentionOptions& options, SrcLoc where,
+                                       std::string name)
+    : EfficientAttentionBase(std::move(name), options.n_heads, options.masked ? 2 : 1,
+                             options.n_parallel_heads, options.use_reference_code, options.mode,
+                             where),
+      opt_(options) {
+  require_positive(this->name(), "d_qk", opt_.d_qk);
+  require_positive(this->name(), "d_v", opt_.d_v);
+  require_rate(this->name(), "attention_dropout", opt_.attention_dropout);
+  require_rate(this->name(), "output_dropout", opt_.output_dropout);
+  validate_chunking(this->name(), opt_.chunk_len, opt_.n_chunks_before, opt_.n_chunks_after);
+}
+
+Tensor SelfAttentionLayer::kernel_init(const Shape& shape, Key rng) const {
+  // Glorot uniform over the total width of all heads. As in JAX: the ratio in double,
+  // then the square root in float32.
+  const float ratio = static_cast<float>(
+      6.0 / static_cast<double>(shape[0] + shape[1] * static_cast<std::size_t>(n_heads())));
+  const float lim = std::sqrt(ratio);
+  return core::uniform(rng, shape, DType::f32, -static_cast<double>(lim), static_cast<double>(lim));
+}
+
+std::vector<Tensor> SelfAttentionLayer::create_weights_unbatched(const Signature& sig, Key rng) {
+  const std::size_t d_model = sig.at(0).shape.back();
+  const std::size_t d_qk = static_cast<std::size_t>(opt_.d_qk);
+  const std::size_t d_v = static_cast<std::size_t>(opt_.d_v);
+  const std::vector<Key> keys = core::split(rng, 4);  // q, k, v, o (k unused if share_qk)
+  std::vector<Tensor> ws;
+  ws.push_back(kernel_init({d_model, d_qk}, keys[0]));
+  if (!opt_.share_qk) ws.push_back(kernel_init({d_model, d_qk}, keys[1]));
+  ws.push_back(kernel_init({d_model, d_v}, keys[2]));
+  ws.push_back(core::transpose(kernel_init({d_model, d_v}, keys[3])));  // [d_v, d_model]
+  if (opt_.bias) {
+    ws.push_back(Tensor::zeros({d_qk}));
+    if (!opt_.share_qk) ws.push_back(Tensor::zeros({d_qk}));
+    ws.push_back(Tensor::zeros({d_v}));
+  }
+  return ws;
+}
+
+std::vector<std::string> SelfAttentionLayer::weight_names() const {
+  std::vector<std::string> names{"w_q"};
+  if (!opt_.share_qk) names.push_back("w_k");
+  names.push_back("w_v");
+  names.push_back("w_o");
+  if (opt_.bias) {
+    names.push_back("b_q");
+    if (!opt_.share_qk) names.push_back("b_k");
+    names.push_back("b_v");
+  }
+  return names;
+}
+
+std::size_t SelfAttentionLayer::weights_d_model() const {
+  return own_weights().size() > 0 ? weight(0).dim(1) : 0;
+}
+
+void SelfAttentionLayer::check_inputs(const Signature& sig, bool against_weights) const {
+  EfficientAttentionBase::check_inputs(sig, against_weights);
+  const long seqlen = as_long(sig[0].shape[1]);
+  if (opt_.chunk_len && seqlen % *opt_.chunk_len != 0) {
+    throw ValueError("sequence length " + str(seqlen) + " is not a multiple of chunk_len " +
+                     str(*opt_.chunk_len) + "; pad to " +
+                     str(padded_length(seqlen, 1, *opt_.chunk_len)));
+  }
+}
+
+EfficientAttentionBase::UnbatchedResult SelfAttentionLayer::forward_unbatched(
+    const Var& x, const Tensor& mask, const std::vector<Var>& weights,
+    const std::vector<Tensor>& state, Key rng, bool /*update_state*/, long /*head*/) {
+  const std::size_t seqlen = x.dim(0);
+  check_unbatched(x, mask, opt_.masked, seqlen);
+  // 1. Two keys: attention-dropout masks, output-dropout mask.
+  const std::vector<Key> rngs = core::split(rng, 2);
+  const Key attend_rng = rngs[0];
+  const Key output_rng = rngs[1];
+
+  // 2. This head's weights, in weight_names() order.
+  std::size_t i = 0;
+  const Var& w_q = weights.at(i++);
+  const Var w_k = opt_.share_qk ? Var() : weights.at(i++);
+  const Var& w_v = weights.at(i++);
+  const Var& w_o = weights.at(i++);
+  Var b_q, b_k, b_v;
+  if (opt_.bias) {
+    b_q = weights.at(i++);
+    if (!opt_.share_qk) b_k = weights.at(i++);
+    b_v = weights.at(i++);
+  }
+
+  // 3. Projections: q [L, d_qk], k [L, d_qk] (none when shared with q), v [L, d_v].
+  const Var q = fm::dense(x, w_q, b_q);
+  const Var k = opt_.share_qk ? Var() : fm::dense(x, w_k, b_k);
+  const Var v = fm::dense(x, w_v, b_v);
+
+  // 4. Masking metadata: positions (tied to x, as Trax), padded keys made negative.
+  const Tensor positions = autodiff::tie_in(x, Var(Tensor::arange(seqlen, DType::i32))).value();
+  Tensor kv_info = positions;
+  if (opt_.masked) {
+    const Tensor ones = autodiff::tie_in(x, Var(Tensor::ones({seqlen}, DType::i32))).value();
+    kv_info = core::mul(positions, core::where(mask, ones, core::neg(ones)));
+  }
+
+  // 5. (Chunked) dot-product attention.
+  AttendOptions o;
+  o.q_chunk_len = opt_.chunk_len;
+  o.kv_chunk_len = opt_.chunk_len;
+  o.n_chunks_before = opt_.n_chunks_before;
+  o.n_chunks_after = opt_.n_chunks_after;
+  o.mask_fn = [causal = opt_.causal, exclude_self = opt_.share_qk, masked = opt_.masked](
+                  const Var& dots, const Tensor& q_info, const Tensor& kv) {
+    return mask_self_attention(dots, q_info, kv, causal, exclude_self, masked);
+  };
+  o.q_info = positions;
+  o.kv_info = kv_info;
+  o.dropout = effective_rate(opt_.attention_dropout);
+  o.rng = attend_rng;
+  const AttendResult attended = attend(q, k, v, o);
+
+  // 6. Output projection [L, d_model] and broadcast output dropout.
+  Var out = fm::matmul(attended.out, w_o);
+  out = apply_broadcasted_dropout(out, effective_rate(opt_.output_dropout), output_rng);
+  return {out, state};
+}
+
+// =============================================================================================
+// LSHSelfAttention
+// =============================================================================================
+
+namespace {
+
+SelfAttentionOptions self_attention_options(const LSHSelfAttentionOptions& o) {
+  if (!o.chunk_len) {
+    throw ValueError(
+        "LSHSelfAttention: chunk_len is required (e.g. 64; n_hashes * length must "
+        "be a multiple of it)");
+  }
+  SelfAttentionOptions s;
+  s.n_heads = o.n_heads;
+  s.d_qk = o.d_qk;
+  s.d_v = o.d_v;
+  s.share_qk = true;
+  s.causal = o.causal;
+  s.masked = o.masked;
+  s.chunk_len = o.chunk_len;
+  s.n_chunks_before = o.n_chunks_before;
+  s.n_chunks_after = o.n_chunks_after;
+  s.bias = false;
+  s.mode = o.mode;
+  s.attention_dropout = o.attention_dropout;
+  s.output_dropout = o.output_dropout;
+  s.n_parallel_heads = o.n_parallel_heads;
+  s.use_reference_code = o.use_reference_code;
+  return s;
+}
+
+long rotation_size(const std::vector<long>& n_buckets) {
+  return std::accumulate(n_buckets.begin(), n_buckets.end(), 0L);
+}
+
+}  // namespace
+
+LSHSelfAttentionLayer::LSHSelfAttentionLayer(const LSHSelfAttentionOptions& options, SrcLoc where)
+    : SelfAttentionLayer(self_attention_options(options), where, "LSHSelfAttention"),
+      lsh_(options) {
+  require_positive(name(), "n_hashes", lsh_.n_hashes);
+  if (lsh_.n_buckets.empty()) {
+    throw ValueError(name() +
+                     ": n_buckets must be even and >= 2 (or a list of such factors), "
+                     "got an empty list");
+  }
+  for (long f : lsh_.n_buckets) {
+    if (f < 2 || f % 2 != 0) {
+      throw ValueError(name() +
+                       ": n_buckets must be even and >= 2 (each factor of a "
+                       "factorised n_buckets too), got " +
+                       str(f));
+    }
+  }
+  if (lsh_.max_length_for_buckets) {
+    require_positive(name(), "max_length_for_buckets", *lsh_.max_length_for_buckets);
+  }
+}
+
+void LSHSelfAttentionLayer::set_fixed_rotations(const Tensor& rotations) {
+  if (!rotations.defined()) {
+    fixed_rotations_ = Tensor();
+    return;
+  }
+  const Shape one{static_cast<std::size_t>(lsh_.d_qk), static_cast<std::size_t>(lsh_.n_hashes),
+                  static_cast<std::size_t>(rotation_size(lsh_.n_buckets) / 2)};
+  Shape per_head = one;
+  per_head.insert(per_head.begin(), static_cast<std::size_t>(lsh_.n_heads));
+  if (rotations.shape() != one && rotations.shape() != per_head) {
+    throw ShapeError(name() + ": set_fixed_rotations expects [d_qk, n_hashes, rot_size / 2] = " +
+                     core::shape_str(one) + " or per head " + core::shape_str(per_head) + ", got " +
+                     core::shape_str(rotations.shape()));
+  }
+  if (!core::is_floating(rotations.dtype())) {
+    throw DTypeError(name() + ": rotations must be float32 or float64, got " +
+                     std::string(core::dtype_name(rotations.dtype())));
+  }
+  fixed_rotations_ = rotations;
+}
+
+std::vector<Tensor> LSHSelfAttentionLayer::create_state_unbatched(const Signature& sig, Key rng) {
+  const long length = lsh_.max_length_for_buckets.value_or(as_long(sig.at(0).shape.at(0)));
+  return {Tensor::zeros({static_cast<std::size_t>(lsh_.n_hashes * length)}, DType::i32),
+          key_to_tensor(rng)};
+}
+
+void LSHSelfAttentionLayer::check_inputs(const Signature& sig, bool against_weights) const {
+  EfficientAttentionBase::check_inputs(sig, against_weights);
+  const long seqlen = as_long(sig[0].shape[1]);
+  const long chunk = *lsh_.chunk_len;
+  const long n_hashes = lsh_.n_hashes;
+  if ((n_hashes * seqlen) % chunk != 0) {
+    const long to = padded_length(seqlen, n_hashes, chunk);
+    if (n_hashes == 1) {
+      throw ValueError("sequence length " + str(seqlen) + " is not a multiple of chunk_len " +
+                       str(chunk) + "; pad to " + str(to));
+    }
+    throw ValueError("sequence length " + str(seqlen) + " times n_hashes " + str(n_hashes) +
+                     " (= " + str(n_hashes * seqlen) + ") is not a multiple of chunk_len " +
+                     str(chunk) + "; pad to " + str(to));
+  }
+  if (lsh_.max_length_for_buckets && seqlen > *lsh_.max_length_for_buckets) {
+    throw ValueError("sequence length " + str(seqlen) + " exceeds max_length_for_buckets " +
+                     str(*lsh_.max_length_for_buckets));
+  }
+}
+
+Tensor LSHSelfAttentionLayer::hash(const Tensor& q, Key rng, const Tensor& mask, long head) const {
+  // Rotations: the fixed ones if given, else drawn (float32, as Trax) from the key; then
+  // converted to q's dtype (exactly), so a float64 layer hashes in float64.
+  Tensor rotations;
+  if (fixed_rotations_.defined()) {
+    rotations = fixed_rotations_.ndim() == 4 ? row_of(fixed_rotations_, head) : fixed_rotations_;
+  } else {
+    rotations = hash_rotations(rng, as_long(q.dim(1)), lsh_.n_buckets, lsh_.n_hashes);
+  }
+  if (rotations.dtype() != q.dtype()) rotations = rotations.astype(q.dtype());
+  return hash_vectors_with(q, rotations, lsh_.n_buckets, lsh_.n_hashes,
+                           mask.defined() ? &mask : nullptr);
+}
+
+EfficientAttentionBase::UnbatchedResult LSHSelfAttentionLayer::forward_unbatched(
+    const Var& x, const Tensor& mask_in, const std::vector<Var>& weights,
+    const std::vector<Tensor>& state_in, Key rng, bool update_state, long head) {
+  const long seqlen = as_long(x.dim(0));
+  const long n_hashes = lsh_.n_hashes;
+  check_unbatched(x, mask_in, lsh_.masked, x.dim(0));
+  const Tensor mask = mask_in.defined() ? mask_in.astype(DType::i32) : Tensor();
+  const std::vector<Tensor>& state = state_in;
+  if (state.size() != 2) {
+    throw ValueError("LSHSelfAttention: expected a state of (buckets, hash key), got " +
+                     std::to_string(state.size()) + " tensors");
+  }
+
+  // 1. Two keys: attention-dropout masks, output-dropout mask.
+  const std::vector<Key> rngs = core::split(rng, 2);
+  const Key attend_rng = rngs[0];
+  const Key output_rng = rngs[1];
+
+  // 2. Shared query/key projection and value projection.
+  const Var& w_q = weights.at(0);
+  const Var& w_v = weights.at(1);
+  const Var& w_o = weights.at(2);
+  const Var q = fm::matmul(x, w_q);  // [L, d_qk]
+  const Var v = fm::matmul(x, w_v);  // [L, d_v]
+
+  // 3. Buckets: rehash with a fresh key (and keep the buckets in the state), or reuse
+  //    the stored ones (recomputation in the backward pass).
+  Tensor buckets;
+  std::vector<Tensor> new_state = state;
+  if (update_state) {
+    const std::vector<Key> hash_keys = core::split(key_from_tensor(state.at(1)), 2);
+    const Key hash_rng = hash_keys[0];
+    const Key hash_subrng = hash_keys[1];
+    const Var q_no_grad = autodiff::stop_gradient(q);            // hashing is not differentiated
+    buckets = hash(q_no_grad.value(), hash_subrng, mask, head);  // int32 [n_hashes * L]
+    Tensor stored = buckets;
+    if (lsh_.max_length_for_buckets) {
+      const long full = n_hashes * *lsh_.max_length_for_buckets;
+      if (as_long(buckets.size()) < full) {
+        stored = core::concatenate(
+            {buckets, Tensor::zeros({static_cast<std::size_t>(full) - buckets.size()}, DType::i32)},
+            0);
+      }
+    }
+    new_state = {stored, key_to_tensor(hash_rng)};
+  } else {
+    buckets = state.at(0);
+    if (lsh_.max_length_for_buckets) buckets = core::slice(buckets, 0, 0, n_hashes * seqlen);
+  }
+  if (as_long(buckets.size()) != n_hashes * seqlen) {
+    throw ShapeError("the stored buckets cover " + std::to_string(buckets.size()) +
+                     " positions, this call needs n_hashes * length = " + str(n_hashes) + " x " +
+                     str(seqlen) + " = " + str(n_hashes * seqlen) +
+                     ": run a state-updating forward pass at this length first");
+  }
+
+  // 4. Sort positions by (bucket, position), all hash rounds as one sequence.
+  const SortedBuckets sorted = sort_buckets(buckets, seqlen, n_hashes);
+  //    st = sticker % L: the original position of each sorted slot.
+  Tensor st = Tensor::empty({sorted.sticker.size()}, DType::i32);
+  {
+    const std::int32_t* s = sorted.sticker.data<std::int32_t>();
+    std::int32_t* p = st.data<std::int32_t>();
+    for (std::size_t i = 0; i < st.size(); ++i) p[i] = static_cast<std::int32_t>(s[i] % seqlen);
+  }
+
+  // 5. Gather queries and values into sorted order: [n_hashes * L, d].
+  const Var sq = fm::take(q, Var(st), 0);
+  const Var sv = fm::take(v, Var(st), 0);
+
+  // 6. Masking metadata: causal/self masks compare original positions; padded keys
+  //    carry negative positions.
+  Tensor kv_info;
+  if (lsh_.masked) {
+    kv_info = Tensor::empty(st.shape(), DType::i32);
+    const std::int32_t* s = st.data<std::int32_t>();
+    const std::int32_t* m = mask.data<std::int32_t>();
+    std::int32_t* p = kv_info.data<std::int32_t>();
+    for (std::size_t i = 0; i < st.size(); ++i) p[i] = m[s[i]] != 0 ? s[i] : -s[i];
+  }
+
+  // 7. Chunked shared-QK attention over the sorted sequence (self mask on).
+  AttendOptions o;
+  o.q_chunk_len = lsh_.chunk_len;
+  o.n_chunks_before = lsh_.n_chunks_before;
+  o.n_chunks_after = lsh_.n_chunks_after;
+  o.mask_fn = [causal = lsh_.causal, masked = lsh_.masked](const Var& dots, const Tensor& q_info,
+                                                           const Tensor& kv) {
+    return mask_self_attention(dots, q_info, kv, causal, /*exclude_self=*/true, masked);
+  };
+  o.q_info = st;
+  o.kv_info = kv_info;  // undefined when not masked: attend then uses q_info
+  o.dropout = effective_rate(lsh_.attention_dropout);
+  o.rng = attend_rng;
+  const AttendResult attended = attend(sq, Var(), sv, o);
+
+  // 8. Undo the sort: outputs [n_hashes * L, d_v] and their logsumexps [n_hashes * L].
+  Var out_rounds = permute_via_gather(attended.out, sorted.undo_sort, sorted.sticker, 0);
+  Var logits = permute_via_sort(attended.logsumexp, sorted.sticker, sorted.buckets_and_t, 0);
+
+  // 9. Combine the hash rounds, each weighted by its share of the total softmax mass.
+  Var combined = out_rounds;
+  if (n_hashes > 1) {
+    const long d_v = as_long(out_rounds.dim(1));
+    out_rounds = fm::reshape(out_rounds, {n_hashes, seqlen, d_v});
+    logits = fm::reshape(logits, {n_hashes, seqlen, 1});
+    const Var probs = fm::exp(logits - fm::logsumexp(logits, {0}, true));
+    combined = fm::sum(out_rounds * probs, {0});
+  }
+
+  // 10. Output projection and broadcast output dropout.
+  Var out = fm::matmul(combined, w_o);
+  out = apply_broadcasted_dropout(out, effective_rate(lsh_.output_dropout), output_rng);
+  return {out, new_state};
+}
+
+// ---- factories ---------------------------------------------------------------------------------
+
+std::shared_ptr<SelfAttentionLayer> SelfAttention(const SelfAttentionOptions& options,
+                                                  SrcLoc where) {
+  return std::make_shared<SelfAttentionLayer>(options, where);
+}
+
+std::shared_ptr<LSHSelfAttentionLayer> LSHSelfAttention(const LSHSelfAttentionOptions& options,
+                                                        SrcLoc where) {
+  return std::make_shared<LSHSelfAttentionLayer>(options, where);
+}
+
+}  // namespace minitrax::layers::research

@@ -1,0 +1,337 @@
+// minitrax/layers/research/efficient_attention.hpp: memory-efficient multi-head
+// self-attention and LSH self-attention (Trax 1.3.4's
+// trax/layers/research/efficient_attention.py: EfficientAttentionBase, SelfAttention,
+// LSHSelfAttention).
+//
+// The structure is Trax's: a base class owns the multi-head bookkeeping, a subclass
+// says what ONE head does to ONE example (`forward_unbatched`):
+//
+//   EfficientAttentionBase         x [B, L, d_model] (, mask [B, L]) -> [B, L, d_model]
+//     weights: each leaf stacked on a leading n_heads axis (w_q [H, d_model, d_qk], ...)
+//     state:   each leaf stacked on a leading B*H axis, row example * H + head
+//     output:  the SUM over heads of forward_unbatched's [L, d_model] outputs
+//   SelfAttentionLayer             q/k/v projections, (chunked) dot-product attention,
+//                                  output projection; no state
+//   LSHSelfAttentionLayer          shared-QK attention within LSH buckets; state per
+//                                  (example, head): (buckets, hash rng)
+//
+// Two ways to run the same function (use_reference_code):
+//   * reference: a plain loop over (example, head) that slices one example and one
+//     head's weights and calls forward_unbatched, recorded op by op on the ordinary
+//     tape. Written to be read and stepped through in gdb.
+//   * memory-lean (default): the whole layer call is ONE node on the caller's tape
+//     (autodiff::custom_vjp) whose residuals are only the inputs, the weights and the
+//     new state. Its backward pass walks the (example, head) slices again, group by
+//     group (n_parallel_heads slices at a time), recomputing each group's forward on a
+//     private tape with update_state = false (so LSH reuses the buckets the forward
+//     pass stored) and differentiating it at once: Trax's forward_and_or_backward,
+//     "[FW-BW-1]" order. Both paths give the same outputs, state and gradients,
+//     dropout included, for the same rng (tests pin them together).
+//
+// Randomness, as in Trax: the SAME layer rng goes to every (example, head), so dropout
+// masks are shared by all heads and examples; forward_unbatched splits it into
+// (attention dropout, output dropout). LSH's per-head randomness (the hash rotations)
+// comes from a key kept in the state, split afresh on every state-updating call.
+//
+//   auto attn = research::SelfAttention({.n_heads = 4, .d_qk = 16, .d_v = 16,
+//                                        .causal = true, .chunk_len = 64,
+//                                        .n_chunks_before = 1});
+//   attn->init({{{2, 1024, 64}, DType::f32}}, core::key_from_seed(0));
+//   Var y = (*attn)(x);
+//
+//   auto lsh = research::LSHSelfAttention({.n_heads = 4, .d_qk = 16, .d_v = 16,
+//                                          .causal = true, .chunk_len = 64,
+//                                          .n_hashes = 2, .n_buckets = {32}});
+//
+// Deliberate differences from Trax 1.3.4:
+//   * Predict mode (fast autoregressive inference, incremental_forward_unbatched,
+//     predict_mem_len/predict_drop_len) is NOT implemented yet: a layer created with
+//     mode = predict, or switched to it, throws ValueError. use_python_loop does not
+//     exist (there is no jitted loop to replace).
+//   * Dropout rates are taken as given in train mode and as 0 otherwise at CALL time
+//     (Trax zeroes them at construction), so set_mode(eval) switches dropout off.
+//   * LSHSelfAttention requires chunk_len (Trax's default None with n_chunks_before = 1
+//     trips an assertion inside attend); every n_buckets factor must be even and >= 2
+//     (Trax: an assert). Errors say what to change: "sequence length 444 is not a
+//     multiple of chunk_len 64; pad to 448".
+//   * The hash rng in the state is an int64 [B*H, 2] tensor holding the two uint32
+//     words of the key (minitrax has no uint32 dtype; checkpoints store keys the same
+//     way). Buckets are int32 [B*H, n_hashes * L] as in Trax.
+//   * n_parallel_heads only groups the work of the memory-lean path; when B*H is not
+//     a multiple of it the last group is smaller (Trax asserts).
+//   * The mask is an integer tensor [B, L], nonzero = valid (Trax: bool).
+//   * forward_unbatched also receives the head index (for per-head fixed rotations,
+//     see LSHSelfAttentionLayer::set_fixed_rotations); Trax's does not need it.
+//   * set_update_state(false) runs forward passes that reuse the stored state (LSH
+//     buckets) instead of updating it: what Trax's backward and the reversible layers
+//     do internally, exposed for gradient checks and recomputation.
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <optional>
+#include <source_location>
+#include <string>
+#include <vector>
+
+#include "layers/base.hpp"
+#include "layers/research/attention_ops.hpp"
+
+namespace minitrax::layers::research {
+
+using base::LayerPtr;
+using base::Mode;
+using base::Signature;
+using base::Stack;
+using base::State;
+using core::DType;
+using core::Shape;
+using SrcLoc = std::source_location;
+
+/// Multi-head bookkeeping shared by the efficient attention layers (Trax's
+/// EfficientAttentionBase): per-head weights, per-(example, head) state, the
+/// reference loop and the memory-lean recomputing path.
+class EfficientAttentionBase : public base::Layer {
+ public:
+  /// n_in is 1, or 2 for (x, mask). n_parallel_heads, when given, must be a multiple or
+  /// a divisor of n_heads (ValueError otherwise, as Trax).
+  EfficientAttentionBase(std::string name, long n_heads, int n_in,
+                         std::optional<long> n_parallel_heads, bool use_reference_code, Mode mode,
+                         SrcLoc where);
+
+  long n_heads() const { return n_heads_; }
+  std::optional<long> n_parallel_heads() const { return n_parallel_heads_; }
+  bool use_reference_code() const { return use_reference_code_; }
+  /// Switches between the reference loop and the memory-lean path (same function).
+  void set_use_reference_code(bool on) { use_reference_code_ = on; }
+  /// true (default): every forward pass updates the state (LSH rehashes with a fresh
+  /// key). false: forward passes reuse the stored state and leave it unchanged.
+  bool update_state() const { return update_state_; }
+  void set_update_state(bool on) { update_state_ = on; }
+
+  // ---- the per-(example, head) hooks (public so they can be called one by one) ----
+
+  /// What one head of one example produces: out [L, d_model] and its new state.
+  struct UnbatchedResult {
+    Var out;
+    std::vector<Tensor> state;
+  };
+  /// The weights of one head, drawn from `rng`, as float32 tensors (the base class
+  /// stacks them over heads and casts them to the input's floating dtype).
+  /// `input_signature` is unbatched: [L, d_model] (and [L] for a mask).
+  virtual std::vector<Tensor> create_weights_unbatched(const Signature& input_signature,
+                                                       Key rng) = 0;
+  /// The state of one (example, head); default: none.
+  virtual std::vector<Tensor> create_state_unbatched(const Signature& input_signature, Key rng);
+  /// One example x [L, d_model], its mask [L] (int32, nonzero = valid; undefined
+  /// when the layer is not masked), one head's weights and one (example, head)'s
+  /// state. `rng` is the layer's rng (the same for every example and head).
+  virtual UnbatchedResult forward_unbatched(const Var& x, const Tensor& mask,
+                                            const std::vector<Var>& weights,
+                                            const std::vector<Tensor>& state, Key rng,
+                                            bool update_state, long head) = 0;
+
+  /// One head's weights as differentiable slices of the stacked weights.
+  std::vector<Var> head_weights(long head) const;
+  /// Row `index` (= example * n_heads + head) of the current state, leaves unstacked.
+  std::vector<Tensor> state_row(long index) const;
+
+ protected:
+  Stack forward(const Stack& inputs) override;
+  void init_weights_and_state(const Signature& input_signature) override;
+  Signature forward_signature(const Signature& input_signature) override;
+
+  /// Checks the inputs (subclasses add their length rules); with against_weights, also
+  /// that d_model and the dtype match the weights. Throws ShapeError / DTypeError /
+  /// ValueError saying what was expected.
+  virtual void check_inputs(const Signature& input_signature, bool against_weights) const;
+  /// The model width the weights were made for (0 before init).
+  virtual std::size_t weights_d_model() const = 0;
+
+  /// The reference implementation: plain loops over (example, head).
+  Var forward_reference(const Var& x, const Tensor& mask);
+  /// The memory-lean implementation: one custom-VJP node, recomputation per group.
+  Var forward_memory_lean(const Var& x, const Tensor& mask);
+
+  /// What a group of slices produced.
+  struct GroupResult {
+    std::vector<long> examples;               // the examples touched, ascending
+    std::vector<Var> outputs;                 // per example: sum over the group's heads
+    std::vector<std::vector<Tensor>> states;  // per slice (idx_lo .. idx_hi - 1)
+  };
+  /// Runs the slices idx in [idx_lo, idx_hi) (idx = example * n_heads + head): the unit
+  /// of work of the memory-lean path (Trax's run_inner), and the place to batch heads
+  /// for speed. x_of(example) gives that example's [L, d_model] input, weights_of(head)
+  /// that head's weights, as Vars (constants in the forward pass, watched on a private
+  /// tape in the backward pass). `state` and `mask` are the stacked tensors.
+  /// Default: a loop calling forward_unbatched.
+  virtual GroupResult forward_group(long idx_lo, long idx_hi, const std::function<Var(long)>& x_of,
+                                    const std::function<std::vector<Var>(long)>& weights_of,
+                                    const Tensor& mask, const std::vector<Tensor>& state, Key rng,
+                                    bool update_state);
+
+  /// How many slices the memory-lean path processes at a time for a batch of B.
+  long group_size(long batch) const;
+
+  /// Dropout rates at call time: the given rate in train mode, 0 otherwise.
+  double effective_rate(double rate) const { return mode_ == Mode::train ? rate : 0.0; }
+
+ private:
+  long n_heads_;
+  std::optional<long> n_parallel_heads_;
+  bool use_reference_code_;
+  bool update_state_ = true;
+};
+
+// ---- SelfAttention ----------------------------------------------------------------------
+
+/// Trax 1.3.4's SelfAttention arguments and defaults (predict_mem_len,
+/// predict_drop_len and use_python_loop are not supported).
+struct SelfAttentionOptions {
+  long n_heads = 2;
+  long d_qk = 64;
+  long d_v = 64;
+  bool share_qk = false;  // keys = length-normalised queries; the self mask (-1e5) is on
+  bool causal = false;
+  bool masked = false;                           // inputs (x, mask [B, L]) instead of x
+  std::optional<long> chunk_len = std::nullopt;  // none: full attention
+  long n_chunks_before = 0;  // chunks before/after each chunk to attend to (wrapping)
+  long n_chunks_after = 0;
+  bool bias = false;  // biases on q, k, v
+  Mode mode = Mode::train;
+  double attention_dropout = 0.0;
+  double output_dropout = 0.0;
+  std::optional<long> n_parallel_heads = std::nullopt;
+  bool use_reference_code = false;
+};
+
+/// Multi-head self-attention, one head at a time (Trax's SelfAttention).
+/// Weights per head (stacked on a leading n_heads axis), in this order:
+///   w_q [d_model, d_qk], w_k [d_model, d_qk] (not if share_qk), w_v [d_model, d_v],
+///   w_o [d_v, d_model], then with bias: b_q [d_qk], b_k [d_qk] (not if share_qk), b_v [d_v].
+/// Kernels are uniform(-lim, lim) with lim = sqrt(6 / (d_model + d * n_heads)) (Glorot
+/// over all heads), drawn from split(head_rng, 4) = (q, k, v, o); w_o is the transpose
+/// of a [d_model, d_v] draw; biases are zeros. Same draws as Trax for the same key.
+///
+/// forward_unbatched (one example, one head):
+///   attend_rng, output_rng = split(rng)
+///   q = x w_q (+ b_q);  k = x w_k (+ b_k) unless share_qk;  v = x w_v (+ b_v)
+///   q_info = kv_info = arange(L);  masked: kv_info = arange(L) * where(mask, 1, -1)
+///   o = attend(q, k, v, chunk_len, n_chunks_before/after,
+///              mask_self_attention(causal, exclude_self = share_qk, masked), dropout)
+///   out = dropout_broadcast(o w_o, output_dropout, output_rng)
+class SelfAttentionLayer : public EfficientAttentionBase {
+ public:
+  SelfAttentionLayer(const SelfAttentionOptions& options, SrcLoc where,
+                     std::string name = "SelfAttention");
+  const SelfAttentionOptions& options() const { return opt_; }
+
+  std::vector<Tensor> create_weights_unbatched(const Signature& input_signature, Key rng) override;
+  UnbatchedResult forward_unbatched(const Var& x, const Tensor& mask,
+                                    const std::vector<Var>& weights,
+                                    const std::vector<Tensor>& state, Key rng, bool update_state,
+                                    long head) override;
+
+ protected:
+  std::vector<std::string> weight_names() const override;
+  void check_inputs(const Signature& input_signature, bool against_weights) const override;
+  std::size_t weights_d_model() const override;
+  /// Trax's _kernel_initializer: float32 uniform(-lim, lim), lim over all heads.
+  Tensor kernel_init(const Shape& shape, Key rng) const;
+
+  SelfAttentionOptions opt_;
+};
+
+// ---- LSHSelfAttention ---------------------------------------------------------------------
+
+/// Trax 1.3.4's LSHSelfAttention arguments and defaults (chunk_len required here;
+/// predict_mem_len, predict_drop_len and use_python_loop are not supported).
+struct LSHSelfAttentionOptions {
+  long n_heads = 2;
+  long d_qk = 64;
+  long d_v = 64;
+  bool causal = false;
+  bool masked = false;
+  std::optional<long> chunk_len = std::nullopt;  // required: n_hashes * L must be a multiple of it
+  long n_chunks_before = 1;
+  long n_chunks_after = 0;
+  long n_hashes = 1;
+  /// {n}: n buckets per round (n even); {f0, f1, ...}: factorised hashing with
+  /// f0 * f1 * ... buckets (each factor even).
+  std::vector<long> n_buckets = {256};
+  Mode mode = Mode::train;
+  double attention_dropout = 0.0;
+  double output_dropout = 0.0;
+  std::optional<long> n_parallel_heads = 1;
+  bool use_reference_code = false;
+  /// If set, the buckets in the state are zero-padded to n_hashes * this length, so the
+  /// state keeps one shape for all sequence lengths up to it.
+  std::optional<long> max_length_for_buckets = std::nullopt;
+};
+
+/// LSH self-attention (Trax's LSHSelfAttention): queries and keys shared, attention
+/// restricted to chunks of positions sorted by their hash bucket.
+/// Weights per head: w_q [d_model, d_qk], w_v [d_model, d_v], w_o [d_v, d_model]
+/// (SelfAttention's with share_qk, same draws). State per (example, head):
+///   buckets int32 [n_hashes * L] (or n_hashes * max_length_for_buckets), and the hash
+///   key as int64 [2] (its two uint32 words); stacked [B*H, ...] with B the init batch.
+///
+/// forward_unbatched (one example, one head):
+///   attend_rng, output_rng = split(rng);  q = x w_q;  v = x w_v
+///   update_state: hash_rng, hash_subrng = split(state key)
+///                 buckets = hash_vectors(q, hash_subrng, n_buckets, n_hashes, mask)
+///                 new state = (buckets, hash_rng)
+///   otherwise:    buckets = the stored ones (state unchanged)
+///   sticker, undo_sort = sort_buckets(buckets);  st = sticker % L
+///   so, slogits = attend(q[st], shared keys, v[st], chunk_len, before/after,
+///                        mask_self_attention(causal, exclude_self = true, masked),
+///                        q_info = st, kv_info = st (masked: st * where(mask[st], 1, -1)))
+///   o = permute_via_gather(so, undo_sort, sticker)
+///   logits = permute_via_sort(slogits, sticker, buckets_and_t)
+///   n_hashes > 1: o = sum over rounds of o_r * exp(logits_r - logsumexp_r(logits))
+///   out = dropout_broadcast(o w_o, output_dropout, output_rng)
+class LSHSelfAttentionLayer : public SelfAttentionLayer {
+ public:
+  LSHSelfAttentionLayer(const LSHSelfAttentionOptions& options, SrcLoc where);
+  const LSHSelfAttentionOptions& lsh_options() const { return lsh_; }
+
+  /// Hash with these rotations instead of drawing them from the state's key (to
+  /// compare with other implementations): [d_qk, n_hashes, rot_size / 2] for all heads,
+  /// or [n_heads, d_qk, n_hashes, rot_size / 2] per head, rot_size = sum of the
+  /// n_buckets factors. The state's key is still split on every update, so the state
+  /// keeps its meaning. An undefined tensor goes back to random rotations.
+  void set_fixed_rotations(const Tensor& rotations);
+  const Tensor& fixed_rotations() const { return fixed_rotations_; }
+
+  std::vector<Tensor> create_state_unbatched(const Signature& input_signature, Key rng) override;
+  UnbatchedResult forward_unbatched(const Var& x, const Tensor& mask,
+                                    const std::vector<Var>& weights,
+                                    const std::vector<Tensor>& state, Key rng, bool update_state,
+                                    long head) override;
+
+ protected:
+  void check_inputs(const Signature& input_signature, bool against_weights) const override;
+
+ private:
+  Tensor hash(const Tensor& q, Key rng, const Tensor& mask, long head) const;
+  LSHSelfAttentionOptions lsh_;
+  Tensor fixed_rotations_;
+};
+
+// ---- factories -----------------------------------------------------------------------------
+// Invalid options are a ValueError naming the option (n_heads, d_qk, d_v > 0; dropout
+// rates in [0, 1); chunk_len > 0; n_chunks_before/after >= 0 and only with chunk_len;
+// n_parallel_heads a multiple or divisor of n_heads; n_buckets even and >= 2; mode not
+// predict).
+
+std::shared_ptr<SelfAttentionLayer> SelfAttention(const SelfAttentionOptions& options = {},
+                                                  SrcLoc where = SrcLoc::current());
+std::shared_ptr<LSHSelfAttentionLayer> LSHSelfAttention(const LSHSelfAttentionOptions& options,
+                                                        SrcLoc where = SrcLoc::current());
+
+/// A key as stored in LSH state: int64 [2] holding its two uint32 words (hi, lo).
+Tensor key_to_tensor(Key key);
+/// The key stored in a tensor of 2 int64 words (as key_to_tensor writes).
+Key key_from_tensor(const Tensor& t);
+
+}  // namespace minitrax::layers::research

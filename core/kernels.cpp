@@ -15,6 +15,10 @@
 //  * one_hot gives an all-zero row for an index outside [0, depth) (jax.nn.one_hot).
 #include "core/kernels.hpp"
 
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
+
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -66,6 +70,16 @@ namespace detail {
 extern const bool flush_denormals_at_load;
 const bool flush_denormals_at_load = [] {
   set_flush_denormals(true);
+#if defined(__GLIBC__)
+  // Tensors of tens of MiB (attention scores, activations) are allocated and freed
+  // every step. glibc serves blocks above its mmap threshold (32 MiB at most) with
+  // fresh mappings, so every step paid ~40,000 page faults zeroing them again
+  // (docs/performance.md). Keeping such blocks in the heap, and not trimming it,
+  // lets the next step reuse them: a caching allocator at the cost of a few
+  // buffers of resident memory.
+  mallopt(M_MMAP_THRESHOLD, 1 << 30);
+  mallopt(M_TRIM_THRESHOLD, 1 << 30);
+#endif
   return true;
 }();
 }  // namespace detail

@@ -369,6 +369,72 @@ TEST_CASE("efficient attention: batching LSHSelfAttention (reference == memory-l
   }
 }
 
+TEST_CASE("efficient attention: the batched fast path equals the reference for every option") {
+  // The options the Trax batching tests leave out: shared QK, biases, no chunking, chunks
+  // after, a length other than the init one; LSH with a factorised n_buckets, chunks after,
+  // max_length_for_buckets. float32 and float64.
+  for (DType dtype : {DType::f32, DType::f64}) {
+    const double tol = dtype == DType::f32 ? 1e-5 : 1e-12;
+    const Tensor x = uniform(3, {2, 12, 13}, dtype);
+    for (int variant = 0; variant < 4; ++variant) {
+      for (bool masked : {false, true}) {
+        std::vector<Tensor> inputs{x};
+        if (masked) inputs.push_back(suffix_mask({9, 12}, 12));
+        auto make = [&](bool reference, std::optional<long> p) {
+          ea::SelfAttentionOptions o{.n_heads = 6,
+                                     .d_qk = 7,
+                                     .d_v = 5,
+                                     .share_qk = variant % 2 == 1,
+                                     .causal = variant >= 2,
+                                     .masked = masked,
+                                     .bias = true,
+                                     .attention_dropout = 0.2,
+                                     .output_dropout = 0.1,
+                                     .n_parallel_heads = p,
+                                     .use_reference_code = reference};
+          if (variant == 2 || variant == 3) {
+            o.chunk_len = 4;
+            o.n_chunks_before = 1;
+            o.n_chunks_after = 1;
+          }
+          return ea::SelfAttention(o);
+        };
+        check_equivalence_to_reference(make, inputs, tol, tol,
+                                       "SelfAttention variant " + std::to_string(variant) +
+                                           (masked ? " masked " : " ") +
+                                           std::string(core::dtype_name(dtype)));
+      }
+    }
+    for (bool causal : {false, true}) {
+      for (bool masked : {false, true}) {
+        std::vector<Tensor> inputs{x};
+        if (masked) inputs.push_back(suffix_mask({8, 12}, 12));
+        auto make = [&](bool reference, std::optional<long> p) {
+          return ea::LSHSelfAttention({.n_heads = 6,
+                                       .d_qk = 7,
+                                       .d_v = 5,
+                                       .causal = causal,
+                                       .masked = masked,
+                                       .chunk_len = 4,
+                                       .n_chunks_before = 1,
+                                       .n_chunks_after = 1,
+                                       .n_hashes = 2,
+                                       .n_buckets = {2, 4},
+                                       .attention_dropout = 0.2,
+                                       .output_dropout = 0.1,
+                                       .n_parallel_heads = p,
+                                       .use_reference_code = reference,
+                                       .max_length_for_buckets = 16});
+        };
+        check_equivalence_to_reference(make, inputs, tol, tol,
+                                       std::string("LSH factorised") + (causal ? " causal" : "") +
+                                           (masked ? " masked " : " ") +
+                                           std::string(core::dtype_name(dtype)));
+      }
+    }
+  }
+}
+
 TEST_CASE("efficient attention: LSH determinism given the init and call keys (Trax test)") {
   const Tensor x = Tensor::ones({3, 32, 8});
   for (bool causal : {true, false}) {

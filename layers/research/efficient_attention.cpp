@@ -5,14 +5,18 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
 #include <map>
 #include <numeric>
 #include <sstream>
+#include <typeinfo>
 #include <utility>
 
 #include "autodiff/fastmath.hpp"
 #include "autodiff/transforms.hpp"
+#include "core/kernels.hpp"
 #include "core/ops.hpp"
+#include "core/vmath.hpp"
 
 namespace minitrax::layers::research {
 
@@ -313,12 +317,579 @@ Var EfficientAttentionBase::forward_reference(const Var& x, const Tensor& mask) 
   return output;
 }
 
+// ---- the batched group path ---------------------------------------------------------------
+//
+// forward_group for SelfAttention and LSHSelfAttention, batched over the slices of a group:
+// the same function as forward_unbatched per (example, head), written with a leading slice
+// axis G so that every step is ONE op over all the group's heads (one batched gemm for the
+// projections, one for q k^T over [G * n_chunks, chunk, window] blocks, one for the
+// probabilities times v, one for the output projection) instead of G times many small ops.
+// Memory per head stays O(L * window) when chunked. Each step matches attend's and
+// forward_unbatched's arithmetic, so the results equal the reference path's within
+// rounding (the test file pins them together).
+
+namespace {
+
+using autodiff::VarList;
+
+// MINITRAX_EFFICIENT_ATTENTION_PER_HEAD=1 switches the batched group path off (the
+// memory-lean path then calls forward_unbatched head by head, as before): for comparisons.
+bool batched_groups_enabled() {
+  static const bool enabled = [] {
+    const char* v = std::getenv("MINITRAX_EFFICIENT_ATTENTION_PER_HEAD");
+    return v == nullptr || std::string(v).empty() || std::string(v) == "0";
+  }();
+  return enabled;
+}
+
+// The slices [idx_lo, idx_hi) as E examples of Hg consecutive heads each (a group is part
+// of one example's heads, or whole examples: group_size's rule guarantees it).
+struct GroupLayout {
+  long n_examples = 0;  // E
+  long heads_per = 0;   // Hg
+  long example_lo = 0;
+  long head_lo = 0;
+  bool ok = false;
+};
+
+GroupLayout layout_of(long idx_lo, long idx_hi, long n_heads) {
+  GroupLayout g;
+  const long n = idx_hi - idx_lo;
+  if (n <= 0) return g;
+  g.example_lo = idx_lo / n_heads;
+  g.head_lo = idx_lo % n_heads;
+  const long example_hi = (idx_hi - 1) / n_heads;
+  g.n_examples = example_hi - g.example_lo + 1;
+  if (g.n_examples == 1) {
+    g.heads_per = n;
+    g.ok = true;
+  } else if (idx_lo % n_heads == 0 && idx_hi % n_heads == 0) {
+    g.heads_per = n_heads;
+    g.ok = true;
+  }
+  return g;
+}
+
+// x for every slice of the group: [G, L, d_model] (copies of each example's x).
+Var group_inputs(const GroupLayout& lay, const std::function<Var(long)>& x_of) {
+  VarList parts;
+  for (long e = 0; e < lay.n_examples; ++e) {
+    const Var xe = x_of(lay.example_lo + e);
+    const long L = as_long(xe.dim(0)), D = as_long(xe.dim(1));
+    parts.push_back(
+        fm::broadcast_to(fm::reshape(xe, {1, L, D}),
+                         Shape{static_cast<std::size_t>(lay.heads_per), static_cast<std::size_t>(L),
+                               static_cast<std::size_t>(D)}));
+  }
+  return parts.size() == 1 ? parts[0] : fm::concatenate(parts, 0);
+}
+
+// Weight leaf i of every slice's head, stacked: [G, ...].
+std::vector<Var> group_weights(const GroupLayout& lay, long n_heads,
+                               const std::function<std::vector<Var>(long)>& weights_of) {
+  std::vector<VarList> per_leaf;
+  for (long e = 0; e < lay.n_examples; ++e) {
+    for (long j = 0; j < lay.heads_per; ++j) {
+      const long head = e == 0 && lay.n_examples == 1 ? lay.head_lo + j : j;
+      const std::vector<Var> ws = weights_of(head % n_heads);
+      if (per_leaf.empty()) per_leaf.resize(ws.size());
+      for (std::size_t i = 0; i < ws.size(); ++i) {
+        std::vector<long> s{1};
+        for (std::size_t a = 0; a < ws[i].ndim(); ++a) s.push_back(as_long(ws[i].dim(a)));
+        per_leaf[i].push_back(fm::reshape(ws[i], s));
+      }
+    }
+  }
+  std::vector<Var> out;
+  for (const VarList& parts : per_leaf) {
+    out.push_back(parts.size() == 1 ? parts[0] : fm::concatenate(parts, 0));
+  }
+  return out;
+}
+
+// The keep multiplier of attend's and apply_broadcasted_dropout's dropout: keep / keep_prob
+// for a bernoulli keep mask of `shape` (the same draws and arithmetic as the reference).
+Tensor dropout_multiplier(double rate, Key rng, const Shape& shape, DType dtype) {
+  const Tensor keep = core::bernoulli(rng, 1.0 - rate, shape);
+  return core::div(keep.astype(dtype), Tensor::scalar(1.0 - rate, dtype));
+}
+
+// The attention core as ONE custom-VJP node, processed block by block: for each slice s,
+// chunk ci and tile of query rows, the scores against the window's chunks (one gemm per
+// window chunk, read in place: no look_adjacent copies), the masks computed on the fly,
+// the softmax with its logsumexp, the shared dropout multiplier, and the product with the
+// values. Only a [rows, window] scratch is alive at a time (O(L * window) per head in
+// total, no [L, L] for unchunked attention either). The backward pass recomputes each
+// block's probabilities from the saved logsumexp. Same arithmetic as attend's steps
+// (dots - constant, logsumexp, exp(dots - lse), * keep / keep_prob, @ v) up to rounding.
+struct CoreSpec {
+  long chunk = 0, before = 0, after = 0;
+  bool causal = false, exclude_self = false, masked = false;
+  Tensor q_info, kv_info;  // int32 [R, L]; slice s uses row s / (G / R); undefined: no mask
+  Tensor multiplier;       // [chunk, window] or undefined
+};
+
+template <class T>
+struct CoreKernel {
+  const CoreSpec& sp;
+  long G, L, dqk, dv, nc, nw, W, R, rb;
+  CoreKernel(const CoreSpec& spec, long g, long l, long dq, long dvv)
+      : sp(spec), G(g), L(l), dqk(dq), dv(dvv) {
+    nc = L / sp.chunk;
+    nw = 1 + sp.before + sp.after;
+    W = nw * sp.chunk;
+    R = sp.q_info.defined() ? as_long(sp.q_info.dim(0)) : 1;
+    rb = sp.chunk <= 512 ? sp.chunk : 256;  // attend's chunk as one tile when small
+  }
+  long window_chunk(long ci, long j) const {
+    const long a = j - sp.before;
+    return (a == 0 || a >= nc || -a >= nc) ? ci : ((ci + a) % nc + nc) % nc;
+  }
+  // Scores of rows [r0, r0 + n) of chunk ci of slice s, masked: S [n, W].
+  // The window's keys are gathered into one [W, d_qk] block first, so that the scores
+  // come from one gemm of attend's shape (the same rounding: LSH's round weights depend
+  // on logsumexps near -1e5, where float32 steps are 0.008).
+  void scores(const T* q, const T* k, long s, long ci, long r0, long n, T* S,
+              std::vector<T>& kbuf) const {
+    const T* qt = q + (s * L + ci * sp.chunk + r0) * dqk;
+    const T* kw = k + (s * L + window_chunk(ci, 0) * sp.chunk) * dqk;
+    if (nw > 1) {
+      kbuf.resize(static_cast<std::size_t>(W * dqk));
+      for (long j = 0; j < nw; ++j) {
+        const T* kj = k + (s * L + window_chunk(ci, j) * sp.chunk) * dqk;
+        std::copy(kj, kj + sp.chunk * dqk, kbuf.data() + j * sp.chunk * dqk);
+      }
+      kw = kbuf.data();
+    }
+    core::gemm(core::Trans::N, core::Trans::T, n, W, dqk, T(1), qt, dqk, kw, dqk, T(0), S, W);
+    if (!sp.q_info.defined()) return;
+    const long row = s / (G / R);
+    const std::int32_t* qi = sp.q_info.data<std::int32_t>() + row * L;
+    const std::int32_t* ki = sp.kv_info.data<std::int32_t>() + row * L;
+    for (long i = 0; i < n; ++i) {
+      const std::int32_t qp = qi[ci * sp.chunk + r0 + i];
+      T* srow = S + i * W;
+      for (long j = 0; j < nw; ++j) {
+        const std::int32_t* kc = ki + window_chunk(ci, j) * sp.chunk;
+        T* sj = srow + j * sp.chunk;
+        // Branch-free (vectorisable); s - 0 is exact, so unmasked scores are unchanged.
+        const bool causal = sp.causal, self = sp.exclude_self, masked = sp.masked;
+        for (long w = 0; w < sp.chunk; ++w) {
+          const std::int32_t kp = kc[w];
+          T sub = T(0);
+          sub = causal && qp < kp ? T(1e9) : sub;
+          sub = self && qp == kp ? T(1e5) : sub;
+          sub = masked && kp < 0 ? T(1e9) : sub;
+          sj[w] -= sub;
+        }
+      }
+    }
+  }
+  // P = exp(S - lse) per row (lse computed when `compute_lse`).
+  void softmax_rows(T* S, long n, T* lse, bool compute_lse) const {
+    std::vector<T> scratch(compute_lse ? static_cast<std::size_t>(W) : 0);
+    for (long i = 0; i < n; ++i) {
+      T* srow = S + i * W;
+      if (compute_lse) {
+        // lse = max + log(sum(exp(s - max))), as logsumexp computes it
+        const T m = core::vmax(srow, static_cast<std::size_t>(W));
+        lse[i] = std::isfinite(m) ? m + std::log(core::vexp_shift_sum(
+                                            srow, scratch.data(), static_cast<std::size_t>(W), m))
+                                  : m;
+      }
+      // p = exp(s - lse), not exp(s - max) / sum: near the -1e5 self mask lse is rounded
+      // to float32's 0.008 steps and the reference's probabilities carry that rounding.
+      for (long w = 0; w < W; ++w) srow[w] -= lse[i];
+      core::vexp(srow, srow, static_cast<std::size_t>(W));
+    }
+  }
+  void apply_multiplier(T* P, long r0, long n) const {
+    if (!sp.multiplier.defined()) return;
+    const T* mu = sp.multiplier.data<T>();
+    for (long i = 0; i < n; ++i) {
+      T* prow = P + i * W;
+      const T* mrow = mu + (r0 + i) * W;
+      for (long w = 0; w < W; ++w) prow[w] *= mrow[w];
+    }
+  }
+  void forward(const T* q, const T* k, const T* v, T* out, T* lse_out) const {
+    std::vector<T> S(static_cast<std::size_t>(rb * W)), kbuf;
+    for (long s = 0; s < G; ++s) {
+      for (long ci = 0; ci < nc; ++ci) {
+        for (long r0 = 0; r0 < sp.chunk; r0 += rb) {
+          const long n = std::min(rb, sp.chunk - r0);
+          scores(q, k, s, ci, r0, n, S.data(), kbuf);
+          T* lse = lse_out + s * L + ci * sp.chunk + r0;
+          softmax_rows(S.data(), n, lse, true);
+          apply_multiplier(S.data(), r0, n);
+          T* ot = out + (s * L + ci * sp.chunk + r0) * dv;
+          for (long j = 0; j < nw; ++j) {
+            const T* vj = v + (s * L + window_chunk(ci, j) * sp.chunk) * dv;
+            core::gemm(core::Trans::N, core::Trans::N, n, dv, sp.chunk, T(1),
+                       S.data() + j * sp.chunk, W, vj, dv, j == 0 ? T(0) : T(1), ot, dv);
+          }
+        }
+      }
+    }
+  }
+  void backward(const T* q, const T* k, const T* v, const T* lse_all, const T* dout,
+                const T* dlse_all, T* dq, T* dk, T* dv_out) const {
+    std::vector<T> P(static_cast<std::size_t>(rb * W)), D(static_cast<std::size_t>(rb * W));
+    std::vector<T> lse(static_cast<std::size_t>(rb)), kbuf;
+    const T* mu = sp.multiplier.defined() ? sp.multiplier.data<T>() : nullptr;
+    for (long s = 0; s < G; ++s) {
+      for (long ci = 0; ci < nc; ++ci) {
+        for (long r0 = 0; r0 < sp.chunk; r0 += rb) {
+          const long n = std::min(rb, sp.chunk - r0);
+          const long base = s * L + ci * sp.chunk + r0;
+          scores(q, k, s, ci, r0, n, P.data(), kbuf);
+          std::copy(lse_all + base, lse_all + base + n, lse.begin());
+          softmax_rows(P.data(), n, lse.data(), false);  // P: probabilities before dropout
+          const T* dot = dout + base * dv;
+          // D = dO @ V_window^T (the gradient of the dropped-out probabilities)
+          for (long j = 0; j < nw; ++j) {
+            const T* vj = v + (s * L + window_chunk(ci, j) * sp.chunk) * dv;
+            core::gemm(core::Trans::N, core::Trans::T, n, sp.chunk, dv, T(1), dot, dv, vj, dv, T(0),
+                       D.data() + j * sp.chunk, W);
+          }
+          // dV_window += (P * mult)^T @ dO, then D *= mult; P stays pre-dropout
+          if (mu != nullptr) {
+            std::vector<T> Pd(P.begin(), P.begin() + n * W);
+            apply_multiplier(Pd.data(), r0, n);
+            for (long j = 0; j < nw; ++j) {
+              T* dvj = dv_out + (s * L + window_chunk(ci, j) * sp.chunk) * dv;
+              core::gemm(core::Trans::T, core::Trans::N, sp.chunk, dv, n, T(1),
+                         Pd.data() + j * sp.chunk, W, dot, dv, T(1), dvj, dv);
+            }
+            apply_multiplier(D.data(), r0, n);
+          } else {
+            for (long j = 0; j < nw; ++j) {
+              T* dvj = dv_out + (s * L + window_chunk(ci, j) * sp.chunk) * dv;
+              core::gemm(core::Trans::T, core::Trans::N, sp.chunk, dv, n, T(1),
+                         P.data() + j * sp.chunk, W, dot, dv, T(1), dvj, dv);
+            }
+          }
+          // dS = P * (D - sum(D * P)) + dlse * P, into D
+          for (long i = 0; i < n; ++i) {
+            T* drow = D.data() + i * W;
+            const T* prow = P.data() + i * W;
+            T dotp = 0;
+            for (long w = 0; w < W; ++w) dotp += drow[w] * prow[w];
+            const T dl = dlse_all != nullptr ? dlse_all[base + i] : T(0);
+            for (long w = 0; w < W; ++w) drow[w] = prow[w] * (drow[w] - dotp + dl);
+          }
+          // dQ += dS @ K_window; dK_window += dS^T @ Q
+          const T* qt = q + base * dqk;
+          T* dqt = dq + base * dqk;
+          for (long j = 0; j < nw; ++j) {
+            const long off = (s * L + window_chunk(ci, j) * sp.chunk) * dqk;
+            core::gemm(core::Trans::N, core::Trans::N, n, dqk, sp.chunk, T(1),
+                       D.data() + j * sp.chunk, W, k + off, dqk, T(1), dqt, dqk);
+            core::gemm(core::Trans::T, core::Trans::N, sp.chunk, dqk, n, T(1),
+                       D.data() + j * sp.chunk, W, qt, dqk, T(1), dk + off, dqk);
+          }
+        }
+      }
+    }
+  }
+};
+
+// out [G, L, d_v], logsumexp [G, L] from q, k (scaled keys) [G, L, d_qk], v [G, L, d_v].
+VarList attention_core(const Var& q, const Var& k, const Var& v, const CoreSpec& spec) {
+  auto fwd = [spec](const std::vector<Tensor>& in, std::vector<Tensor>& res) {
+    const Tensor &qv = in[0], &kv = in[1], &vv = in[2];
+    const long G = as_long(qv.dim(0)), L = as_long(qv.dim(1));
+    Tensor out = Tensor::empty({qv.dim(0), qv.dim(1), vv.dim(2)}, qv.dtype());
+    Tensor lse = Tensor::empty({qv.dim(0), qv.dim(1)}, qv.dtype());
+    core::dispatch_floating(qv.dtype(), "attention_core", [&](auto tag) {
+      using T = decltype(tag);
+      CoreKernel<T>(spec, G, L, as_long(qv.dim(2)), as_long(vv.dim(2)))
+          .forward(qv.data<T>(), kv.data<T>(), vv.data<T>(), out.data<T>(), lse.data<T>());
+    });
+    res = {qv, kv, vv, lse};
+    return std::vector<Tensor>{out, lse};
+  };
+  auto bwd = [spec](const std::vector<Tensor>& res, const std::vector<Tensor>& cts) {
+    const Tensor &qv = res[0], &kv = res[1], &vv = res[2], &lse = res[3];
+    const long G = as_long(qv.dim(0)), L = as_long(qv.dim(1));
+    Tensor dq = Tensor::zeros(qv.shape(), qv.dtype());
+    Tensor dk = Tensor::zeros(kv.shape(), kv.dtype());
+    Tensor dvv = Tensor::zeros(vv.shape(), vv.dtype());
+    const Tensor dout =
+        cts.at(0).defined() ? cts[0] : Tensor::zeros({qv.dim(0), qv.dim(1), vv.dim(2)}, qv.dtype());
+    core::dispatch_floating(qv.dtype(), "attention_core", [&](auto tag) {
+      using T = decltype(tag);
+      CoreKernel<T>(spec, G, L, as_long(qv.dim(2)), as_long(vv.dim(2)))
+          .backward(qv.data<T>(), kv.data<T>(), vv.data<T>(), lse.data<T>(), dout.data<T>(),
+                    cts.size() > 1 && cts[1].defined() ? cts[1].data<T>() : nullptr, dq.data<T>(),
+                    dk.data<T>(), dvv.data<T>());
+    });
+    return std::vector<Tensor>{dq, dk, dvv};
+  };
+  return autodiff::custom_vjp("attention_core", {q, k, v}, fwd, bwd);
+}
+
+// attend for G slices at once: q [G, len, d_qk], k (undefined: shared with q) and v
+// [G, len, d_v]; masks from q_info / kv_info (int32 [R, len], slice s uses row
+// s / (G / R); undefined: no mask). Returns out [G, len, d_v] and logsumexp [G, len].
+struct BatchedAttend {
+  Var out, logsumexp;
+};
+
+BatchedAttend attend_batched(const Var& q, const Var& k_in, const Var& v, std::optional<long> chunk,
+                             long before, long after, const Tensor& q_info, const Tensor& kv_info,
+                             bool causal, bool exclude_self, bool masked, double dropout, Key rng) {
+  const long len = as_long(q.dim(1));
+  const long d_qk = as_long(q.dim(2));
+  // Keys: RMS-normalised when shared with the queries, then / sqrt(d_qk).
+  Var k = k_in.defined() ? k_in : length_normalized(q);
+  k = fm::divide(k, Tensor::scalar(std::sqrt(static_cast<double>(d_qk)), k.dtype()));
+  CoreSpec spec;
+  spec.chunk = chunk.value_or(len);
+  spec.before = before;
+  spec.after = after;
+  spec.causal = causal;
+  spec.exclude_self = exclude_self;
+  spec.masked = masked;
+  spec.q_info = q_info;
+  spec.kv_info = kv_info;
+  if (dropout > 0.0) {
+    const long window = (1 + before + after) * spec.chunk;
+    spec.multiplier = dropout_multiplier(
+        dropout, rng, Shape{static_cast<std::size_t>(spec.chunk), static_cast<std::size_t>(window)},
+        q.dtype());
+  }
+  const VarList r = attention_core(q, k, v, spec);
+  return {r[0], r[1]};
+}
+
+// What a batched group produced (EfficientAttentionBase::GroupResult's fields).
+struct GroupOut {
+  std::vector<long> examples;
+  std::vector<Var> outputs;
+  std::vector<std::vector<Tensor>> states;
+};
+
+// out [G, L, d_v] -> the group's result: output projection w_o [G, d_v, D], broadcast
+// output dropout, the sum over each example's heads.
+void finish_group(const GroupLayout& lay, const Var& attended, const Var& w_o, double rate,
+                  Key output_rng, GroupOut& g) {
+  Var out = fm::matmul(attended, w_o);  // [G, L, D]
+  if (rate > 0.0) {
+    out = out * Var(dropout_multiplier(rate, output_rng, Shape{out.dim(2)}, out.dtype()));
+  }
+  const long L = as_long(out.dim(1)), D = as_long(out.dim(2));
+  Var summed = lay.heads_per == 1 ? out
+                                  : fm::sum(fm::reshape(out, {lay.n_examples, lay.heads_per, L, D}),
+                                            {1});  // [E, L, D]
+  for (long e = 0; e < lay.n_examples; ++e) {
+    g.examples.push_back(lay.example_lo + e);
+    g.outputs.push_back(lay.n_examples == 1 ? fm::reshape(summed, {L, D})
+                                            : fm::reshape(fm::slice(summed, 0, e, e + 1), {L, D}));
+  }
+}
+
+// SelfAttentionLayer::forward_unbatched for the G slices of a group at once.
+GroupOut self_attention_group(const SelfAttentionOptions& opt, const GroupLayout& lay, long n_heads,
+                              const std::function<Var(long)>& x_of,
+                              const std::function<std::vector<Var>(long)>& weights_of,
+                              const Tensor& mask, Key rng, double attention_rate,
+                              double output_rate) {
+  GroupOut g;
+  // 1. Two keys (the same for every slice): attention dropout, output dropout.
+  const std::vector<Key> rngs = core::split(rng, 2);
+  // 2. Inputs [G, L, d_model] and stacked weights [G, ...].
+  const Var X = group_inputs(lay, x_of);
+  const std::vector<Var> W = group_weights(lay, n_heads, weights_of);
+  const long G = as_long(X.dim(0)), L = as_long(X.dim(1));
+  std::size_t i = 0;
+  const Var w_q = W.at(i++);
+  const Var w_k = opt.share_qk ? Var() : W.at(i++);
+  const Var w_v = W.at(i++);
+  const Var w_o = W.at(i++);
+  Var b_q, b_k, b_v;
+  if (opt.bias) {
+    b_q = W.at(i++);
+    if (!opt.share_qk) b_k = W.at(i++);
+    b_v = W.at(i++);
+  }
+  // 3. Projections, one batched gemm each: [G, L, d].
+  auto project = [&](const Var& w, const Var& b) {
+    Var y = fm::matmul(X, w);
+    if (b.defined()) y = y + fm::reshape(b, {G, 1, as_long(b.dim(1))});
+    return y;
+  };
+  const Var q = project(w_q, b_q);
+  const Var k = opt.share_qk ? Var() : project(w_k, b_k);
+  const Var v = project(w_v, b_v);
+  // 4. Masks: positions, padded keys negative (one row per example when masked).
+  Tensor q_info, kv_info;
+  if (opt.causal || opt.share_qk || opt.masked) {
+    const long rows = opt.masked ? lay.n_examples : 1;
+    q_info =
+        Tensor::empty({static_cast<std::size_t>(rows), static_cast<std::size_t>(L)}, DType::i32);
+    kv_info = Tensor::empty(q_info.shape(), DType::i32);
+    std::int32_t* qi = q_info.data<std::int32_t>();
+    std::int32_t* ki = kv_info.data<std::int32_t>();
+    for (long r = 0; r < rows; ++r) {
+      const std::int32_t* m =
+          opt.masked ? mask.data<std::int32_t>() + (lay.example_lo + r) * L : nullptr;
+      for (long t = 0; t < L; ++t) {
+        qi[r * L + t] = static_cast<std::int32_t>(t);
+        ki[r * L + t] = static_cast<std::int32_t>(m == nullptr || m[t] != 0 ? t : -t);
+      }
+    }
+  }
+  // 5. Attention over [G * n_chunks, chunk, window] blocks.
+  const BatchedAttend att =
+      attend_batched(q, k, v, opt.chunk_len, opt.n_chunks_before, opt.n_chunks_after, q_info,
+                     kv_info, opt.causal, opt.share_qk, opt.masked, attention_rate, rngs[0]);
+  // 6. Output projection, output dropout, sum over heads.
+  finish_group(lay, att.out, w_o, output_rate, rngs[1], g);
+  g.states.resize(static_cast<std::size_t>(G));
+  return g;
+}
+
+// LSHSelfAttentionLayer::forward_unbatched for the G slices of a group at once.
+GroupOut lsh_group(const LSHSelfAttentionLayer& layer, const GroupLayout& lay, long n_heads,
+                   const std::function<Var(long)>& x_of,
+                   const std::function<std::vector<Var>(long)>& weights_of, const Tensor& mask,
+                   const std::vector<Tensor>& state, Key rng, bool update_state,
+                   double attention_rate, double output_rate) {
+  const LSHSelfAttentionOptions& o = layer.lsh_options();
+  if (state.size() != 2) {
+    throw ValueError("LSHSelfAttention: expected a state of (buckets, hash key), got " +
+                     std::to_string(state.size()) + " tensors");
+  }
+  GroupOut g;
+  const std::vector<Key> rngs = core::split(rng, 2);
+  const Var X = group_inputs(lay, x_of);
+  const std::vector<Var> W = group_weights(lay, n_heads, weights_of);
+  const long G = as_long(X.dim(0)), L = as_long(X.dim(1));
+  const long n_hashes = o.n_hashes;
+  const long N = n_hashes * L;
+  const Var q = fm::matmul(X, W.at(0));  // [G, L, d_qk]
+  const Var v = fm::matmul(X, W.at(1));  // [G, L, d_v]
+  const long d_qk = as_long(q.dim(2)), d_v = as_long(v.dim(2));
+  const Tensor qv = q.value();
+
+  // Hash and sort each slice (integer work); indices made global over the group.
+  Tensor st_all =
+      Tensor::empty({static_cast<std::size_t>(G), static_cast<std::size_t>(N)}, DType::i32);
+  Tensor kv_all = o.masked ? Tensor::empty(st_all.shape(), DType::i32) : st_all;
+  Tensor gather_idx = Tensor::empty({static_cast<std::size_t>(G * N)}, DType::i32);
+  Tensor undo_all = Tensor::empty({static_cast<std::size_t>(G * N)}, DType::i32);
+  Tensor sticker_all = Tensor::empty({static_cast<std::size_t>(G * N)}, DType::i32);
+  std::int32_t* pst = st_all.data<std::int32_t>();
+  std::int32_t* pkv = kv_all.data<std::int32_t>();
+  std::int32_t* pgi = gather_idx.data<std::int32_t>();
+  std::int32_t* pun = undo_all.data<std::int32_t>();
+  std::int32_t* psk = sticker_all.data<std::int32_t>();
+  const Tensor& fixed = layer.fixed_rotations();
+  for (long s = 0; s < G; ++s) {
+    const long example = lay.example_lo + s / lay.heads_per;
+    const long head = lay.n_examples == 1 ? lay.head_lo + s : s % lay.heads_per;
+    const long idx = example * n_heads + head;
+    const Tensor mask_e = mask.defined() ? row_of(mask, example) : Tensor();
+    Tensor buckets;
+    if (update_state) {
+      const std::vector<Key> hash_keys = core::split(key_from_tensor(row_of(state[1], idx)), 2);
+      Tensor rotations = fixed.defined()
+                             ? (fixed.ndim() == 4 ? row_of(fixed, head) : fixed)
+                             : hash_rotations(hash_keys[1], d_qk, o.n_buckets, n_hashes);
+      if (rotations.dtype() != qv.dtype()) rotations = rotations.astype(qv.dtype());
+      buckets = hash_vectors_with(row_of(qv, s), rotations, o.n_buckets, n_hashes,
+                                  mask_e.defined() ? &mask_e : nullptr);
+      Tensor stored = buckets;
+      if (o.max_length_for_buckets) {
+        const long full = n_hashes * *o.max_length_for_buckets;
+        if (as_long(buckets.size()) < full) {
+          stored = core::concatenate(
+              {buckets,
+               Tensor::zeros({static_cast<std::size_t>(full) - buckets.size()}, DType::i32)},
+              0);
+        }
+      }
+      g.states.push_back({stored, key_to_tensor(hash_keys[0])});
+    } else {
+      buckets = row_of(state[0], idx);
+      if (o.max_length_for_buckets) buckets = core::slice(buckets, 0, 0, N);
+      g.states.push_back({row_of(state[0], idx), row_of(state[1], idx)});
+    }
+    if (as_long(buckets.size()) != N) {
+      throw ShapeError("the stored buckets cover " + std::to_string(buckets.size()) +
+                       " positions, this call needs n_hashes * length = " + str(n_hashes) + " x " +
+                       str(L) + " = " + str(N) +
+                       ": run a state-updating forward pass at this length first");
+    }
+    const SortedBuckets sorted = sort_buckets(buckets, L, n_hashes);
+    const std::int32_t* sk = sorted.sticker.data<std::int32_t>();
+    const std::int32_t* un = sorted.undo_sort.data<std::int32_t>();
+    const std::int32_t* m = mask_e.defined() ? mask_e.data<std::int32_t>() : nullptr;
+    for (long t = 0; t < N; ++t) {
+      const std::int32_t pos = static_cast<std::int32_t>(sk[t] % L);
+      pst[s * N + t] = pos;
+      if (o.masked) pkv[s * N + t] = m[pos] != 0 ? pos : -pos;
+      pgi[s * N + t] = static_cast<std::int32_t>(s * L + pos);
+      pun[s * N + t] = static_cast<std::int32_t>(s * N + un[t]);
+      psk[s * N + t] = static_cast<std::int32_t>(s * N + sk[t]);
+    }
+  }
+
+  // Gather into sorted order: [G, N, d].
+  const Var sq =
+      fm::reshape(fm::take(fm::reshape(q, {G * L, d_qk}), Var(gather_idx), 0), {G, N, d_qk});
+  const Var sv =
+      fm::reshape(fm::take(fm::reshape(v, {G * L, d_v}), Var(gather_idx), 0), {G, N, d_v});
+  // Shared-QK chunked attention with the self mask.
+  const BatchedAttend att =
+      attend_batched(sq, Var(), sv, o.chunk_len, o.n_chunks_before, o.n_chunks_after, st_all,
+                     kv_all, o.causal, true, o.masked, attention_rate, rngs[0]);
+  // Undo the sort (permutations whose VJPs are the inverse permutations).
+  Var out_rounds = permute_via_gather(fm::reshape(att.out, {G * N, d_v}), undo_all, sticker_all, 0);
+  Var logits = permute_via_gather(fm::reshape(att.logsumexp, {G * N}), undo_all, sticker_all, 0);
+  // Combine the hash rounds.
+  Var combined;
+  if (n_hashes > 1) {
+    out_rounds = fm::reshape(out_rounds, {G, n_hashes, L, d_v});
+    logits = fm::reshape(logits, {G, n_hashes, L, 1});
+    const Var probs = fm::exp(logits - fm::logsumexp(logits, {1}, true));
+    combined = fm::sum(out_rounds * probs, {1});
+  } else {
+    combined = fm::reshape(out_rounds, {G, L, d_v});
+  }
+  finish_group(lay, combined, W.at(2), output_rate, rngs[1], g);
+  return g;
+}
+
+}  // namespace
+
 // ---- the memory-lean implementation --------------------------------------------------------
 
 EfficientAttentionBase::GroupResult EfficientAttentionBase::forward_group(
     long idx_lo, long idx_hi, const std::function<Var(long)>& x_of,
     const std::function<std::vector<Var>(long)>& weights_of, const Tensor& mask,
     const std::vector<Tensor>& state, Key rng, bool update_state) {
+  // SelfAttention and LSHSelfAttention themselves (not subclasses, whose
+  // forward_unbatched may differ): all the group's heads at once.
+  if (batched_groups_enabled()) {
+    const GroupLayout lay = layout_of(idx_lo, idx_hi, n_heads_);
+    if (lay.ok && typeid(*this) == typeid(LSHSelfAttentionLayer)) {
+      const auto& layer = static_cast<const LSHSelfAttentionLayer&>(*this);
+      GroupOut o = lsh_group(layer, lay, n_heads_, x_of, weights_of, mask, state, rng, update_state,
+                             effective_rate(layer.options().attention_dropout),
+                             effective_rate(layer.options().output_dropout));
+      return {std::move(o.examples), std::move(o.outputs), std::move(o.states)};
+    }
+    if (lay.ok && typeid(*this) == typeid(SelfAttentionLayer)) {
+      const auto& layer = static_cast<const SelfAttentionLayer&>(*this);
+      GroupOut o = self_attention_group(layer.options(), lay, n_heads_, x_of, weights_of, mask, rng,
+                                        effective_rate(layer.options().attention_dropout),
+                                        effective_rate(layer.options().output_dropout));
+      return {std::move(o.examples), std::move(o.outputs), std::move(o.states)};
+    }
+  }
+  // Otherwise: head by head.
   GroupResult g;
   for (long idx = idx_lo; idx < idx_hi; ++idx) {
     const long example = idx / n_heads_;

@@ -1,0 +1,191 @@
+// bench/bench_efficient_attention.cpp: speed of the efficient attention layers
+// (layers/research/efficient_attention.hpp), b = 1 unless said, 4 heads, d_head 64
+// (d_model 256), OpenBLAS threads 2 (--threads via the benchmark argument).
+//
+//   dense/<fwd|fwdbwd>/L           SelfAttention, no chunking, causal (the fast path)
+//   lsh/<fwd|fwdbwd>/n_hashes/L    LSHSelfAttention fast path, causal, chunk_len 64,
+//                                  n_chunks_before 1, n_buckets L / 64, batch 16384 / L
+//                                  (a fixed 16384 tokens per step), n_parallel_heads 4
+//   path/<layer>/<ref|fast>/L      fwd+bwd at L = 256, reference loop vs fast path
+//
+// Counters: us_per_token (the time per step divided by batch * L). Run with
+// OPENBLAS_CORETYPE=SkylakeX (OpenBLAS falls back to Prescott kernels on this CPU
+// otherwise, see "OpenBLAS does not recognise this CPU" in docs/performance.md).
+// MINITRAX_EFFICIENT_ATTENTION_PER_HEAD=1 runs the memory-lean path head by head (the
+// path before batching) for comparison.
+#include <benchmark/benchmark.h>
+#include <cblas.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "autodiff/fastmath.hpp"
+#include "autodiff/tape.hpp"
+#include "core/rng.hpp"
+#include "layers/research/efficient_attention.hpp"
+
+using namespace minitrax;
+namespace ea = minitrax::layers::research;
+using autodiff::Tape;
+using autodiff::Var;
+using core::Tensor;
+
+namespace {
+
+constexpr long kHeads = 4, kDHead = 64, kDModel = 256;
+
+// One step: forward, or forward + backward (gradients of sum(y) w.r.t. x and weights).
+void run_steps(benchmark::State& state, ea::EfficientAttentionBase& layer, const Tensor& x,
+               bool backward, long tokens) {
+  const std::vector<Tensor> w0 = [&] {
+    std::vector<Tensor> ws;
+    for (const auto& v : layer.flat_weights()) ws.push_back(v.value);
+    return ws;
+  }();
+  for (auto _ : state) {
+    if (!backward) {
+      Var y = layer(Var(x));
+      benchmark::DoNotOptimize(y.value().data<float>());
+    } else {
+      Tape tape;
+      Var xv = tape.watch(x);
+      std::vector<Var> ws;
+      for (const Tensor& w : w0) ws.push_back(tape.watch(w));
+      layer.set_flat_weights(ws);
+      Var y = fastmath::sum(layer(xv));
+      std::vector<Var> wrt{xv};
+      wrt.insert(wrt.end(), ws.begin(), ws.end());
+      auto g = tape.gradient(y, wrt);
+      benchmark::DoNotOptimize(g[0].data<float>());
+    }
+  }
+  state.counters["us_per_token"] = benchmark::Counter(
+      static_cast<double>(tokens) * 1e-6,
+      benchmark::Counter::kIsIterationInvariantRate | benchmark::Counter::kInvert);
+  state.counters["L"] = static_cast<double>(x.dim(1));
+  state.counters["batch"] = static_cast<double>(x.dim(0));
+}
+
+Tensor input(long batch, long length) {
+  return core::uniform(core::key_from_seed(1),
+                       {static_cast<std::size_t>(batch), static_cast<std::size_t>(length),
+                        static_cast<std::size_t>(kDModel)});
+}
+
+void BM_dense(benchmark::State& state) {
+  const long L = state.range(0);
+  const bool backward = state.range(1) != 0;
+  openblas_set_num_threads(static_cast<int>(state.range(2)));
+  auto layer = ea::SelfAttention({.n_heads = kHeads,
+                                  .d_qk = kDHead,
+                                  .d_v = kDHead,
+                                  .causal = true,
+                                  .mode = base::Mode::train});
+  const Tensor x = input(1, L);
+  layer->init({{x.shape(), core::DType::f32}}, core::key_from_seed(0));
+  run_steps(state, *layer, x, backward, L);
+}
+
+void BM_lsh(benchmark::State& state) {
+  const long n_hashes = state.range(0);
+  const long L = state.range(1);
+  const bool backward = state.range(2) != 0;
+  openblas_set_num_threads(static_cast<int>(state.range(3)));
+  const long batch = std::max(1L, 16384 / L);
+  auto layer = ea::LSHSelfAttention({.n_heads = kHeads,
+                                     .d_qk = kDHead,
+                                     .d_v = kDHead,
+                                     .causal = true,
+                                     .chunk_len = 64,
+                                     .n_chunks_before = 1,
+                                     .n_hashes = n_hashes,
+                                     .n_buckets = {L / 64},
+                                     .mode = base::Mode::train,
+                                     .n_parallel_heads = kHeads});
+  const Tensor x = input(batch, L);
+  layer->init({{x.shape(), core::DType::f32}}, core::key_from_seed(0));
+  run_steps(state, *layer, x, backward, batch * L);
+}
+
+// fwd+bwd at a small size, reference loop vs fast path. layer 0: SelfAttention chunked
+// (chunk 64, causal, 1 chunk before); 1: LSH n_hashes 2, chunk 64, n_buckets 8.
+void BM_path(benchmark::State& state) {
+  const long kind = state.range(0);
+  const bool reference = state.range(1) != 0;
+  const long L = state.range(2);
+  openblas_set_num_threads(static_cast<int>(state.range(3)));
+  std::shared_ptr<ea::EfficientAttentionBase> layer;
+  if (kind == 0) {
+    layer = ea::SelfAttention({.n_heads = kHeads,
+                               .d_qk = kDHead,
+                               .d_v = kDHead,
+                               .causal = true,
+                               .chunk_len = 64,
+                               .n_chunks_before = 1,
+                               .use_reference_code = reference});
+  } else {
+    layer = ea::LSHSelfAttention({.n_heads = kHeads,
+                                  .d_qk = kDHead,
+                                  .d_v = kDHead,
+                                  .causal = true,
+                                  .chunk_len = 64,
+                                  .n_hashes = 2,
+                                  .n_buckets = {8},
+                                  .n_parallel_heads = kHeads,
+                                  .use_reference_code = reference});
+  }
+  const Tensor x = input(1, L);
+  layer->init({{x.shape(), core::DType::f32}}, core::key_from_seed(0));
+  run_steps(state, *layer, x, true, L);
+}
+
+void register_all() {
+  const long threads = 2;
+  for (long backward : {0L, 1L}) {
+    for (long L : {1024L, 2048L, 4096L}) {
+      benchmark::RegisterBenchmark(
+          ("dense/" + std::string(backward ? "fwdbwd" : "fwd") + "/L:" + std::to_string(L)).c_str(),
+          BM_dense)
+          ->Args({L, backward, threads})
+          ->Unit(benchmark::kMillisecond)
+          ->UseRealTime();
+    }
+  }
+  for (long backward : {0L, 1L}) {
+    for (long n_hashes : {1L, 2L, 4L}) {
+      for (long L : {1024L, 2048L, 4096L, 8192L, 16384L}) {
+        benchmark::RegisterBenchmark(
+            ("lsh/" + std::string(backward ? "fwdbwd" : "fwd") +
+             "/n_hashes:" + std::to_string(n_hashes) + "/L:" + std::to_string(L))
+                .c_str(),
+            BM_lsh)
+            ->Args({n_hashes, L, backward, threads})
+            ->Unit(benchmark::kMillisecond)
+            ->UseRealTime();
+      }
+    }
+  }
+  for (long kind : {0L, 1L}) {
+    for (long reference : {1L, 0L}) {
+      benchmark::RegisterBenchmark(("path/" + std::string(kind == 0 ? "self" : "lsh") + "/" +
+                                    (reference ? "ref" : "fast") + "/L:256")
+                                       .c_str(),
+                                   BM_path)
+          ->Args({kind, reference, 256, threads})
+          ->Unit(benchmark::kMillisecond)
+          ->UseRealTime();
+    }
+  }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  register_all();
+  benchmark::Initialize(&argc, argv);
+  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  return 0;
+}

@@ -18,6 +18,7 @@
 #include "layers/attention.hpp"
 #include "layers/combinators.hpp"
 #include "layers/layer_gradcheck.hpp"
+#include "test_util.hpp"
 
 using namespace minitrax;
 namespace tl = minitrax::layers;
@@ -30,6 +31,9 @@ using base::Stack;
 using core::key_from_seed;
 
 namespace {
+using minitrax::testutil::contains;
+using minitrax::testutil::error_message;
+using minitrax::testutil::layer_error;
 
 using Vec = std::vector<double>;
 // allowed(n, i, j): may query i of attention batch n look at key j?
@@ -129,30 +133,6 @@ Vec mha_naive(const Tensor& x, const std::vector<base::NamedTensor>& w, std::siz
         for (std::size_t t = 0; t < dh; ++t)
           merged[(b * L + i) * d + h * dh + t] = o[((b * H + h) * L + i) * dh + t];
   return dense_naive(merged, B * L, w[6].value, w[7].value);
-}
-
-template <class F>
-std::string layer_error(F&& f) {
-  try {
-    f();
-  } catch (const base::LayerError& e) {
-    return e.original();
-  }
-  return "";
-}
-
-template <class F>
-std::string error_message(F&& f) {
-  try {
-    f();
-  } catch (const std::exception& e) {
-    return e.what();
-  }
-  return "";
-}
-
-bool contains(const std::string& s, const std::string& part) {
-  return s.find(part) != std::string::npos;
 }
 
 // A padding mask [2, 1, 1, 5]: batch 0 sees everything, batch 1 its first three keys.

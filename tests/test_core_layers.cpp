@@ -21,6 +21,7 @@
 #include "layers/core.hpp"
 #include "layers/initializers.hpp"
 #include "layers/layer_gradcheck.hpp"
+#include "test_util.hpp"
 
 using namespace minitrax;
 namespace tl = minitrax::layers;
@@ -34,6 +35,8 @@ using base::Stack;
 using core::key_from_seed;
 
 namespace {
+using minitrax::testutil::error_message;
+using minitrax::testutil::layer_error;
 
 Tensor randn(const Shape& shape, std::int64_t seed, DType dtype = DType::f32) {
   return core::normal(key_from_seed(seed), shape, dtype);
@@ -61,27 +64,6 @@ void check_gradients(Layer& layer, const std::vector<Tensor>& inputs, Key rng = 
   const auto r = base::gradcheck_layer(layer, inputs, rng);
   CHECK_MESSAGE(r.ok, r.message);
   CHECK(r.n_checked > 0);
-}
-
-// The original message of the LayerError a call throws ("" if none).
-template <class F>
-std::string layer_error(F&& f) {
-  try {
-    f();
-  } catch (const base::LayerError& e) {
-    return e.original();
-  }
-  return "";
-}
-
-template <class F>
-std::string error_message(F&& f) {
-  try {
-    f();
-  } catch (const std::exception& e) {
-    return e.what();
-  }
-  return "";
 }
 
 struct Moments {

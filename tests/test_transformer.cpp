@@ -17,6 +17,7 @@
 #include "layers/combinators.hpp"
 #include "layers/layer_gradcheck.hpp"
 #include "models/transformer.hpp"
+#include "test_util.hpp"
 
 using namespace minitrax;
 namespace tl = minitrax::layers;
@@ -29,6 +30,8 @@ using core::key_from_seed;
 using models::TransformerLM;
 
 namespace {
+using minitrax::testutil::contains;
+using minitrax::testutil::error_message;
 
 using Vec = std::vector<double>;
 
@@ -58,20 +61,6 @@ double max_diff(const Vec& a, const Vec& b) {
   double m = 0;
   for (std::size_t i = 0; i < a.size(); ++i) m = std::max(m, std::abs(a[i] - b[i]));
   return m;
-}
-
-template <class F>
-std::string error_message(F&& f) {
-  try {
-    f();
-  } catch (const std::exception& e) {
-    return e.what();
-  }
-  return "";
-}
-
-bool contains(const std::string& s, const std::string& part) {
-  return s.find(part) != std::string::npos;
 }
 
 models::TransformerLMOptions tiny(Mode mode = Mode::train, double dropout = 0.0) {

@@ -2,10 +2,12 @@
 // (layers/research/efficient_attention.hpp), b = 1 unless said, 4 heads, d_head 64
 // (d_model 256), OpenBLAS threads 2 (--threads via the benchmark argument).
 //
-//   dense/<fwd|fwdbwd>/L           SelfAttention, no chunking, causal (the fast path)
+//   dense/<fwd|fwdbwd>/L           SelfAttention, no chunking, causal (the fast path);
+//                                  L = 128 ... 4096, and 16384 (fwd+bwd only: memory)
 //   lsh/<fwd|fwdbwd>/n_hashes/L    LSHSelfAttention fast path, causal, chunk_len 64,
 //                                  n_chunks_before 1, n_buckets L / 64, batch 16384 / L
-//                                  (a fixed 16384 tokens per step), n_parallel_heads 4
+//                                  (a fixed 16384 tokens per step), n_parallel_heads 4;
+//                                  L = 128, 256, 512 (n_hashes 1, 2) for the crossover
 //   path/<layer>/<ref|fast>/L      fwd+bwd at L = 256, reference loop vs fast path
 //
 // Counters: us_per_token (the time per step divided by batch * L). Run with
@@ -143,7 +145,9 @@ void BM_path(benchmark::State& state) {
 void register_all() {
   const long threads = 2;
   for (long backward : {0L, 1L}) {
-    for (long L : {1024L, 2048L, 4096L}) {
+    // 128-512: the crossover with LSH; 16384 (fwd+bwd only, slow): peak memory.
+    for (long L : {128L, 256L, 512L, 1024L, 2048L, 4096L, 16384L}) {
+      if (L == 16384 && !backward) continue;
       benchmark::RegisterBenchmark(
           ("dense/" + std::string(backward ? "fwdbwd" : "fwd") + "/L:" + std::to_string(L)).c_str(),
           BM_dense)
@@ -154,7 +158,8 @@ void register_all() {
   }
   for (long backward : {0L, 1L}) {
     for (long n_hashes : {1L, 2L, 4L}) {
-      for (long L : {1024L, 2048L, 4096L, 8192L, 16384L}) {
+      for (long L : {128L, 256L, 512L, 1024L, 2048L, 4096L, 8192L, 16384L}) {
+        if (L < 1024 && n_hashes == 4) continue;  // 128-512: the crossover with dense
         benchmark::RegisterBenchmark(
             ("lsh/" + std::string(backward ? "fwdbwd" : "fwd") +
              "/n_hashes:" + std::to_string(n_hashes) + "/L:" + std::to_string(L))

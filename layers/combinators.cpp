@@ -240,21 +240,30 @@ LayerPtr Swap(SrcLoc where) {
       2, 2, where);
 }
 
-LayerPtr Add(SrcLoc where) {
+namespace {
+// A two-input, one-output layer from an element-wise op on Vars.
+LayerPtr binary_layer(const char* name, Var (*op)(const Var&, const Var&), bool top_last,
+                      SrcLoc where) {
   return std::make_shared<FnLayer>(
-      "Add", [](const Stack& xs) { return Stack{fastmath::add(xs[0], xs[1])}; }, 2, 1, where);
+      name,
+      [op, top_last](const Stack& xs) {
+        return Stack{top_last ? op(xs[1], xs[0]) : op(xs[0], xs[1])};
+      },
+      2, 1, where);
+}
+}  // namespace
+
+LayerPtr Add(SrcLoc where) {
+  return binary_layer("Add", fastmath::add, false, where);
 }
 
 LayerPtr Multiply(SrcLoc where) {
-  return std::make_shared<FnLayer>(
-      "Multiply", [](const Stack& xs) { return Stack{fastmath::multiply(xs[0], xs[1])}; }, 2, 1,
-      where);
+  return binary_layer("Multiply", fastmath::multiply, false, where);
 }
 
+/// x1 - x0: the top item is subtracted from the second.
 LayerPtr SubtractTop(SrcLoc where) {
-  return std::make_shared<FnLayer>(
-      "SubtractTop", [](const Stack& xs) { return Stack{fastmath::subtract(xs[1], xs[0])}; }, 2, 1,
-      where);
+  return binary_layer("SubtractTop", fastmath::subtract, true, where);
 }
 
 LayerPtr Concatenate(int n_items, long axis, SrcLoc where) {

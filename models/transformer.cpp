@@ -6,39 +6,17 @@
 #include <utility>
 
 #include "layers/combinators.hpp"
+#include "models/checks_internal.hpp"
 
 namespace minitrax::models {
 
 namespace tl = minitrax::layers;
 
+using detail::check_positive;
+using detail::check_rate;
+using detail::make_activation;
+
 namespace {
-
-void check_positive(const char* who, const char* what, long v) {
-  if (v <= 0) {
-    throw ValueError(std::string(who) + ": " + what + " must be positive, got " +
-                     std::to_string(v));
-  }
-}
-
-void check_rate(const char* who, double rate) {
-  if (!(rate >= 0.0 && rate < 1.0)) {
-    std::ostringstream os;
-    os << who << ": dropout must be in [0, 1), got " << rate;
-    throw ValueError(os.str());
-  }
-}
-
-LayerPtr make_activation(const char* who, const Activation& activation, SrcLoc where) {
-  if (!activation) throw ValueError(std::string(who) + ": ff_activation is empty");
-  LayerPtr layer = activation(where);
-  if (!layer) throw ValueError(std::string(who) + ": ff_activation returned a null layer");
-  if (layer->n_in() != 1 || layer->n_out() != 1) {
-    throw ValueError(std::string(who) + ": ff_activation must make a one-input, one-output " +
-                     "layer, got " + layer->name() + " with n_in = " +
-                     std::to_string(layer->n_in()) + ", n_out = " + std::to_string(layer->n_out()));
-  }
-  return layer;
-}
 
 LayerPtr dense(long n, SrcLoc where) {
   return tl::Dense(n, tl::init::GlorotUniform(), tl::init::RandomNormal(1e-6), true, where);

@@ -1,0 +1,345 @@
+// examples/reformer_duplication.cpp: the main job. A toy Reformer (LSH attention and
+// reversible layers) learns the Reformer paper's duplication task "0 w 0 w".
+//
+// What it does, in order (every step prints what it did):
+//   1. reads the config (defaults < --config FILE < flags; --help lists them all)
+//   2. builds ReformerLM with LSH attention and trains it with the Loop: progress bar,
+//      an eval line every eval_every steps, metrics.jsonl, checkpoints, --resume
+//   3. evaluates second-half accuracy on held-out sequences with full attention and
+//      with LSH at each of eval_n_hashes (a row of the paper's Table 2)
+//   4. completes a held-out "0 w 0" greedily and checks the copy
+//   5. writes results.json and curves.svg (loss and accuracy against steps)
+//
+//   reformer_duplication [--config FILE] [--resume] [--KEY VALUE ...]   (--help)
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <iostream>
+#include <map>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "autodiff/tape.hpp"
+#include "core/kernels.hpp"
+#include "core/npy.hpp"
+#include "core/ops.hpp"
+#include "duplication/config.hpp"
+#include "duplication/plot.hpp"
+#include "models/reformer.hpp"
+#include "training/checkpoint.hpp"
+#include "training/loop.hpp"
+#include "training/losses.hpp"
+
+using namespace minitrax;
+namespace fs = std::filesystem;
+
+namespace {
+
+// How the attention layers are set up: as trained, or switched for evaluation.
+struct AttentionChoice {
+  bool full = false;  // every layer full (shared-QK) attention
+  long n_hashes = 1;  // for LSH layers
+};
+
+models::ReformerLMOptions model_options(const app::DuplicationConfig& c, AttentionChoice choice,
+                                        base::Mode mode) {
+  models::ReformerLMOptions o;
+  o.vocab_size = c.vocab;
+  o.d_model = c.d_model;
+  o.d_ff = c.d_ff;
+  o.d_attention_key = c.d_attention_key;
+  o.d_attention_value = c.d_attention_value;
+  o.n_layers = c.n_layers;
+  o.n_heads = c.n_heads;
+  o.dropout = c.dropout;
+  o.max_len = c.length;
+  o.ff_chunk_size = c.ff_chunk_size;
+  o.ff_activation = layers::Relu;
+  o.reversible = c.reversible;
+  o.mode = mode;
+  for (const std::string& a : c.attention) {
+    if (a == "lsh" && !choice.full) {
+      o.attention_type.push_back(models::lsh_self_attention({.chunk_len = c.chunk_len,
+                                                             .n_chunks_before = c.n_chunks_before,
+                                                             .n_chunks_after = 0,
+                                                             .n_hashes = choice.n_hashes,
+                                                             .n_buckets = {c.n_buckets},
+                                                             .attention_dropout = c.dropout,
+                                                             .n_parallel_heads = c.n_heads}));
+    } else {
+      // Full attention over the whole sequence; an LSH layer's weights (w_q, w_v,
+      // w_o, queries shared with keys) fit SelfAttention with share_qk.
+      o.attention_type.push_back(models::self_attention(
+          {.share_qk = (a == "lsh"), .attention_dropout = c.dropout}));
+    }
+  }
+  return o;
+}
+
+std::string attention_name(const app::DuplicationConfig& c, AttentionChoice choice) {
+  if (choice.full) return "Full";
+  bool any_lsh = false;
+  for (const std::string& a : c.attention) any_lsh |= a == "lsh";
+  return any_lsh ? "LSH-" + std::to_string(choice.n_hashes) : "Full";
+}
+
+// Second-half accuracy of `model` (eval mode) on held-out batches.
+double accuracy(base::Layer& model, const training::Stream& stream, long first, long n) {
+  autodiff::NoRecord quiet;
+  double correct = 0, total = 0;
+  for (long b = first; b < first + n; ++b) {
+    const training::Batch batch = stream(b);
+    const Tensor logp = model.apply({Var(batch.inputs)}, core::key_from_seed(b)).at(0).value();
+    const Tensor pred = core::argmax(logp, -1, DType::i32);
+    for (std::size_t i = 0; i < pred.size(); ++i) {
+      const double w = batch.weights.flat(i);
+      correct += w * (pred.flat(i) == batch.targets.flat(i) ? 1.0 : 0.0);
+      total += w;
+    }
+  }
+  return total > 0 ? correct / total : 0.0;
+}
+
+// A model for evaluation with the trained weights (same order, same shapes).
+base::LayerPtr eval_model(const app::DuplicationConfig& c, AttentionChoice choice,
+                          const std::vector<base::NamedTensor>& trained, long batch) {
+  auto model = models::ReformerLM(model_options(c, choice, base::Mode::eval));
+  model->init({{{static_cast<std::size_t>(batch), static_cast<std::size_t>(c.length)}, DType::i32}},
+              core::key_from_seed(c.seed));
+  const auto mine = model->flat_weights();
+  if (mine.size() != trained.size()) {
+    throw core::ValueError("evaluation model has " + std::to_string(mine.size()) +
+                           " weights, the trained one " + std::to_string(trained.size()));
+  }
+  std::vector<Tensor> values;
+  for (std::size_t i = 0; i < mine.size(); ++i) {
+    if (mine[i].value.shape() != trained[i].value.shape()) {
+      throw core::ShapeError("evaluation weight " + mine[i].name + " has shape " +
+                             core::shape_str(mine[i].value.shape()) + ", trained " +
+                             trained[i].name + " " + core::shape_str(trained[i].value.shape()));
+    }
+    values.push_back(trained[i].value);
+  }
+  model->set_flat_weights(values);
+  return model;
+}
+
+// Greedy completion of the prompt to `length` symbols: each step runs the model on
+// the sequence so far (padded with zeros) and appends the most likely next symbol.
+std::vector<int> complete(base::Layer& model, std::vector<int> seq, std::size_t length) {
+  autodiff::NoRecord quiet;
+  while (seq.size() < length) {
+    std::vector<std::int32_t> ids(seq.begin(), seq.end());
+    ids.resize(length, 0);
+    const Tensor x = Tensor::from<std::int32_t>({1, length}, ids);
+    const Tensor logp = model.apply({Var(x)}, core::key_from_seed(0)).at(0).value();
+    const Tensor next = core::argmax(logp, -1, DType::i32);
+    seq.push_back(static_cast<int>(next.flat(seq.size())));
+  }
+  return seq;
+}
+
+std::string percent(double x) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.2f%%", 100 * x);
+  return buf;
+}
+
+int run(const app::CommandLine& cl) {
+  const app::DuplicationConfig& c = cl.config;
+  const auto L = static_cast<std::size_t>(c.length);
+  const auto started = std::chrono::steady_clock::now();
+
+  // ---- output folder ----
+  std::error_code ec;
+  fs::create_directories(c.output_dir, ec);
+  if (ec || !fs::is_directory(c.output_dir)) {
+    std::cerr << "reformer_duplication: cannot create output_dir '" << c.output_dir
+              << "': " << ec.message() << "\n";
+    return 1;
+  }
+  if (!cl.resume && training::latest_checkpoint(c.output_dir)) {
+    std::cerr << "reformer_duplication: '" << c.output_dir
+              << "' already holds checkpoints of a run; pass --resume to continue it, or "
+                 "--output-dir to start a new run elsewhere (nothing was changed)\n";
+    return 2;
+  }
+  core::write_file_atomic((fs::path(c.output_dir) / "config.json").string(), app::to_json(c) + "\n");
+
+  // ---- model, data, training ----
+  const AttentionChoice trained_choice{false, c.n_hashes};
+  auto model = models::ReformerLM(model_options(c, trained_choice, base::Mode::train));
+  const auto keys = core::split(core::key_from_seed(static_cast<std::uint64_t>(c.seed)), 3);
+  const auto train_stream = training::copy_task_stream(
+      keys[0], static_cast<std::size_t>(c.batch), L, static_cast<std::size_t>(c.vocab));
+  const auto eval_stream = training::copy_task_stream(
+      keys[1], static_cast<std::size_t>(c.eval_batch), L, static_cast<std::size_t>(c.vocab));
+
+  training::AdamOptions adam;
+  adam.learning_rate = c.lr;
+  adam.weight_decay_rate = 0.0;
+  adam.clip_grad_norm = 1.0;
+  training::Schedule schedule;
+  if (c.schedule == "cosine") {
+    schedule = training::cosine(c.lr, c.steps, c.lr / 20, c.warmup_steps);
+  } else if (c.schedule == "rsqrt") {
+    schedule = training::warmup_and_rsqrt_decay(std::max<long>(c.warmup_steps, 1), c.lr);
+  } else {
+    schedule = training::constant(c.lr);
+  }
+  training::TrainTask task{train_stream, training::WeightedCategoryCrossEntropy(),
+                           std::make_shared<training::Adam>(adam), schedule};
+  training::EvalTask eval;
+  eval.stream = eval_stream;
+  eval.metrics = {{"loss", training::WeightedCategoryCrossEntropy()},
+                  {"accuracy", training::WeightedCategoryAccuracy()}};
+  eval.n_batches = c.eval_batches;
+  training::LoopOptions options;
+  options.output_dir = c.output_dir;
+  options.eval_every = c.eval_every;
+  options.checkpoint_every = c.checkpoint_every;
+  options.progress = c.progress == "bar"     ? training::Progress::bar
+                     : c.progress == "lines" ? training::Progress::lines
+                     : c.progress == "none"  ? training::Progress::none
+                                             : training::Progress::automatic;
+
+  std::cout << "minitrax: toy Reformer on the duplication task \"0 w 0 w\"\n"
+            << "  task: length " << c.length << " (|w| = " << c.length / 2 - 1 << "), vocab "
+            << c.vocab << ", accuracy on the second w\n"
+            << "  model: ReformerLM, " << c.n_layers << " layers, d_model " << c.d_model
+            << ", d_ff " << c.d_ff << ", " << c.n_heads << " heads, attention [";
+  for (std::size_t i = 0; i < c.attention.size(); ++i) {
+    std::cout << (i ? ", " : "") << c.attention[i];
+  }
+  std::cout << "], LSH n_hashes " << c.n_hashes << ", n_buckets " << c.n_buckets
+            << ", chunk_len " << c.chunk_len << ", " << (c.reversible ? "reversible" : "plain")
+            << " backward\n"
+            << "  training: batch " << c.batch << ", " << c.steps << " steps, Adam lr " << c.lr
+            << " (" << c.schedule << ", warmup " << c.warmup_steps << "), seed " << c.seed
+            << "\n  output: " << c.output_dir << "/ (config.json, metrics.jsonl, checkpoints, "
+            << "results.json, curves.svg); BLAS kernels: " << core::blas_core_name() << "\n";
+
+  training::Loop loop(model, task, {eval}, options, keys[2]);
+  if (cl.resume) {
+    if (loop.resume()) {
+      std::cout << "resumed from step " << loop.step() << "\n";
+    } else {
+      std::cout << "--resume: no checkpoint in " << c.output_dir << ", starting at step 0\n";
+    }
+  }
+  if (loop.step() < c.steps) loop.run(c.steps);
+
+  // ---- Table 2 row: full attention and LSH with several n_hashes ----
+  const std::vector<base::NamedTensor> trained = model->flat_weights();
+  const long final_batches = std::max<long>(c.eval_batches, 4);
+  std::vector<AttentionChoice> choices{{true, 0}};
+  std::vector<long> hs = c.eval_n_hashes;
+  std::sort(hs.rbegin(), hs.rend());  // the paper's column order: LSH-8, LSH-4, ...
+  bool any_lsh = false;
+  for (const std::string& a : c.attention) any_lsh |= a == "lsh";
+  if (any_lsh) {
+    for (long h : hs) choices.push_back({false, h});
+  }
+  std::map<std::string, double> table;
+  std::vector<std::string> columns;
+  for (const AttentionChoice& ch : choices) {
+    auto m = eval_model(c, ch, trained, c.eval_batch);
+    const std::string name = attention_name(c, ch);
+    table[name] = accuracy(*m, eval_stream, 1000, final_batches);
+    columns.push_back(name);
+  }
+  const std::string row = "trained with " + attention_name(c, trained_choice);
+  std::cout << "\nsecond-half accuracy on " << final_batches * c.eval_batch
+            << " held-out sequences (the paper's Table 2, one row):\n\n"
+            << "| train \\ eval | ";
+  for (const std::string& col : columns) std::cout << col << " | ";
+  std::cout << "\n|---|";
+  for (std::size_t i = 0; i < columns.size(); ++i) std::cout << "---|";
+  std::cout << "\n| " << row << " | ";
+  for (const std::string& col : columns) std::cout << percent(table[col]) << " | ";
+  std::cout << "\n";
+
+  // ---- a greedy sample ----
+  const AttentionChoice sample_choice = any_lsh ? AttentionChoice{false, hs.front()}
+                                                : AttentionChoice{true, 0};
+  auto sampler = eval_model(c, sample_choice, trained, 1);
+  const training::Batch held_out = eval_stream(999);
+  const std::size_t half = L / 2;
+  std::vector<int> prompt;
+  for (std::size_t j = 0; j < half + 1; ++j) prompt.push_back(static_cast<int>(held_out.inputs.flat(j)));
+  const std::vector<int> out = complete(*sampler, prompt, L);
+  std::size_t copied = 0;
+  std::ostringstream prompt_text, sample_text;
+  for (std::size_t j = 0; j < half + 1; ++j) prompt_text << out[j] << ' ';
+  for (std::size_t j = half + 1; j < L; ++j) {
+    sample_text << out[j] << ' ';
+    copied += out[j] == out[j - half] ? 1 : 0;
+  }
+  std::cout << "\ngreedy sample (" << attention_name(c, sample_choice) << "), prompt \"0 w 0\":\n  "
+            << prompt_text.str() << "\ncompletion:\n  " << sample_text.str() << "\n  " << copied
+            << "/" << (L - half - 1) << " symbols of w copied correctly"
+            << (copied == L - half - 1 ? " (a correct copy)" : "") << "\n";
+
+  // ---- results.json and the plot ----
+  std::vector<app::PlotSeries> series(3);
+  series[0].name = "train loss";
+  series[1].name = "eval loss";
+  series[2].name = "eval accuracy";
+  series[2].right_axis = true;
+  for (const training::MetricsRecord& r : loop.history()) {
+    if (r.task == "train") {
+      series[0].x.push_back(static_cast<double>(r.step));
+      series[0].y.push_back(r.values.at("loss"));
+    } else {
+      series[1].x.push_back(static_cast<double>(r.step));
+      series[1].y.push_back(r.values.at("loss"));
+      series[2].x.push_back(static_cast<double>(r.step));
+      series[2].y.push_back(r.values.at("accuracy"));
+    }
+  }
+  const std::string svg_path = (fs::path(c.output_dir) / "curves.svg").string();
+  core::write_file_atomic(
+      svg_path, app::svg_chart("ReformerLM on the duplication task (" +
+                                   attention_name(c, trained_choice) + ", length " +
+                                   std::to_string(c.length) + ")",
+                               "training step", "cross-entropy", "second-half accuracy", series));
+  std::ostringstream results;
+  results << "{\n  \"trained_with\": \"" << attention_name(c, trained_choice) << "\",\n"
+          << "  \"steps\": " << loop.step() << ",\n  \"held_out_sequences\": "
+          << final_batches * c.eval_batch << ",\n  \"accuracy\": {";
+  for (std::size_t i = 0; i < columns.size(); ++i) {
+    results << (i ? ", " : "") << "\"" << columns[i] << "\": " << table[columns[i]];
+  }
+  results << "},\n  \"sample_copied\": " << copied << ",\n  \"sample_length\": " << (L - half - 1)
+          << "\n}\n";
+  core::write_file_atomic((fs::path(c.output_dir) / "results.json").string(), results.str());
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+  std::printf("\nwrote %s/results.json and %s (%.0f s in all)\n", c.output_dir.c_str(),
+              svg_path.c_str(), seconds);
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  app::CommandLine cl;
+  try {
+    cl = app::parse_command_line(std::vector<std::string>(argv + 1, argv + argc));
+  } catch (const app::ConfigError& e) {
+    std::cerr << "reformer_duplication: " << e.what() << "\n(try --help)\n";
+    return 2;
+  }
+  if (cl.help) {
+    std::cout << app::usage();
+    return 0;
+  }
+  try {
+    return run(cl);
+  } catch (const std::exception& e) {
+    std::cerr << "reformer_duplication: error: " << e.what() << "\n";
+    return 1;
+  }
+}

@@ -246,6 +246,11 @@ Var ReversibleHalfResidualLayer::residual_of(const Stack& context, const State& 
   return stack[0];
 }
 
+State ReversibleHalfResidualLayer::state_for_backward(const State& before) const {
+  if (!attention_layer() || before.is_leaf() || before.size() != 2) return before;
+  return State::list({before[0], State()});
+}
+
 std::vector<Tensor> ReversibleHalfResidualLayer::reverse(const std::vector<Tensor>& outputs,
                                                          const State& state,
                                                          const State& new_state, Key rng) {
@@ -361,7 +366,9 @@ Stack ReversibleSerialLayer::run_blocks(const Stack& inputs, std::vector<State>*
   Stack stack = inputs;
   for (std::size_t i = 0; i < blocks.size(); ++i) {
     const LayerPtr& l = blocks[i];
-    if (old_states) old_states->push_back(l->state());
+    if (old_states) {
+      old_states->push_back(static_cast<ReversibleLayer*>(l.get())->state_for_backward(l->state()));
+    }
     stack = replace_top(stack, l->n_in(), l->apply(top(stack, l->n_in()), rngs[i]));
     if (new_states) new_states->push_back(l->state());
   }
@@ -414,6 +421,16 @@ Stack ReversibleSerialLayer::forward(const Stack& inputs) {
     return cts;
   };
   return autodiff::custom_vjp("ReversibleSerial", parents, forward_fn, backward_fn);
+}
+
+State ReversibleSerialLayer::state_for_backward(const State& before) const {
+  const auto& blocks = sublayers();
+  if (before.is_leaf() || before.size() != blocks.size()) return before;
+  std::vector<State> kept;
+  for (std::size_t b = 0; b < blocks.size(); ++b) {
+    kept.push_back(static_cast<const ReversibleLayer*>(blocks[b].get())->state_for_backward(before[b]));
+  }
+  return State::list(std::move(kept));
 }
 
 ReverseGrad ReversibleSerialLayer::walk_back(std::vector<Tensor> stack,

@@ -68,6 +68,11 @@ class ReversibleLayer : public base::Layer {
                                        const std::vector<Tensor>& output_cts, const State& state,
                                        const State& new_state, Key rng);
 
+  /// What of the state before the forward pass the backward pass needs (kept from
+  /// the forward to the backward): all of it by default. Layers that replay from
+  /// the state after the forward (an attention layer's buckets) drop the rest.
+  virtual State state_for_backward(const State& before) const { return before; }
+
  protected:
   /// The VJP of this layer's forward at `inputs` (state and rng given), with
   /// respect to the inputs and the flat weights, applied to `output_cts`.
@@ -108,6 +113,8 @@ class ReversibleHalfResidualLayer : public ReversibleLayer {
   ReverseGrad reverse_and_grad(const std::vector<Tensor>& outputs,
                                const std::vector<Tensor>& output_cts, const State& state,
                                const State& new_state, Key rng) override;
+  /// The residual layers' state; not the attention layer's (it replays from new_state).
+  State state_for_backward(const State& before) const override;
 
  protected:
   Stack forward(const Stack& inputs) override;
@@ -138,6 +145,8 @@ class ReversibleSerialLayer : public ReversibleLayer {
   ReverseGrad reverse_and_grad(const std::vector<Tensor>& outputs,
                                const std::vector<Tensor>& output_cts, const State& state,
                                const State& new_state, Key rng) override;
+  /// Each block's state_for_backward.
+  State state_for_backward(const State& before) const override;
 
  protected:
   Stack forward(const Stack& inputs) override;

@@ -956,7 +956,20 @@ TEST_CASE("efficient attention: errors say what to change") {
     auto lsh =
         ea::LSHSelfAttention({.n_heads = 2, .d_qk = 2, .d_v = 2, .chunk_len = 4, .n_buckets = {4}});
     lsh->init({{{2, 8, 4}, DType::f32}});
-    const std::string m = message_of([&] { (*lsh)(Var(Tensor::zeros({3, 8, 4}))); });
-    CHECK_MESSAGE(contains(m, "init the layer with the batch size"), m);
+    // A state-updating call with another batch gets fresh state for that batch ...
+    const Tensor x3 = core::uniform(core::key_from_seed(4), {3, 8, 4});
+    (void)lsh->apply({Var(x3)}, core::key_from_seed(5));
+    CHECK(lsh->flat_state()[0].value.dim(0) == 6);
+    // ... equal to what init with that batch and the call's key makes, then rehashes.
+    auto fresh =
+        ea::LSHSelfAttention({.n_heads = 2, .d_qk = 2, .d_v = 2, .chunk_len = 4, .n_buckets = {4}});
+    fresh->init({{{3, 8, 4}, DType::f32}}, core::key_from_seed(5));
+    fresh->set_weights(lsh->weights());
+    (void)fresh->apply({Var(x3)}, core::key_from_seed(5));
+    CHECK(core::max_abs_diff(lsh->flat_state()[0].value, fresh->flat_state()[0].value) == 0.0);
+    // A recomputation (no state update) must match the state's batch.
+    lsh->set_update_state(false);
+    const std::string m = message_of([&] { (*lsh)(Var(Tensor::zeros({2, 8, 4}))); });
+    CHECK_MESSAGE(contains(m, "a recomputation (update_state = false) must use the batch"), m);
   }
 }

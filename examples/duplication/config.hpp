@@ -33,24 +33,24 @@ struct DuplicationConfig {
   double dropout = 0.0;
   /// Attention per layer, cycled: "lsh" or "self" (full attention).
   std::vector<std::string> attention = {"lsh"};
-  long n_hashes = 2;
-  long n_buckets = 8;
+  long n_hashes = 4;
+  long n_buckets = 4;
   long chunk_len = 16;
   long n_chunks_before = 1;
   long ff_chunk_size = 0;
   bool reversible = true;
   // training
   long batch = 16;
-  long steps = 1500;
-  double lr = 1e-3;
-  long warmup_steps = 200;
+  long steps = 1200;
+  double lr = 2e-3;
+  long warmup_steps = 100;
   std::string schedule = "cosine";  // "cosine", "rsqrt", "constant"
   long seed = 0;
   // evaluation, output
   long eval_every = 100;
   long eval_batches = 2;
   long eval_batch = 32;
-  long checkpoint_every = 250;
+  long checkpoint_every = 200;
   std::vector<long> eval_n_hashes = {1, 2, 4, 8};
   std::string output_dir = "runs/duplication";
   std::string progress = "auto";  // "auto", "bar", "lines", "none"

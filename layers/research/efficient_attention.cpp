@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
+#include <limits>
 #include <map>
 #include <numeric>
 #include <sstream>
@@ -147,11 +148,7 @@ EfficientAttentionBase::EfficientAttentionBase(std::string name, long n_heads, i
                        "n_heads, got n_parallel_heads " + str(p) + " with n_heads " + str(n_heads));
     }
   }
-  if (mode == Mode::predict) {
-    throw ValueError(this->name() +
-                     ": predict mode (fast inference) is not implemented yet; use train or eval");
-  }
-  set_mode(mode);
+  set_mode(mode);  // predict mode: the subclasses check their options (predict_lengths)
 }
 
 std::vector<Tensor> EfficientAttentionBase::create_state_unbatched(const Signature&, Key) {
@@ -226,6 +223,8 @@ void EfficientAttentionBase::init_weights_and_state(const Signature& input_signa
     per_slice.push_back(create_state_unbatched(unbatched, state_rngs[static_cast<std::size_t>(i)]));
   }
   state_ = state_of(stack_rows(per_slice));
+  // Predict mode: (mem_end, (memory,), per-slice state), as Trax (efficient_attention_predict.cpp).
+  if (mode_ == Mode::predict) state_ = predict_state(input_signature, state_);
 }
 
 Signature EfficientAttentionBase::forward_signature(const Signature& input_signature) {
@@ -256,19 +255,36 @@ long EfficientAttentionBase::group_size(long batch) const {
 }
 
 Stack EfficientAttentionBase::forward(const Stack& inputs) {
-  if (mode_ == Mode::predict) {
-    throw ValueError("predict mode (fast inference) is not implemented yet for " + name());
-  }
+  if (mode_ == Mode::predict) return {forward_predict(inputs.at(0))};  // see the _predict.cpp
   check_inputs(base::signature_of(inputs), true);
   const Var& x = inputs[0];
   const Tensor mask = n_in() == 2 ? inputs[1].value().astype(DType::i32) : Tensor();
   const long batch = as_long(x.dim(0));
+  if (update_state_ && !state_.flatten().empty() &&
+      as_long(state_.flatten().front().dim(0)) != batch * n_heads_) {
+    // A state-updating call with another batch size than init's (an eval batch, say):
+    // fresh per-(example, head) state for this batch, its keys split from the call's rng
+    // as init splits the init key. A recomputation (update_state = false) must match.
+    Signature unbatched;
+    for (const Var& in : inputs) {
+      unbatched.push_back({Shape(in.shape().begin() + 1, in.shape().end()), in.dtype()});
+    }
+    const std::vector<Key> state_rngs =
+        core::split(rng_, static_cast<std::size_t>(n_heads_ * batch));
+    std::vector<std::vector<Tensor>> per_slice;
+    for (long i = 0; i < n_heads_ * batch; ++i) {
+      per_slice.push_back(
+          create_state_unbatched(unbatched, state_rngs[static_cast<std::size_t>(i)]));
+    }
+    state_ = state_of(stack_rows(per_slice));
+  }
   for (const Tensor& leaf : state_.flatten()) {
     if (as_long(leaf.dim(0)) != batch * n_heads_) {
       throw ShapeError("the state has " + std::to_string(leaf.dim(0)) +
                        " rows (one per example and head, from init); this call has batch " +
                        str(batch) + " x " + str(n_heads_) + " heads = " + str(batch * n_heads_) +
-                       ": init the layer with the batch size it is called with");
+                       ": a recomputation (update_state = false) must use the batch of the "
+                       "forward pass that made the state");
     }
   }
   return {use_reference_code_ ? forward_reference(x, mask) : forward_memory_lean(x, mask)};
@@ -370,34 +386,27 @@ GroupLayout layout_of(long idx_lo, long idx_hi, long n_heads) {
   return g;
 }
 
-// x for every slice of the group: [G, L, d_model] (copies of each example's x).
-Var group_inputs(const GroupLayout& lay, const std::function<Var(long)>& x_of) {
+// The group's examples' inputs: [E, L, d_model].
+Var group_examples(const GroupLayout& lay, const std::function<Var(long)>& x_of) {
   VarList parts;
   for (long e = 0; e < lay.n_examples; ++e) {
     const Var xe = x_of(lay.example_lo + e);
-    const long L = as_long(xe.dim(0)), D = as_long(xe.dim(1));
-    parts.push_back(
-        fm::broadcast_to(fm::reshape(xe, {1, L, D}),
-                         Shape{static_cast<std::size_t>(lay.heads_per), static_cast<std::size_t>(L),
-                               static_cast<std::size_t>(D)}));
+    parts.push_back(fm::reshape(xe, {1, as_long(xe.dim(0)), as_long(xe.dim(1))}));
   }
   return parts.size() == 1 ? parts[0] : fm::concatenate(parts, 0);
 }
 
-// Weight leaf i of every slice's head, stacked: [G, ...].
-std::vector<Var> group_weights(const GroupLayout& lay, long n_heads,
-                               const std::function<std::vector<Var>(long)>& weights_of) {
+// Weight leaf i of each of the group's heads (each head once), stacked: [Hg, ...].
+std::vector<Var> group_head_weights(const GroupLayout& lay, long n_heads,
+                                    const std::function<std::vector<Var>(long)>& weights_of) {
   std::vector<VarList> per_leaf;
-  for (long e = 0; e < lay.n_examples; ++e) {
-    for (long j = 0; j < lay.heads_per; ++j) {
-      const long head = e == 0 && lay.n_examples == 1 ? lay.head_lo + j : j;
-      const std::vector<Var> ws = weights_of(head % n_heads);
-      if (per_leaf.empty()) per_leaf.resize(ws.size());
-      for (std::size_t i = 0; i < ws.size(); ++i) {
-        std::vector<long> s{1};
-        for (std::size_t a = 0; a < ws[i].ndim(); ++a) s.push_back(as_long(ws[i].dim(a)));
-        per_leaf[i].push_back(fm::reshape(ws[i], s));
-      }
+  for (long j = 0; j < lay.heads_per; ++j) {
+    const std::vector<Var> ws = weights_of((lay.head_lo + j) % n_heads);
+    if (per_leaf.empty()) per_leaf.resize(ws.size());
+    for (std::size_t i = 0; i < ws.size(); ++i) {
+      std::vector<long> s{1};
+      for (std::size_t a = 0; a < ws[i].ndim(); ++a) s.push_back(as_long(ws[i].dim(a)));
+      per_leaf[i].push_back(fm::reshape(ws[i], s));
     }
   }
   std::vector<Var> out;
@@ -405,6 +414,27 @@ std::vector<Var> group_weights(const GroupLayout& lay, long n_heads,
     out.push_back(parts.size() == 1 ? parts[0] : fm::concatenate(parts, 0));
   }
   return out;
+}
+
+// X [E, L, D] projected by every head's w [Hg, D, d] (+ b [Hg, d]) in ONE gemm against the
+// heads' matrices side by side ([D, Hg * d]): [E, L, Hg * d].
+Var project_side_by_side(const Var& X, const Var& w, const Var& b) {
+  const long D = as_long(X.dim(2));
+  const long Hg = as_long(w.dim(0)), d = as_long(w.dim(2));
+  const Var wc = Hg == 1 ? fm::reshape(w, {D, d})
+                         : fm::reshape(fm::transpose(w, {1, 0, 2}), {D, Hg * d});
+  Var y = fm::matmul(X, wc);
+  if (b.defined()) y = y + fm::reshape(b, {1, 1, Hg * d});
+  return y;
+}
+
+// The same split into slices: [G = E * Hg, L, d].
+Var project_heads(const Var& X, const Var& w, const Var& b) {
+  const long E = as_long(X.dim(0)), L = as_long(X.dim(1));
+  const long Hg = as_long(w.dim(0)), d = as_long(w.dim(2));
+  const Var y = project_side_by_side(X, w, b);
+  if (Hg == 1) return y;
+  return fm::reshape(fm::transpose(fm::reshape(y, {E, L, Hg, d}), {0, 2, 1, 3}), {E * Hg, L, d});
 }
 
 // The keep multiplier of attend's and apply_broadcasted_dropout's dropout: keep / keep_prob
@@ -425,6 +455,7 @@ Tensor dropout_multiplier(double rate, Key rng, const Shape& shape, DType dtype)
 struct CoreSpec {
   long chunk = 0, before = 0, after = 0;
   bool causal = false, exclude_self = false, masked = false;
+  bool ordered = false;    // q_info = arange, |kv_info| = arange (SelfAttention): see width()
   Tensor q_info, kv_info;  // int32 [R, L]; slice s uses row s / (G / R); undefined: no mask
   Tensor multiplier;       // [chunk, window] or undefined
 };
@@ -445,11 +476,20 @@ struct CoreKernel {
     const long a = j - sp.before;
     return (a == 0 || a >= nc || -a >= nc) ? ci : ((ci + a) % nc + nc) % nc;
   }
-  // Scores of rows [r0, r0 + n) of chunk ci of slice s, masked: S [n, W].
+  // How many leading columns of the [n, W] block of rows [r0, r0 + n) of chunk ci can be
+  // nonzero. Causal attention in position order with a window of the chunk alone (dense
+  // attention, or chunks without neighbours): the keys at offsets >= r0 + n are in the
+  // future of every row of the tile, masked by -1e9, so their probabilities are exactly
+  // 0 (exp underflows) and they add exactly nothing to the max, the logsumexp, the
+  // output or any gradient: they are skipped, about half of the work.
+  long width(long r0, long n) const {
+    return sp.causal && sp.ordered && nw == 1 ? std::min(W, r0 + n) : W;
+  }
+  // Scores of rows [r0, r0 + n) of chunk ci of slice s, masked: S [n, We] (row stride W).
   // The window's keys are gathered into one [W, d_qk] block first, so that the scores
   // come from one gemm of attend's shape (the same rounding: LSH's round weights depend
   // on logsumexps near -1e5, where float32 steps are 0.008).
-  void scores(const T* q, const T* k, long s, long ci, long r0, long n, T* S,
+  void scores(const T* q, const T* k, long s, long ci, long r0, long n, long We, T* S,
               std::vector<T>& kbuf) const {
     const T* qt = q + (s * L + ci * sp.chunk + r0) * dqk;
     const T* kw = k + (s * L + window_chunk(ci, 0) * sp.chunk) * dqk;
@@ -461,7 +501,7 @@ struct CoreKernel {
       }
       kw = kbuf.data();
     }
-    core::gemm(core::Trans::N, core::Trans::T, n, W, dqk, T(1), qt, dqk, kw, dqk, T(0), S, W);
+    core::gemm(core::Trans::N, core::Trans::T, n, We, dqk, T(1), qt, dqk, kw, dqk, T(0), S, W);
     if (!sp.q_info.defined()) return;
     const long row = s / (G / R);
     const std::int32_t* qi = sp.q_info.data<std::int32_t>() + row * L;
@@ -472,9 +512,10 @@ struct CoreKernel {
       for (long j = 0; j < nw; ++j) {
         const std::int32_t* kc = ki + window_chunk(ci, j) * sp.chunk;
         T* sj = srow + j * sp.chunk;
+        const long cols = std::min(sp.chunk, We - j * sp.chunk);
         // Branch-free (vectorisable); s - 0 is exact, so unmasked scores are unchanged.
         const bool causal = sp.causal, self = sp.exclude_self, masked = sp.masked;
-        for (long w = 0; w < sp.chunk; ++w) {
+        for (long w = 0; w < cols; ++w) {
           const std::int32_t kp = kc[w];
           T sub = T(0);
           sub = causal && qp < kp ? T(1e9) : sub;
@@ -485,31 +526,31 @@ struct CoreKernel {
       }
     }
   }
-  // P = exp(S - lse) per row (lse computed when `compute_lse`).
-  void softmax_rows(T* S, long n, T* lse, bool compute_lse) const {
-    std::vector<T> scratch(compute_lse ? static_cast<std::size_t>(W) : 0);
+  // P = exp(S - lse) per row over We columns (lse computed when `compute_lse`).
+  void softmax_rows(T* S, long n, long We, T* lse, bool compute_lse) const {
+    std::vector<T> scratch(compute_lse ? static_cast<std::size_t>(We) : 0);
+    const std::size_t w_ = static_cast<std::size_t>(We);
     for (long i = 0; i < n; ++i) {
       T* srow = S + i * W;
       if (compute_lse) {
         // lse = max + log(sum(exp(s - max))), as logsumexp computes it
-        const T m = core::vmax(srow, static_cast<std::size_t>(W));
-        lse[i] = std::isfinite(m) ? m + std::log(core::vexp_shift_sum(
-                                            srow, scratch.data(), static_cast<std::size_t>(W), m))
+        const T m = core::vmax(srow, w_);
+        lse[i] = std::isfinite(m) ? m + std::log(core::vexp_shift_sum(srow, scratch.data(), w_, m))
                                   : m;
       }
       // p = exp(s - lse), not exp(s - max) / sum: near the -1e5 self mask lse is rounded
       // to float32's 0.008 steps and the reference's probabilities carry that rounding.
-      for (long w = 0; w < W; ++w) srow[w] -= lse[i];
-      core::vexp(srow, srow, static_cast<std::size_t>(W));
+      for (long w = 0; w < We; ++w) srow[w] -= lse[i];
+      core::vexp(srow, srow, w_);
     }
   }
-  void apply_multiplier(T* P, long r0, long n) const {
+  void apply_multiplier(T* P, long r0, long n, long We) const {
     if (!sp.multiplier.defined()) return;
     const T* mu = sp.multiplier.data<T>();
     for (long i = 0; i < n; ++i) {
       T* prow = P + i * W;
       const T* mrow = mu + (r0 + i) * W;
-      for (long w = 0; w < W; ++w) prow[w] *= mrow[w];
+      for (long w = 0; w < We; ++w) prow[w] *= mrow[w];
     }
   }
   void forward(const T* q, const T* k, const T* v, T* out, T* lse_out) const {
@@ -518,15 +559,17 @@ struct CoreKernel {
       for (long ci = 0; ci < nc; ++ci) {
         for (long r0 = 0; r0 < sp.chunk; r0 += rb) {
           const long n = std::min(rb, sp.chunk - r0);
-          scores(q, k, s, ci, r0, n, S.data(), kbuf);
+          const long We = width(r0, n);
+          scores(q, k, s, ci, r0, n, We, S.data(), kbuf);
           T* lse = lse_out + s * L + ci * sp.chunk + r0;
-          softmax_rows(S.data(), n, lse, true);
-          apply_multiplier(S.data(), r0, n);
+          softmax_rows(S.data(), n, We, lse, true);
+          apply_multiplier(S.data(), r0, n, We);
           T* ot = out + (s * L + ci * sp.chunk + r0) * dv;
-          for (long j = 0; j < nw; ++j) {
+          for (long j = 0; j * sp.chunk < We; ++j) {
             const T* vj = v + (s * L + window_chunk(ci, j) * sp.chunk) * dv;
-            core::gemm(core::Trans::N, core::Trans::N, n, dv, sp.chunk, T(1),
-                       S.data() + j * sp.chunk, W, vj, dv, j == 0 ? T(0) : T(1), ot, dv);
+            const long cols = std::min(sp.chunk, We - j * sp.chunk);
+            core::gemm(core::Trans::N, core::Trans::N, n, dv, cols, T(1), S.data() + j * sp.chunk,
+                       W, vj, dv, j == 0 ? T(0) : T(1), ot, dv);
           }
         }
       }
@@ -534,59 +577,59 @@ struct CoreKernel {
   }
   void backward(const T* q, const T* k, const T* v, const T* lse_all, const T* dout,
                 const T* dlse_all, T* dq, T* dk, T* dv_out) const {
-    std::vector<T> P(static_cast<std::size_t>(rb * W)), D(static_cast<std::size_t>(rb * W));
+    std::vector<T> P(static_cast<std::size_t>(rb * W)), D(static_cast<std::size_t>(rb * W)), Pd;
     std::vector<T> lse(static_cast<std::size_t>(rb)), kbuf;
     const T* mu = sp.multiplier.defined() ? sp.multiplier.data<T>() : nullptr;
     for (long s = 0; s < G; ++s) {
       for (long ci = 0; ci < nc; ++ci) {
         for (long r0 = 0; r0 < sp.chunk; r0 += rb) {
           const long n = std::min(rb, sp.chunk - r0);
+          const long We = width(r0, n);
           const long base = s * L + ci * sp.chunk + r0;
-          scores(q, k, s, ci, r0, n, P.data(), kbuf);
+          scores(q, k, s, ci, r0, n, We, P.data(), kbuf);
           std::copy(lse_all + base, lse_all + base + n, lse.begin());
-          softmax_rows(P.data(), n, lse.data(), false);  // P: probabilities before dropout
+          softmax_rows(P.data(), n, We, lse.data(), false);  // P: probabilities before dropout
           const T* dot = dout + base * dv;
           // D = dO @ V_window^T (the gradient of the dropped-out probabilities)
-          for (long j = 0; j < nw; ++j) {
+          for (long j = 0; j * sp.chunk < We; ++j) {
             const T* vj = v + (s * L + window_chunk(ci, j) * sp.chunk) * dv;
-            core::gemm(core::Trans::N, core::Trans::T, n, sp.chunk, dv, T(1), dot, dv, vj, dv, T(0),
+            const long cols = std::min(sp.chunk, We - j * sp.chunk);
+            core::gemm(core::Trans::N, core::Trans::T, n, cols, dv, T(1), dot, dv, vj, dv, T(0),
                        D.data() + j * sp.chunk, W);
           }
           // dV_window += (P * mult)^T @ dO, then D *= mult; P stays pre-dropout
+          const T* pv = P.data();
           if (mu != nullptr) {
-            std::vector<T> Pd(P.begin(), P.begin() + n * W);
-            apply_multiplier(Pd.data(), r0, n);
-            for (long j = 0; j < nw; ++j) {
-              T* dvj = dv_out + (s * L + window_chunk(ci, j) * sp.chunk) * dv;
-              core::gemm(core::Trans::T, core::Trans::N, sp.chunk, dv, n, T(1),
-                         Pd.data() + j * sp.chunk, W, dot, dv, T(1), dvj, dv);
-            }
-            apply_multiplier(D.data(), r0, n);
-          } else {
-            for (long j = 0; j < nw; ++j) {
-              T* dvj = dv_out + (s * L + window_chunk(ci, j) * sp.chunk) * dv;
-              core::gemm(core::Trans::T, core::Trans::N, sp.chunk, dv, n, T(1),
-                         P.data() + j * sp.chunk, W, dot, dv, T(1), dvj, dv);
-            }
+            Pd.assign(P.begin(), P.begin() + n * W);
+            apply_multiplier(Pd.data(), r0, n, We);
+            pv = Pd.data();
           }
-          // dS = P * (D - sum(D * P)) + dlse * P, into D
+          for (long j = 0; j * sp.chunk < We; ++j) {
+            T* dvj = dv_out + (s * L + window_chunk(ci, j) * sp.chunk) * dv;
+            const long cols = std::min(sp.chunk, We - j * sp.chunk);
+            core::gemm(core::Trans::T, core::Trans::N, cols, dv, n, T(1), pv + j * sp.chunk, W, dot,
+                       dv, T(1), dvj, dv);
+          }
+          if (mu != nullptr) apply_multiplier(D.data(), r0, n, We);
+          // dS = P * (D - sum(D * P) + dlse), into D
           for (long i = 0; i < n; ++i) {
             T* drow = D.data() + i * W;
             const T* prow = P.data() + i * W;
             T dotp = 0;
-            for (long w = 0; w < W; ++w) dotp += drow[w] * prow[w];
+            for (long w = 0; w < We; ++w) dotp += drow[w] * prow[w];
             const T dl = dlse_all != nullptr ? dlse_all[base + i] : T(0);
-            for (long w = 0; w < W; ++w) drow[w] = prow[w] * (drow[w] - dotp + dl);
+            for (long w = 0; w < We; ++w) drow[w] = prow[w] * (drow[w] - dotp + dl);
           }
           // dQ += dS @ K_window; dK_window += dS^T @ Q
           const T* qt = q + base * dqk;
           T* dqt = dq + base * dqk;
-          for (long j = 0; j < nw; ++j) {
+          for (long j = 0; j * sp.chunk < We; ++j) {
             const long off = (s * L + window_chunk(ci, j) * sp.chunk) * dqk;
-            core::gemm(core::Trans::N, core::Trans::N, n, dqk, sp.chunk, T(1),
-                       D.data() + j * sp.chunk, W, k + off, dqk, T(1), dqt, dqk);
-            core::gemm(core::Trans::T, core::Trans::N, sp.chunk, dqk, n, T(1),
-                       D.data() + j * sp.chunk, W, qt, dqk, T(1), dk + off, dqk);
+            const long cols = std::min(sp.chunk, We - j * sp.chunk);
+            core::gemm(core::Trans::N, core::Trans::N, n, dqk, cols, T(1), D.data() + j * sp.chunk,
+                       W, k + off, dqk, T(1), dqt, dqk);
+            core::gemm(core::Trans::T, core::Trans::N, cols, dqk, n, T(1), D.data() + j * sp.chunk,
+                       W, qt, dqk, T(1), dk + off, dqk);
           }
         }
       }
@@ -595,17 +638,61 @@ struct CoreKernel {
 };
 
 // out [G, L, d_v], logsumexp [G, L] from q, k (scaled keys) [G, L, d_qk], v [G, L, d_v].
+// The attention core's outputs handed from the layer's forward pass to the recomputation
+// in its backward pass (forward_memory_lean), for cores whose window is wide (unchunked
+// attention: the window is the whole sequence, and recomputing the core costs as much as
+// the forward pass itself). Kept: out and logsumexp, O(L * d_v) per slice, as much as the
+// queries. The forward pass appends them group by group to `record`; the backward pass
+// recomputes the groups in the same order and takes them back from `replay` instead of
+// running the core again (the same inputs give the same values: the recomputation is
+// deterministic). Chunked cores (window < kHandoffWindow) are recomputed as before.
+constexpr long kHandoffWindow = 1024;
+
+struct CoreHandoff {
+  std::vector<Tensor>* record = nullptr;
+  const std::vector<Tensor>* replay = nullptr;
+  std::size_t next = 0;
+};
+thread_local CoreHandoff* t_handoff = nullptr;
+
+// Installs a handoff for the calls made while it lives (restores the previous one after).
+class HandoffScope {
+ public:
+  explicit HandoffScope(CoreHandoff* h) : saved_(t_handoff) { t_handoff = h; }
+  ~HandoffScope() { t_handoff = saved_; }
+  HandoffScope(const HandoffScope&) = delete;
+  HandoffScope& operator=(const HandoffScope&) = delete;
+
+ private:
+  CoreHandoff* saved_;
+};
+
 VarList attention_core(const Var& q, const Var& k, const Var& v, const CoreSpec& spec) {
   auto fwd = [spec](const std::vector<Tensor>& in, std::vector<Tensor>& res) {
     const Tensor &qv = in[0], &kv = in[1], &vv = in[2];
     const long G = as_long(qv.dim(0)), L = as_long(qv.dim(1));
-    Tensor out = Tensor::empty({qv.dim(0), qv.dim(1), vv.dim(2)}, qv.dtype());
-    Tensor lse = Tensor::empty({qv.dim(0), qv.dim(1)}, qv.dtype());
+    const Shape out_shape{qv.dim(0), qv.dim(1), vv.dim(2)}, lse_shape{qv.dim(0), qv.dim(1)};
+    CoreHandoff* h = (1 + spec.before + spec.after) * spec.chunk >= kHandoffWindow ? t_handoff
+                                                                                  : nullptr;
+    if (h != nullptr && h->replay != nullptr && h->next + 2 <= h->replay->size() &&
+        (*h->replay)[h->next].shape() == out_shape &&
+        (*h->replay)[h->next].dtype() == qv.dtype()) {
+      const Tensor out = (*h->replay)[h->next], lse = (*h->replay)[h->next + 1];
+      h->next += 2;
+      res = {qv, kv, vv, lse};
+      return std::vector<Tensor>{out, lse};
+    }
+    Tensor out = Tensor::empty(out_shape, qv.dtype());
+    Tensor lse = Tensor::empty(lse_shape, qv.dtype());
     core::dispatch_floating(qv.dtype(), "attention_core", [&](auto tag) {
       using T = decltype(tag);
       CoreKernel<T>(spec, G, L, as_long(qv.dim(2)), as_long(vv.dim(2)))
           .forward(qv.data<T>(), kv.data<T>(), vv.data<T>(), out.data<T>(), lse.data<T>());
     });
+    if (h != nullptr && h->record != nullptr) {
+      h->record->push_back(out);
+      h->record->push_back(lse);
+    }
     res = {qv, kv, vv, lse};
     return std::vector<Tensor>{out, lse};
   };
@@ -651,6 +738,7 @@ BatchedAttend attend_batched(const Var& q, const Var& k_in, const Var& v, std::o
   spec.causal = causal;
   spec.exclude_self = exclude_self;
   spec.masked = masked;
+  spec.ordered = true;  // its caller, SelfAttention, passes positions in order
   spec.q_info = q_info;
   spec.kv_info = kv_info;
   if (dropout > 0.0) {
@@ -663,6 +751,447 @@ BatchedAttend attend_batched(const Var& q, const Var& k_in, const Var& v, std::o
   return {r[0], r[1]};
 }
 
+// ---- LSH: sorted chunked attention and the round combination as ONE node -----------------
+//
+// LSH attends over the positions sorted by bucket (all hash rounds as one sequence of
+// N = n_hashes * L slots). Gathering q, the normalised keys and v into sorted copies
+// ([G, N, d] each, all kept on the tape), permuting the outputs back and combining the
+// rounds with ordinary ops costs several times the memory of q itself. This node reads
+// rows through the sort instead: for sorted chunk ci it gathers the chunk's query rows
+// and its window's key and value rows into small buffers, attends (attend's arithmetic:
+// one [rows, window] score gemm, the masks, logsumexp, exp(s - lse), the dropout
+// multiplier, one gemm with the values) and writes each output row and logsumexp to its
+// unsorted place (row sticker[t] = round * L + position). Then it combines the rounds
+// position by position: out = sum_r o_r exp(lse_r - logsumexp_r(lse)).
+//
+// q and v are read, and the combined output written, in the layout the projections
+// produce: [E, L, Hg * d] (example, position, then the group's heads side by side), so
+// that no transposes are needed around it. Residuals: q, v, the output, the logsumexps
+// and (n_hashes > 1) the per-round outputs. The backward pass gathers the same rows again
+// and scatter-adds the gradients (a position occurs once per round, so they add up),
+// then takes the keys' gradient back through the length normalisation.
+struct LshSpec {
+  long n_hashes = 1, chunk = 0, before = 0, after = 0, heads = 1;  // heads: Hg
+  bool causal = false, masked = false;
+  Tensor pos;         // int32 [G, N]: the position of sorted slot t (sticker % L)
+  Tensor kv_info;     // int32 [G, N]: pos, or -pos where padded (masked only)
+  Tensor row;         // int32 [G, N]: the unsorted row of sorted slot t (sticker)
+  Tensor multiplier;  // [chunk, window] dropout multiplier, or undefined
+};
+
+// Shared keys as attend makes them, length_normalized(q) / sqrt(d_qk), for one slice:
+// its rows copied out of the [E, L, Hg * d_qk] layout into [1, L, d_qk].
+template <class T>
+Tensor lsh_slice_keys(const T* qs, long L, long stride, long dqk) {
+  Tensor q = Tensor::empty({1, static_cast<std::size_t>(L), static_cast<std::size_t>(dqk)},
+                           core::dtype_of<T>());
+  T* p = q.data<T>();
+  for (long t = 0; t < L; ++t) std::copy(qs + t * stride, qs + t * stride + dqk, p + t * dqk);
+  autodiff::NoRecord no_record;
+  const Var k = length_normalized(Var(q));
+  return fm::divide(k, Tensor::scalar(std::sqrt(static_cast<double>(dqk)), q.dtype())).value();
+}
+
+template <class T>
+struct LshKernel {
+  const LshSpec& sp;
+  long G, L, N, dqk, dv, nc, nw, W, Hg, sq, sv;  // sq, sv: row strides of q and v
+  LshKernel(const LshSpec& spec, long g, long l, long dq, long dvv)
+      : sp(spec), G(g), L(l), dqk(dq), dv(dvv) {
+    N = sp.n_hashes * L;
+    nc = N / sp.chunk;
+    nw = 1 + sp.before + sp.after;
+    W = nw * sp.chunk;
+    Hg = sp.heads;
+    sq = Hg * dqk;
+    sv = Hg * dv;
+  }
+  // Slice s's first row in a [E, L, Hg * d] tensor.
+  long offset(long s, long d) const { return ((s / Hg) * L * Hg + s % Hg) * d; }
+  long window_chunk(long ci, long j) const {
+    const long a = j - sp.before;
+    return (a == 0 || a >= nc || -a >= nc) ? ci : ((ci + a) % nc + nc) % nc;
+  }
+  // dst[i] = src[pos[t0 + i]] for n rows of d values; src rows `stride` apart.
+  static void gather_rows(const T* src, long stride, const std::int32_t* pos, long t0, long n,
+                          long d, T* dst) {
+    for (long i = 0; i < n; ++i) {
+      const T* r = src + static_cast<long>(pos[t0 + i]) * stride;
+      T* o = dst + i * d;
+      for (long c = 0; c < d; ++c) o[c] = r[c];
+    }
+  }
+  static void scatter_add_rows(const T* src, const std::int32_t* pos, long t0, long n, long d,
+                               T* dst, long stride) {
+    for (long i = 0; i < n; ++i) {
+      T* r = dst + static_cast<long>(pos[t0 + i]) * stride;
+      const T* a = src + i * d;
+      for (long c = 0; c < d; ++c) r[c] += a[c];
+    }
+  }
+  void gather_window(const T* src, long stride, const std::int32_t* pos, long ci, long d,
+                     T* dst) const {
+    for (long j = 0; j < nw; ++j) {
+      gather_rows(src, stride, pos, window_chunk(ci, j) * sp.chunk, sp.chunk, d,
+                  dst + j * sp.chunk * d);
+    }
+  }
+  void scatter_window(const T* src, const std::int32_t* pos, long ci, long d, T* dst,
+                      long stride) const {
+    for (long j = 0; j < nw; ++j) {
+      scatter_add_rows(src + j * sp.chunk * d, pos, window_chunk(ci, j) * sp.chunk, sp.chunk, d,
+                       dst, stride);
+    }
+  }
+  // Scores of the rows [r0, r0 + n) of sorted chunk ci: S [n, W] = qbuf kbuf^T, masked
+  // with Trax's constants in order (causal -1e9, self -1e5, padding -1e9).
+  void scores(const T* qbuf, const T* kbuf, long s, long ci, long r0, long n, T* S) const {
+    core::gemm(core::Trans::N, core::Trans::T, n, W, dqk, T(1), qbuf, dqk, kbuf, dqk, T(0), S, W);
+    const std::int32_t* qi = sp.pos.data<std::int32_t>() + s * N;
+    const std::int32_t* ki = sp.kv_info.data<std::int32_t>() + s * N;
+    const bool causal = sp.causal, masked = sp.masked;
+    for (long i = 0; i < n; ++i) {
+      const std::int32_t qp = qi[ci * sp.chunk + r0 + i];
+      T* srow = S + i * W;
+      for (long j = 0; j < nw; ++j) {
+        const std::int32_t* kc = ki + window_chunk(ci, j) * sp.chunk;
+        T* sj = srow + j * sp.chunk;
+        for (long w = 0; w < sp.chunk; ++w) {
+          const std::int32_t kp = kc[w];
+          T sub = T(0);
+          sub = causal && qp < kp ? T(1e9) : sub;
+          sub = qp == kp ? T(1e5) : sub;
+          sub = masked && kp < 0 ? T(1e9) : sub;
+          sj[w] -= sub;
+        }
+      }
+    }
+  }
+  void softmax_rows(T* S, long n, T* lse, bool compute_lse, std::vector<T>& scratch) const {
+    scratch.resize(static_cast<std::size_t>(W));
+    for (long i = 0; i < n; ++i) {
+      T* srow = S + i * W;
+      if (compute_lse) {
+        const T m = core::vmax(srow, static_cast<std::size_t>(W));
+        lse[i] = std::isfinite(m) ? m + std::log(core::vexp_shift_sum(
+                                            srow, scratch.data(), static_cast<std::size_t>(W), m))
+                                  : m;
+      }
+      for (long w = 0; w < W; ++w) srow[w] -= lse[i];
+      core::vexp(srow, srow, static_cast<std::size_t>(W));
+    }
+  }
+  void apply_multiplier(T* P, long r0, long n) const {
+    if (!sp.multiplier.defined()) return;
+    const T* mu = sp.multiplier.data<T>();
+    for (long i = 0; i < n; ++i) {
+      T* prow = P + i * W;
+      const T* mrow = mu + (r0 + i) * W;
+      for (long w = 0; w < W; ++w) prow[w] *= mrow[w];
+    }
+  }
+  long tile_rows() const { return sp.chunk <= 512 ? sp.chunk : 256; }
+  // The rounds' weights of position t of slice s: w[r] = exp(lse_r - logsumexp_r(lse_r)),
+  // as the reference computes them (max, then log of the sum of exp).
+  void round_weights(const T* lse_s, long t, T* w) const {
+    T m = lse_s[t];
+    for (long r = 1; r < sp.n_hashes; ++r) m = std::max(m, lse_s[r * L + t]);
+    T total = 0;
+    for (long r = 0; r < sp.n_hashes; ++r) total += std::exp(lse_s[r * L + t] - m);
+    const T lse_all = std::isfinite(m) ? m + std::log(total) : m;
+    for (long r = 0; r < sp.n_hashes; ++r) w[r] = std::exp(lse_s[r * L + t] - lse_all);
+  }
+
+  // out [E, L, Hg * dv] (rounds combined); o_rounds [G, N, dv] (unsorted rows; may be the
+  // scratch of one slice when not kept) and lse [G, N].
+  void forward(const T* q, const T* v, T* out, T* o_rounds, bool keep_rounds, T* lse_out) const {
+    const long rb = tile_rows();
+    std::vector<T> S(static_cast<std::size_t>(rb * W)), qbuf(static_cast<std::size_t>(rb * dqk)),
+        kbuf(static_cast<std::size_t>(W * dqk)), vbuf(static_cast<std::size_t>(W * dv)),
+        obuf(static_cast<std::size_t>(rb * dv)), lse(static_cast<std::size_t>(rb)), scratch,
+        w(static_cast<std::size_t>(sp.n_hashes));
+    for (long s = 0; s < G; ++s) {
+      const std::int32_t* pos = sp.pos.data<std::int32_t>() + s * N;
+      const std::int32_t* row = sp.row.data<std::int32_t>() + s * N;
+      const T* qs = q + offset(s, dqk);
+      const T* vs = v + offset(s, dv);
+      const Tensor kn = lsh_slice_keys<T>(qs, L, sq, dqk);
+      const T* ks = kn.data<T>();
+      T* os = keep_rounds ? o_rounds + s * N * dv : o_rounds;
+      T* ls = lse_out + s * N;
+      for (long ci = 0; ci < nc; ++ci) {
+        gather_window(ks, dqk, pos, ci, dqk, kbuf.data());
+        gather_window(vs, sv, pos, ci, dv, vbuf.data());
+        for (long r0 = 0; r0 < sp.chunk; r0 += rb) {
+          const long n = std::min(rb, sp.chunk - r0);
+          const long t0 = ci * sp.chunk + r0;
+          gather_rows(qs, sq, pos, t0, n, dqk, qbuf.data());
+          scores(qbuf.data(), kbuf.data(), s, ci, r0, n, S.data());
+          softmax_rows(S.data(), n, lse.data(), true, scratch);
+          apply_multiplier(S.data(), r0, n);
+          // o rows = P V_window, copied to their unsorted rows
+          core::gemm(core::Trans::N, core::Trans::N, n, dv, W, T(1), S.data(), W, vbuf.data(), dv,
+                     T(0), obuf.data(), dv);
+          for (long i = 0; i < n; ++i) {
+            const long r = row[t0 + i];
+            std::copy(obuf.data() + i * dv, obuf.data() + (i + 1) * dv, os + r * dv);
+            ls[r] = lse[static_cast<std::size_t>(i)];
+          }
+        }
+      }
+      // Combine the rounds into the output rows of this slice.
+      T* outs = out + offset(s, dv);
+      for (long t = 0; t < L; ++t) {
+        T* o = outs + t * sv;
+        if (sp.n_hashes == 1) {
+          std::copy(os + t * dv, os + (t + 1) * dv, o);
+          continue;
+        }
+        round_weights(ls, t, w.data());
+        for (long c = 0; c < dv; ++c) o[c] = os[t * dv + c] * w[0];
+        for (long r = 1; r < sp.n_hashes; ++r) {
+          const T* orow = os + (r * L + t) * dv;
+          for (long c = 0; c < dv; ++c) o[c] += orow[c] * w[static_cast<std::size_t>(r)];
+        }
+      }
+    }
+  }
+
+  // Gradients w.r.t. q (through the queries and the normalised keys) and v, given the
+  // output's cotangent dout [E, L, Hg * dv].
+  void backward(const T* q, const T* v, const T* out, const T* o_rounds, const T* lse_all,
+                const T* dout, T* dq, T* dv_out) const {
+    const long rb = tile_rows();
+    const std::size_t wq = static_cast<std::size_t>(W * dqk), wv = static_cast<std::size_t>(W * dv);
+    std::vector<T> P(static_cast<std::size_t>(rb * W)), D(static_cast<std::size_t>(rb * W)), Pd,
+        qbuf(static_cast<std::size_t>(rb * dqk)), kbuf(wq), vbuf(wv),
+        dobuf(static_cast<std::size_t>(rb * dv)), lse(static_cast<std::size_t>(rb)),
+        dqbuf(static_cast<std::size_t>(rb * dqk)), dkbuf(wq), dvbuf(wv), scratch;
+    std::vector<T> dkn(static_cast<std::size_t>(L * dqk));
+    // Per slot (unsorted row r * L + t): the round weight and the logsumexp's cotangent.
+    std::vector<T> wgt(static_cast<std::size_t>(N)), dlse(static_cast<std::size_t>(N)),
+        w(static_cast<std::size_t>(sp.n_hashes));
+    const T* mu = sp.multiplier.defined() ? sp.multiplier.data<T>() : nullptr;
+    for (long s = 0; s < G; ++s) {
+      const std::int32_t* pos = sp.pos.data<std::int32_t>() + s * N;
+      const std::int32_t* row = sp.row.data<std::int32_t>() + s * N;
+      const T* qs = q + offset(s, dqk);
+      const T* vs = v + offset(s, dv);
+      const T* dos = dout + offset(s, dv);
+      const T* ls = lse_all + s * N;
+      T* dqs = dq + offset(s, dqk);
+      T* dvs = dv_out + offset(s, dv);
+      const Tensor kn = lsh_slice_keys<T>(qs, L, sq, dqk);
+      const T* ks = kn.data<T>();
+      // out = sum_r w_r o_r with w = softmax_r(lse): d o_r = w_r dout,
+      // d lse_r = w_r (dout . o_r - dout . out).
+      if (sp.n_hashes == 1) {
+        std::fill(wgt.begin(), wgt.end(), T(1));
+        std::fill(dlse.begin(), dlse.end(), T(0));
+      } else {
+        const T* os = o_rounds + s * N * dv;
+        const T* outs = out + offset(s, dv);
+        for (long t = 0; t < L; ++t) {
+          round_weights(ls, t, w.data());
+          const T* g = dos + t * sv;
+          T g_out = 0;
+          for (long c = 0; c < dv; ++c) g_out += g[c] * outs[t * sv + c];
+          for (long r = 0; r < sp.n_hashes; ++r) {
+            const T* orow = os + (r * L + t) * dv;
+            T g_o = 0;
+            for (long c = 0; c < dv; ++c) g_o += g[c] * orow[c];
+            const std::size_t i = static_cast<std::size_t>(r * L + t);
+            wgt[i] = w[static_cast<std::size_t>(r)];
+            dlse[i] = w[static_cast<std::size_t>(r)] * (g_o - g_out);
+          }
+        }
+      }
+      std::fill(dkn.begin(), dkn.end(), T(0));
+      for (long ci = 0; ci < nc; ++ci) {
+        gather_window(ks, dqk, pos, ci, dqk, kbuf.data());
+        gather_window(vs, sv, pos, ci, dv, vbuf.data());
+        std::fill(dkbuf.begin(), dkbuf.end(), T(0));
+        std::fill(dvbuf.begin(), dvbuf.end(), T(0));
+        for (long r0 = 0; r0 < sp.chunk; r0 += rb) {
+          const long n = std::min(rb, sp.chunk - r0);
+          const long t0 = ci * sp.chunk + r0;
+          gather_rows(qs, sq, pos, t0, n, dqk, qbuf.data());
+          for (long i = 0; i < n; ++i) {
+            const long r = row[t0 + i];
+            lse[static_cast<std::size_t>(i)] = ls[r];
+            const T* g = dos + (r % L) * sv;
+            const T wr = wgt[static_cast<std::size_t>(r)];
+            for (long c = 0; c < dv; ++c) dobuf[static_cast<std::size_t>(i * dv + c)] = g[c] * wr;
+          }
+          scores(qbuf.data(), kbuf.data(), s, ci, r0, n, P.data());
+          softmax_rows(P.data(), n, lse.data(), false, scratch);  // before dropout
+          // D = dO V_window^T: the gradient of the dropped-out probabilities
+          core::gemm(core::Trans::N, core::Trans::T, n, W, dv, T(1), dobuf.data(), dv, vbuf.data(),
+                     dv, T(0), D.data(), W);
+          // dV_window += (P * mult)^T dO; then D *= mult
+          const T* pv = P.data();
+          if (mu != nullptr) {
+            Pd.assign(P.begin(), P.begin() + n * W);
+            apply_multiplier(Pd.data(), r0, n);
+            pv = Pd.data();
+          }
+          core::gemm(core::Trans::T, core::Trans::N, W, dv, n, T(1), pv, W, dobuf.data(), dv, T(1),
+                     dvbuf.data(), dv);
+          if (mu != nullptr) apply_multiplier(D.data(), r0, n);
+          // dS = P * (D - sum(D * P) + dlse)
+          for (long i = 0; i < n; ++i) {
+            T* drow = D.data() + i * W;
+            const T* prow = P.data() + i * W;
+            T dotp = 0;
+            for (long c = 0; c < W; ++c) dotp += drow[c] * prow[c];
+            const T dl = dlse[static_cast<std::size_t>(row[t0 + i])];
+            for (long c = 0; c < W; ++c) drow[c] = prow[c] * (drow[c] - dotp + dl);
+          }
+          // dQ_rows = dS K_window; dK_window += dS^T Q_rows
+          core::gemm(core::Trans::N, core::Trans::N, n, dqk, W, T(1), D.data(), W, kbuf.data(), dqk,
+                     T(0), dqbuf.data(), dqk);
+          scatter_add_rows(dqbuf.data(), pos, t0, n, dqk, dqs, sq);
+          core::gemm(core::Trans::T, core::Trans::N, W, dqk, n, T(1), D.data(), W, qbuf.data(), dqk,
+                     T(1), dkbuf.data(), dqk);
+        }
+        scatter_window(dkbuf.data(), pos, ci, dqk, dkn.data(), dqk);
+        scatter_window(dvbuf.data(), pos, ci, dv, dvs, sv);
+      }
+      // Keys k = q a / c with a = (mean(q^2) + eps)^(-1/2), c = sqrt(d_qk):
+      // dq += (a / c) dk - (a^3 / (c d_qk)) (dk . q) q, row by row.
+      const T c = static_cast<T>(std::sqrt(static_cast<double>(dqk)));
+      for (long t = 0; t < L; ++t) {
+        const T* x = qs + t * sq;
+        const T* g = dkn.data() + t * dqk;
+        T ss = 0, gx = 0;
+        for (long f = 0; f < dqk; ++f) {
+          ss += x[f] * x[f];
+          gx += g[f] * x[f];
+        }
+        const T a = T(1) / std::sqrt(ss / static_cast<T>(dqk) + static_cast<T>(1e-6));
+        const T c1 = a / c, c2 = a * a * a / (c * static_cast<T>(dqk)) * gx;
+        T* o = dqs + t * sq;
+        for (long f = 0; f < dqk; ++f) o[f] += c1 * g[f] - c2 * x[f];
+      }
+    }
+  }
+};
+
+// LSH attention for the G = E * Hg slices of q [E, L, Hg * d_qk] and v [E, L, Hg * d_v]
+// (the projections' layout): the rounds combined, [E, L, Hg * d_v] in the same layout.
+Var lsh_attention_core(const Var& q, const Var& v, const LshSpec& spec) {
+  auto fwd = [spec](const std::vector<Tensor>& in, std::vector<Tensor>& res) {
+    const Tensor &qv = in[0], &vv = in[1];
+    const long E = as_long(qv.dim(0)), L = as_long(qv.dim(1)), G = E * spec.heads;
+    const long dqk = as_long(qv.dim(2)) / spec.heads, dv = as_long(vv.dim(2)) / spec.heads;
+    const long N = spec.n_hashes * L;
+    const bool keep_rounds = spec.n_hashes > 1;
+    Tensor out = Tensor::empty(vv.shape(), qv.dtype());
+    Tensor lse = Tensor::empty({static_cast<std::size_t>(G), static_cast<std::size_t>(N)},
+                               qv.dtype());
+    Tensor rounds = Tensor::empty(
+        {static_cast<std::size_t>(keep_rounds ? G : 1), static_cast<std::size_t>(N),
+         static_cast<std::size_t>(dv)},
+        qv.dtype());
+    core::dispatch_floating(qv.dtype(), "lsh_attention_core", [&](auto tag) {
+      using T = decltype(tag);
+      LshKernel<T>(spec, G, L, dqk, dv)
+          .forward(qv.data<T>(), vv.data<T>(), out.data<T>(), rounds.data<T>(), keep_rounds,
+                   lse.data<T>());
+    });
+    res = {qv, vv, out, lse};
+    if (keep_rounds) res.push_back(rounds);
+    return std::vector<Tensor>{out};
+  };
+  auto bwd = [spec](const std::vector<Tensor>& res, const std::vector<Tensor>& cts) {
+    const Tensor &qv = res[0], &vv = res[1], &out = res[2], &lse = res[3];
+    const long E = as_long(qv.dim(0)), L = as_long(qv.dim(1)), G = E * spec.heads;
+    const long dqk = as_long(qv.dim(2)) / spec.heads, dv = as_long(vv.dim(2)) / spec.heads;
+    Tensor dq = Tensor::zeros(qv.shape(), qv.dtype());
+    Tensor dvv = Tensor::zeros(vv.shape(), vv.dtype());
+    if (!cts.at(0).defined()) return std::vector<Tensor>{dq, dvv};
+    core::dispatch_floating(qv.dtype(), "lsh_attention_core", [&](auto tag) {
+      using T = decltype(tag);
+      LshKernel<T>(spec, G, L, dqk, dv)
+          .backward(qv.data<T>(), vv.data<T>(), out.data<T>(),
+                    res.size() > 4 ? res[4].data<T>() : nullptr, lse.data<T>(), cts[0].data<T>(),
+                    dq.data<T>(), dvv.data<T>());
+    });
+    return std::vector<Tensor>{dq, dvv};
+  };
+  return autodiff::custom_vjp("lsh_attention_core", {q, v}, fwd, bwd).at(0);
+}
+
+// LSH hashing of one slice, hash_vectors_with's function without its temporaries:
+// rotated = q R (one gemm, [L, n_hashes * half]), then per round and factor the argmax
+// over [rotated, -rotated] (first index on ties) read off the columns' max and min.
+template <class T>
+void hash_slice(const T* q, long ldq, long L, long d, const Tensor& rotations,
+                const std::vector<long>& factors,
+                long n_hashes, const std::int32_t* mask, std::int32_t* buckets,
+                std::vector<T>& rotated) {
+  long rot = 0, per_round = 1;
+  for (long f : factors) {
+    rot += f / 2;
+    per_round *= f;
+  }
+  if (mask != nullptr) per_round += 1;  // padding's own bucket
+  const long cols = n_hashes * rot;
+  rotated.resize(static_cast<std::size_t>(L * cols));
+  core::gemm(core::Trans::N, core::Trans::N, L, cols, d, T(1), q, ldq, rotations.data<T>(), cols,
+             T(0), rotated.data(), cols);
+  for (long t = 0; t < L; ++t) {
+    const T* r = rotated.data() + t * cols;
+    for (long h = 0; h < n_hashes; ++h) {
+      std::int32_t b = 0;
+      if (mask != nullptr && mask[t] == 0) {
+        b = static_cast<std::int32_t>(per_round - 1);
+      } else {
+        long c0 = h * rot, radix = 1;
+        for (long f : factors) {
+          const long half = f / 2;
+          long imax = 0, imin = 0;
+          for (long c = 1; c < half; ++c) {
+            if (r[c0 + c] > r[c0 + imax]) imax = c;
+            if (r[c0 + c] < r[c0 + imin]) imin = c;
+          }
+          const long id = r[c0 + imax] >= -r[c0 + imin] ? imax : half + imin;
+          b += static_cast<std::int32_t>(id * radix);
+          radix *= f;
+          c0 += half;
+        }
+      }
+      buckets[h * L + t] = static_cast<std::int32_t>(b + h * per_round);
+    }
+  }
+}
+
+// sort_buckets' sticker and undo_sort for buckets whose round h holds ids in
+// [h * per_round, (h + 1) * per_round): a stable counting sort by bucket over the ticker
+// order gives the order of buckets_and_t = L * bucket + position (within one bucket all
+// tickers come from one round, so ticker order is position order). False (nothing
+// written) if the buckets do not have that form; the caller then uses sort_buckets.
+bool counting_sort_buckets(const std::int32_t* b, long L, long n_hashes, long per_round,
+                           std::int32_t* sticker, std::int32_t* undo, std::vector<long>& count) {
+  const long N = n_hashes * L, n_ids = n_hashes * per_round;
+  if (static_cast<double>(L) * static_cast<double>(n_ids) >
+      static_cast<double>(std::numeric_limits<std::int32_t>::max())) {
+    return false;  // sort_buckets reports the int32 overflow of the keys
+  }
+  for (long t = 0; t < N; ++t) {
+    if (b[t] < 0 || b[t] / per_round != t / L) return false;
+  }
+  count.assign(static_cast<std::size_t>(n_ids + 1), 0);
+  for (long t = 0; t < N; ++t) ++count[static_cast<std::size_t>(b[t]) + 1];
+  for (long i = 0; i < n_ids; ++i) count[static_cast<std::size_t>(i) + 1] += count[static_cast<std::size_t>(i)];
+  for (long t = 0; t < N; ++t) {
+    const long slot = count[static_cast<std::size_t>(b[t])]++;
+    sticker[slot] = static_cast<std::int32_t>(t);
+    undo[t] = static_cast<std::int32_t>(slot);
+  }
+  return true;
+}
+
 // What a batched group produced (EfficientAttentionBase::GroupResult's fields).
 struct GroupOut {
   std::vector<long> examples;
@@ -670,23 +1199,34 @@ struct GroupOut {
   std::vector<std::vector<Tensor>> states;
 };
 
-// out [G, L, d_v] -> the group's result: output projection w_o [G, d_v, D], broadcast
-// output dropout, the sum over each example's heads.
-void finish_group(const GroupLayout& lay, const Var& attended, const Var& w_o, double rate,
-                  Key output_rng, GroupOut& g) {
-  Var out = fm::matmul(attended, w_o);  // [G, L, D]
+// The group's result from the heads' outputs side by side, o [E, L, Hg * d_v]: the output
+// projection summed over each example's heads as ONE gemm against w_o [Hg * d_v, D],
+// broadcast output dropout.
+void finish_side_by_side(const GroupLayout& lay, const Var& o, const Var& w_o, double rate,
+                         Key output_rng, GroupOut& g) {
+  const long E = lay.n_examples, Hg = lay.heads_per;
+  const long L = as_long(o.dim(1)), dv = as_long(w_o.dim(1)), D = as_long(w_o.dim(2));
+  Var out = fm::matmul(o, fm::reshape(w_o, {Hg * dv, D}));  // [E, L, D]
   if (rate > 0.0) {
     out = out * Var(dropout_multiplier(rate, output_rng, Shape{out.dim(2)}, out.dtype()));
   }
-  const long L = as_long(out.dim(1)), D = as_long(out.dim(2));
-  Var summed = lay.heads_per == 1 ? out
-                                  : fm::sum(fm::reshape(out, {lay.n_examples, lay.heads_per, L, D}),
-                                            {1});  // [E, L, D]
-  for (long e = 0; e < lay.n_examples; ++e) {
+  for (long e = 0; e < E; ++e) {
     g.examples.push_back(lay.example_lo + e);
-    g.outputs.push_back(lay.n_examples == 1 ? fm::reshape(summed, {L, D})
-                                            : fm::reshape(fm::slice(summed, 0, e, e + 1), {L, D}));
+    g.outputs.push_back(E == 1 ? fm::reshape(out, {L, D})
+                               : fm::reshape(fm::slice(out, 0, e, e + 1), {L, D}));
   }
+}
+
+// The same from out [G, L, d_v] (slices first): the heads put side by side first.
+void finish_group(const GroupLayout& lay, const Var& attended, const Var& w_o, double rate,
+                  Key output_rng, GroupOut& g) {
+  const long E = lay.n_examples, Hg = lay.heads_per;
+  const long L = as_long(attended.dim(1)), dv = as_long(attended.dim(2));
+  const Var o = Hg == 1 ? attended
+                        : fm::reshape(fm::transpose(fm::reshape(attended, {E, Hg, L, dv}),
+                                                    {0, 2, 1, 3}),
+                                      {E, L, Hg * dv});
+  finish_side_by_side(lay, o, w_o, rate, output_rng, g);
 }
 
 // SelfAttentionLayer::forward_unbatched for the G slices of a group at once.
@@ -698,10 +1238,10 @@ GroupOut self_attention_group(const SelfAttentionOptions& opt, const GroupLayout
   GroupOut g;
   // 1. Two keys (the same for every slice): attention dropout, output dropout.
   const std::vector<Key> rngs = core::split(rng, 2);
-  // 2. Inputs [G, L, d_model] and stacked weights [G, ...].
-  const Var X = group_inputs(lay, x_of);
-  const std::vector<Var> W = group_weights(lay, n_heads, weights_of);
-  const long G = as_long(X.dim(0)), L = as_long(X.dim(1));
+  // 2. Inputs [E, L, d_model] and the heads' weights stacked [Hg, ...].
+  const Var X = group_examples(lay, x_of);
+  const std::vector<Var> W = group_head_weights(lay, n_heads, weights_of);
+  const long L = as_long(X.dim(1));
   std::size_t i = 0;
   const Var w_q = W.at(i++);
   const Var w_k = opt.share_qk ? Var() : W.at(i++);
@@ -713,15 +1253,11 @@ GroupOut self_attention_group(const SelfAttentionOptions& opt, const GroupLayout
     if (!opt.share_qk) b_k = W.at(i++);
     b_v = W.at(i++);
   }
-  // 3. Projections, one batched gemm each: [G, L, d].
-  auto project = [&](const Var& w, const Var& b) {
-    Var y = fm::matmul(X, w);
-    if (b.defined()) y = y + fm::reshape(b, {G, 1, as_long(b.dim(1))});
-    return y;
-  };
-  const Var q = project(w_q, b_q);
-  const Var k = opt.share_qk ? Var() : project(w_k, b_k);
-  const Var v = project(w_v, b_v);
+  // 3. Projections, one gemm each for all the group's heads: [G, L, d].
+  const Var q = project_heads(X, w_q, b_q);
+  const Var k = opt.share_qk ? Var() : project_heads(X, w_k, b_k);
+  const Var v = project_heads(X, w_v, b_v);
+  const long G = as_long(q.dim(0));
   // 4. Masks: positions, padded keys negative (one row per example when masked).
   Tensor q_info, kv_info;
   if (opt.causal || opt.share_qk || opt.masked) {
@@ -763,34 +1299,41 @@ GroupOut lsh_group(const LSHSelfAttentionLayer& layer, const GroupLayout& lay, l
   }
   GroupOut g;
   const std::vector<Key> rngs = core::split(rng, 2);
-  const Var X = group_inputs(lay, x_of);
-  const std::vector<Var> W = group_weights(lay, n_heads, weights_of);
-  const long G = as_long(X.dim(0)), L = as_long(X.dim(1));
+  // 1. q and v of every slice, one gemm each for all the group's heads: [G, L, d].
+  const Var X = group_examples(lay, x_of);
+  const std::vector<Var> W = group_head_weights(lay, n_heads, weights_of);
+  //    Kept side by side, [E, L, Hg * d]: the attention node reads that layout.
+  const Var q = project_side_by_side(X, W.at(0), Var());
+  const Var v = project_side_by_side(X, W.at(1), Var());
+  const long Hg = lay.heads_per, G = lay.n_examples * Hg, L = as_long(q.dim(1));
   const long n_hashes = o.n_hashes;
   const long N = n_hashes * L;
-  const Var q = fm::matmul(X, W.at(0));  // [G, L, d_qk]
-  const Var v = fm::matmul(X, W.at(1));  // [G, L, d_v]
-  const long d_qk = as_long(q.dim(2)), d_v = as_long(v.dim(2));
+  const long d_qk = as_long(q.dim(2)) / Hg;
   const Tensor qv = q.value();
 
-  // Hash and sort each slice (integer work); indices made global over the group.
-  Tensor st_all =
-      Tensor::empty({static_cast<std::size_t>(G), static_cast<std::size_t>(N)}, DType::i32);
-  Tensor kv_all = o.masked ? Tensor::empty(st_all.shape(), DType::i32) : st_all;
-  Tensor gather_idx = Tensor::empty({static_cast<std::size_t>(G * N)}, DType::i32);
-  Tensor undo_all = Tensor::empty({static_cast<std::size_t>(G * N)}, DType::i32);
-  Tensor sticker_all = Tensor::empty({static_cast<std::size_t>(G * N)}, DType::i32);
-  std::int32_t* pst = st_all.data<std::int32_t>();
+  // 2. Hash and sort each slice (integer work, no gradient), straight into the index
+  //    tables of the attention node: positions, key infos and unsorted rows per sorted slot.
+  const Shape gn{static_cast<std::size_t>(G), static_cast<std::size_t>(N)};
+  Tensor pos_all = Tensor::empty(gn, DType::i32);
+  Tensor kv_all = o.masked ? Tensor::empty(gn, DType::i32) : pos_all;
+  Tensor row_all = Tensor::empty(gn, DType::i32);
+  std::int32_t* ppos = pos_all.data<std::int32_t>();
   std::int32_t* pkv = kv_all.data<std::int32_t>();
-  std::int32_t* pgi = gather_idx.data<std::int32_t>();
-  std::int32_t* pun = undo_all.data<std::int32_t>();
-  std::int32_t* psk = sticker_all.data<std::int32_t>();
+  std::int32_t* prow = row_all.data<std::int32_t>();
   const Tensor& fixed = layer.fixed_rotations();
+  long per_round = 1, rot = 0;
+  for (long f : o.n_buckets) {
+    per_round *= f;
+    rot += f / 2;
+  }
+  if (o.masked) per_round += 1;
+  std::vector<std::int32_t> undo(static_cast<std::size_t>(N));
+  std::vector<long> count;
   for (long s = 0; s < G; ++s) {
     const long example = lay.example_lo + s / lay.heads_per;
-    const long head = lay.n_examples == 1 ? lay.head_lo + s : s % lay.heads_per;
+    const long head = lay.head_lo + s % lay.heads_per;
     const long idx = example * n_heads + head;
-    const Tensor mask_e = mask.defined() ? row_of(mask, example) : Tensor();
+    const std::int32_t* m = mask.defined() ? mask.data<std::int32_t>() + example * L : nullptr;
     Tensor buckets;
     if (update_state) {
       const std::vector<Key> hash_keys = core::split(key_from_tensor(row_of(state[1], idx)), 2);
@@ -798,16 +1341,19 @@ GroupOut lsh_group(const LSHSelfAttentionLayer& layer, const GroupLayout& lay, l
                              ? (fixed.ndim() == 4 ? row_of(fixed, head) : fixed)
                              : hash_rotations(hash_keys[1], d_qk, o.n_buckets, n_hashes);
       if (rotations.dtype() != qv.dtype()) rotations = rotations.astype(qv.dtype());
-      buckets = hash_vectors_with(row_of(qv, s), rotations, o.n_buckets, n_hashes,
-                                  mask_e.defined() ? &mask_e : nullptr);
+      buckets = Tensor::empty({static_cast<std::size_t>(N)}, DType::i32);
+      core::dispatch_floating(qv.dtype(), "LSHSelfAttention hash", [&](auto tag) {
+        using T = decltype(tag);
+        std::vector<T> rotated;
+        hash_slice<T>(qv.data<T>() + ((s / Hg) * L * Hg + s % Hg) * d_qk, Hg * d_qk, L, d_qk,
+                      rotations, o.n_buckets, n_hashes, m, buckets.data<std::int32_t>(), rotated);
+      });
       Tensor stored = buckets;
       if (o.max_length_for_buckets) {
         const long full = n_hashes * *o.max_length_for_buckets;
-        if (as_long(buckets.size()) < full) {
+        if (N < full) {
           stored = core::concatenate(
-              {buckets,
-               Tensor::zeros({static_cast<std::size_t>(full) - buckets.size()}, DType::i32)},
-              0);
+              {buckets, Tensor::zeros({static_cast<std::size_t>(full - N)}, DType::i32)}, 0);
         }
       }
       g.states.push_back({stored, key_to_tensor(hash_keys[0])});
@@ -822,43 +1368,43 @@ GroupOut lsh_group(const LSHSelfAttentionLayer& layer, const GroupLayout& lay, l
                        str(L) + " = " + str(N) +
                        ": run a state-updating forward pass at this length first");
     }
-    const SortedBuckets sorted = sort_buckets(buckets, L, n_hashes);
-    const std::int32_t* sk = sorted.sticker.data<std::int32_t>();
-    const std::int32_t* un = sorted.undo_sort.data<std::int32_t>();
-    const std::int32_t* m = mask_e.defined() ? mask_e.data<std::int32_t>() : nullptr;
+    std::int32_t* sk = prow + s * N;  // the sticker, written in place
+    const Tensor b32 = buckets.astype(DType::i32);
+    if (!counting_sort_buckets(b32.data<std::int32_t>(), L, n_hashes, per_round, sk, undo.data(),
+                               count)) {
+      const SortedBuckets sorted = sort_buckets(buckets, L, n_hashes);
+      std::copy_n(sorted.sticker.data<std::int32_t>(), N, sk);
+    }
     for (long t = 0; t < N; ++t) {
-      const std::int32_t pos = static_cast<std::int32_t>(sk[t] % L);
-      pst[s * N + t] = pos;
-      if (o.masked) pkv[s * N + t] = m[pos] != 0 ? pos : -pos;
-      pgi[s * N + t] = static_cast<std::int32_t>(s * L + pos);
-      pun[s * N + t] = static_cast<std::int32_t>(s * N + un[t]);
-      psk[s * N + t] = static_cast<std::int32_t>(s * N + sk[t]);
+      const std::int32_t p = static_cast<std::int32_t>(sk[t] % L);
+      ppos[s * N + t] = p;
+      if (o.masked) pkv[s * N + t] = m[p] != 0 ? p : -p;
     }
   }
 
-  // Gather into sorted order: [G, N, d].
-  const Var sq =
-      fm::reshape(fm::take(fm::reshape(q, {G * L, d_qk}), Var(gather_idx), 0), {G, N, d_qk});
-  const Var sv =
-      fm::reshape(fm::take(fm::reshape(v, {G * L, d_v}), Var(gather_idx), 0), {G, N, d_v});
-  // Shared-QK chunked attention with the self mask.
-  const BatchedAttend att =
-      attend_batched(sq, Var(), sv, o.chunk_len, o.n_chunks_before, o.n_chunks_after, st_all,
-                     kv_all, o.causal, true, o.masked, attention_rate, rngs[0]);
-  // Undo the sort (permutations whose VJPs are the inverse permutations).
-  Var out_rounds = permute_via_gather(fm::reshape(att.out, {G * N, d_v}), undo_all, sticker_all, 0);
-  Var logits = permute_via_gather(fm::reshape(att.logsumexp, {G * N}), undo_all, sticker_all, 0);
-  // Combine the hash rounds.
-  Var combined;
-  if (n_hashes > 1) {
-    out_rounds = fm::reshape(out_rounds, {G, n_hashes, L, d_v});
-    logits = fm::reshape(logits, {G, n_hashes, L, 1});
-    const Var probs = fm::exp(logits - fm::logsumexp(logits, {1}, true));
-    combined = fm::sum(out_rounds * probs, {1});
-  } else {
-    combined = fm::reshape(out_rounds, {G, L, d_v});
+  // 3. Shared-QK chunked attention over the sorted slots, read through the sort, and the
+  //    hash rounds combined (each weighted by its share of the softmax mass): one node,
+  //    [E, L, Hg * d_v].
+  LshSpec spec;
+  spec.n_hashes = n_hashes;
+  spec.heads = Hg;
+  spec.chunk = *o.chunk_len;
+  spec.before = o.n_chunks_before;
+  spec.after = o.n_chunks_after;
+  spec.causal = o.causal;
+  spec.masked = o.masked;
+  spec.pos = pos_all;
+  spec.kv_info = kv_all;
+  spec.row = row_all;
+  if (attention_rate > 0.0) {
+    const long window = (1 + spec.before + spec.after) * spec.chunk;
+    spec.multiplier = dropout_multiplier(
+        attention_rate, rngs[0],
+        Shape{static_cast<std::size_t>(spec.chunk), static_cast<std::size_t>(window)}, q.dtype());
   }
-  finish_group(lay, combined, W.at(2), output_rate, rngs[1], g);
+  const Var combined = lsh_attention_core(q, v, spec);
+  // 4. Output projection summed over heads, output dropout.
+  finish_side_by_side(lay, combined, W.at(2), output_rate, rngs[1], g);
   return g;
 }
 
@@ -928,8 +1474,15 @@ Var EfficientAttentionBase::forward_memory_lean(const Var& x, const Tensor& mask
   autodiff::VarList inputs{x};
   for (std::size_t i = 0; i < n_weights; ++i) inputs.push_back(weight(i));
 
+  // Wide attention cores hand their outputs to the backward pass's recomputation (see
+  // CoreHandoff), only when a tape records (a backward pass may follow).
+  auto handed = std::make_shared<std::vector<Tensor>>();
+  CoreHandoff record;
+  if (autodiff::recording_tape() != nullptr) record.record = handed.get();
+
   std::vector<Tensor> new_state = old_state;
   auto forward_fn = [&](const std::vector<Tensor>& in, std::vector<Tensor>& residuals) {
+    HandoffScope handoff(&record);
     const Tensor& xv = in[0];
     const std::vector<Tensor> wv(in.begin() + 1, in.end());
     Tensor out = Tensor::zeros(xv.shape(), xv.dtype());
@@ -956,9 +1509,12 @@ Var EfficientAttentionBase::forward_memory_lean(const Var& x, const Tensor& mask
     return std::vector<Tensor>{out};
   };
 
-  auto backward_fn = [keep, self, n_weights, has_mask, n_slices, group, rng](
+  auto backward_fn = [keep, self, n_weights, has_mask, n_slices, group, rng, handed](
                          const std::vector<Tensor>& res, const std::vector<Tensor>& cts) {
     (void)keep;  // held only to keep the layer alive until the backward pass
+    CoreHandoff replay;
+    replay.replay = handed.get();
+    HandoffScope handoff(&replay);
     const Tensor& xv = res[0];
     const std::vector<Tensor> wv(res.begin() + 1, res.begin() + 1 + static_cast<long>(n_weights));
     std::size_t pos = 1 + n_weights;
@@ -1065,6 +1621,7 @@ SelfAttentionLayer::SelfAttentionLayer(const SelfAttentionOptions& options, SrcL
   require_rate(this->name(), "attention_dropout", opt_.attention_dropout);
   require_rate(this->name(), "output_dropout", opt_.output_dropout);
   validate_chunking(this->name(), opt_.chunk_len, opt_.n_chunks_before, opt_.n_chunks_after);
+  if (opt_.mode == Mode::predict) SelfAttentionLayer::predict_lengths();  // checks the options
 }
 
 Tensor SelfAttentionLayer::kernel_init(const Shape& shape, Key rng) const {
@@ -1113,6 +1670,7 @@ std::size_t SelfAttentionLayer::weights_d_model() const {
 
 void SelfAttentionLayer::check_inputs(const Signature& sig, bool against_weights) const {
   EfficientAttentionBase::check_inputs(sig, against_weights);
+  if (mode_ == Mode::predict) return;  // predict mode: forward_predict checks the lengths
   const long seqlen = as_long(sig[0].shape[1]);
   if (opt_.chunk_len && seqlen % *opt_.chunk_len != 0) {
     throw ValueError("sequence length " + str(seqlen) + " is not a multiple of chunk_len " +
@@ -1203,6 +1761,8 @@ SelfAttentionOptions self_attention_options(const LSHSelfAttentionOptions& o) {
   s.n_chunks_after = o.n_chunks_after;
   s.bias = false;
   s.mode = o.mode;
+  s.predict_mem_len = o.predict_mem_len;
+  s.predict_drop_len = o.predict_drop_len;
   s.attention_dropout = o.attention_dropout;
   s.output_dropout = o.output_dropout;
   s.n_parallel_heads = o.n_parallel_heads;
@@ -1236,6 +1796,7 @@ LSHSelfAttentionLayer::LSHSelfAttentionLayer(const LSHSelfAttentionOptions& opti
   if (lsh_.max_length_for_buckets) {
     require_positive(name(), "max_length_for_buckets", *lsh_.max_length_for_buckets);
   }
+  if (lsh_.mode == Mode::predict) LSHSelfAttentionLayer::predict_lengths();  // checks the options
 }
 
 void LSHSelfAttentionLayer::set_fixed_rotations(const Tensor& rotations) {
@@ -1260,6 +1821,11 @@ void LSHSelfAttentionLayer::set_fixed_rotations(const Tensor& rotations) {
 }
 
 std::vector<Tensor> LSHSelfAttentionLayer::create_state_unbatched(const Signature& sig, Key rng) {
+  if (mode_ == Mode::predict) {  // Trax: (buckets over the memory, buckets_idx, hash rng)
+    const long mem_len = predict_lengths().first;
+    return {Tensor::zeros({static_cast<std::size_t>(lsh_.n_hashes * mem_len)}, DType::i32),
+            Tensor::scalar(0, DType::i32), key_to_tensor(rng)};
+  }
   const long length = lsh_.max_length_for_buckets.value_or(as_long(sig.at(0).shape.at(0)));
   return {Tensor::zeros({static_cast<std::size_t>(lsh_.n_hashes * length)}, DType::i32),
           key_to_tensor(rng)};
@@ -1267,6 +1833,7 @@ std::vector<Tensor> LSHSelfAttentionLayer::create_state_unbatched(const Signatur
 
 void LSHSelfAttentionLayer::check_inputs(const Signature& sig, bool against_weights) const {
   EfficientAttentionBase::check_inputs(sig, against_weights);
+  if (mode_ == Mode::predict) return;  // predict mode: forward_predict checks the lengths
   const long seqlen = as_long(sig[0].shape[1]);
   const long chunk = *lsh_.chunk_len;
   const long n_hashes = lsh_.n_hashes;

@@ -44,10 +44,11 @@
 //                                          .n_hashes = 2, .n_buckets = {32}});
 //
 // Deliberate differences from Trax 1.3.4:
-//   * Predict mode (fast autoregressive inference, incremental_forward_unbatched,
-//     predict_mem_len/predict_drop_len) is NOT implemented yet: a layer created with
-//     mode = predict, or switched to it, throws ValueError. use_python_loop does not
-//     exist (there is no jitted loop to replace).
+//   * Predict mode (fast autoregressive inference: Trax's use_predict_mem and
+//     incremental_forward_unbatched, predict_mem_len/predict_drop_len) is in
+//     efficient_attention_predict.cpp; its differences from Trax are listed there and in
+//     docs/efficient_attention.md. use_python_loop does not exist (there is no jitted
+//     loop to replace).
 //   * Dropout rates are taken as given in train mode and as 0 otherwise at CALL time
 //     (Trax zeroes them at construction), so set_mode(eval) switches dropout off.
 //   * LSHSelfAttention requires chunk_len (Trax's default None with n_chunks_before = 1
@@ -72,6 +73,7 @@
 #include <optional>
 #include <source_location>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "layers/base.hpp"
@@ -131,6 +133,18 @@ class EfficientAttentionBase : public base::Layer {
                                             const std::vector<Tensor>& state, Key rng,
                                             bool update_state, long head) = 0;
 
+  /// Predict mode (efficient_attention_predict.cpp): what one head of one example
+  /// produces for the q_len new positions starting at q_start of x (x is the whole input
+  /// memory [mem_len, d_model], or the prompt itself when a prompt starts the sequence):
+  /// out [q_len, d_model] and the new per-slice state. Default: ValueError (no predict).
+  virtual UnbatchedResult incremental_forward_unbatched(const Var& x, long q_start, long q_len,
+                                                        const std::vector<Var>& weights,
+                                                        const std::vector<Tensor>& state, Key rng,
+                                                        long head);
+  /// Predict mode's (predict_mem_len, predict_drop_len), defaults resolved. ValueError
+  /// naming the layer when the options do not allow predict mode. Default: not supported.
+  virtual std::pair<long, long> predict_lengths() const;
+
   /// One head's weights as differentiable slices of the stacked weights.
   std::vector<Var> head_weights(long head) const;
   /// Row `index` (= example * n_heads + head) of the current state, leaves unstacked.
@@ -150,6 +164,12 @@ class EfficientAttentionBase : public base::Layer {
 
   /// The reference implementation: plain loops over (example, head).
   Var forward_reference(const Var& x, const Tensor& mask);
+  /// Predict mode: Trax's use_predict_mem (the memory of inputs, rolled by
+  /// predict_drop_len when full), then incremental_forward_unbatched per (example, head).
+  Var forward_predict(const Var& x);
+  /// Predict mode's state (mem_end, (memory,), per-slice state) for this input signature
+  /// around the stacked per-slice state `inner`.
+  State predict_state(const Signature& input_signature, const State& inner) const;
   /// The memory-lean implementation: one custom-VJP node, recomputation per group.
   Var forward_memory_lean(const Var& x, const Tensor& mask);
 
@@ -185,8 +205,7 @@ class EfficientAttentionBase : public base::Layer {
 
 // ---- SelfAttention ----------------------------------------------------------------------
 
-/// Trax 1.3.4's SelfAttention arguments and defaults (predict_mem_len,
-/// predict_drop_len and use_python_loop are not supported).
+/// Trax 1.3.4's SelfAttention arguments and defaults (use_python_loop is not supported).
 struct SelfAttentionOptions {
   long n_heads = 2;
   long d_qk = 64;
@@ -199,6 +218,11 @@ struct SelfAttentionOptions {
   long n_chunks_after = 0;
   bool bias = false;  // biases on q, k, v
   Mode mode = Mode::train;
+  /// Predict mode: input positions kept in memory (default chunk_len * (1 +
+  /// n_chunks_before); required without chunk_len) and how many of them are dropped when
+  /// it is full (default chunk_len). Checked when the layer runs in predict mode.
+  std::optional<long> predict_mem_len = std::nullopt;
+  std::optional<long> predict_drop_len = std::nullopt;
   double attention_dropout = 0.0;
   double output_dropout = 0.0;
   std::optional<long> n_parallel_heads = std::nullopt;
@@ -231,6 +255,11 @@ class SelfAttentionLayer : public EfficientAttentionBase {
                                     const std::vector<Var>& weights,
                                     const std::vector<Tensor>& state, Key rng, bool update_state,
                                     long head) override;
+  UnbatchedResult incremental_forward_unbatched(const Var& x, long q_start, long q_len,
+                                                const std::vector<Var>& weights,
+                                                const std::vector<Tensor>& state, Key rng,
+                                                long head) override;
+  std::pair<long, long> predict_lengths() const override;
 
  protected:
   std::vector<std::string> weight_names() const override;
@@ -245,7 +274,7 @@ class SelfAttentionLayer : public EfficientAttentionBase {
 // ---- LSHSelfAttention ---------------------------------------------------------------------
 
 /// Trax 1.3.4's LSHSelfAttention arguments and defaults (chunk_len required here;
-/// predict_mem_len, predict_drop_len and use_python_loop are not supported).
+/// use_python_loop is not supported).
 struct LSHSelfAttentionOptions {
   long n_heads = 2;
   long d_qk = 64;
@@ -260,6 +289,11 @@ struct LSHSelfAttentionOptions {
   /// f0 * f1 * ... buckets (each factor even).
   std::vector<long> n_buckets = {256};
   Mode mode = Mode::train;
+  /// Predict mode: input positions kept in memory and dropped when it is full (Trax's
+  /// defaults; nullopt means SelfAttention's defaults, chunk_len * (1 + n_chunks_before)
+  /// and chunk_len).
+  std::optional<long> predict_mem_len = 2048;
+  std::optional<long> predict_drop_len = 256;
   double attention_dropout = 0.0;
   double output_dropout = 0.0;
   std::optional<long> n_parallel_heads = 1;
@@ -308,11 +342,24 @@ class LSHSelfAttentionLayer : public SelfAttentionLayer {
                                     const std::vector<Var>& weights,
                                     const std::vector<Tensor>& state, Key rng, bool update_state,
                                     long head) override;
+  /// Predict mode (Trax's incremental_forward_unbatched): a prompt starting the sequence
+  /// runs forward_unbatched on it with buckets hashed by the state's key; single positions
+  /// attend to the memory positions sharing a bucket with them (see the .cpp). State per
+  /// slice: (buckets int32 [n_hashes * predict_mem_len], buckets_idx int32, hash key).
+  UnbatchedResult incremental_forward_unbatched(const Var& x, long q_start, long q_len,
+                                                const std::vector<Var>& weights,
+                                                const std::vector<Tensor>& state, Key rng,
+                                                long head) override;
+  std::pair<long, long> predict_lengths() const override;
 
  protected:
   void check_inputs(const Signature& input_signature, bool against_weights) const override;
 
  private:
+  /// One position of predict mode (Trax's one-token path), at slot q_start of the memory.
+  UnbatchedResult incremental_one_position(const Var& x, long q_start,
+                                           const std::vector<Var>& weights,
+                                           const std::vector<Tensor>& state, Key rng, long head);
   Tensor hash(const Tensor& q, Key rng, const Tensor& mask, long head) const;
   LSHSelfAttentionOptions lsh_;
   Tensor fixed_rotations_;
@@ -321,8 +368,8 @@ class LSHSelfAttentionLayer : public SelfAttentionLayer {
 // ---- factories -----------------------------------------------------------------------------
 // Invalid options are a ValueError naming the option (n_heads, d_qk, d_v > 0; dropout
 // rates in [0, 1); chunk_len > 0; n_chunks_before/after >= 0 and only with chunk_len;
-// n_parallel_heads a multiple or divisor of n_heads; n_buckets even and >= 2; mode not
-// predict).
+// n_parallel_heads a multiple or divisor of n_heads; n_buckets even and >= 2; in predict
+// mode: causal, not masked, 0 < predict_drop_len <= predict_mem_len, see predict_lengths).
 
 std::shared_ptr<SelfAttentionLayer> SelfAttention(const SelfAttentionOptions& options = {},
                                                   SrcLoc where = SrcLoc::current());

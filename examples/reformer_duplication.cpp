@@ -27,6 +27,7 @@
 #include "core/ops.hpp"
 #include "duplication/config.hpp"
 #include "duplication/plot.hpp"
+#include "models/decoding.hpp"
 #include "models/reformer.hpp"
 #include "training/checkpoint.hpp"
 #include "training/loop.hpp"
@@ -59,6 +60,8 @@ models::ReformerLMOptions model_options(const app::DuplicationConfig& c, Attenti
   o.ff_activation = layers::Relu;
   o.reversible = c.reversible;
   o.mode = mode;
+  // Predict mode (sampling) keeps the whole sequence in each attention's memory.
+  const long mem = c.length;
   for (const std::string& a : c.attention) {
     if (a == "lsh" && !choice.full) {
       o.attention_type.push_back(models::lsh_self_attention({.chunk_len = c.chunk_len,
@@ -66,13 +69,17 @@ models::ReformerLMOptions model_options(const app::DuplicationConfig& c, Attenti
                                                              .n_chunks_after = 0,
                                                              .n_hashes = choice.n_hashes,
                                                              .n_buckets = {c.n_buckets},
+                                                             .predict_mem_len = mem,
+                                                             .predict_drop_len = mem,
                                                              .attention_dropout = c.dropout,
                                                              .n_parallel_heads = c.n_heads}));
     } else {
       // Full attention over the whole sequence; an LSH layer's weights (w_q, w_v,
       // w_o, queries shared with keys) fit SelfAttention with share_qk.
-      o.attention_type.push_back(models::self_attention(
-          {.share_qk = (a == "lsh"), .attention_dropout = c.dropout}));
+      o.attention_type.push_back(models::self_attention({.share_qk = (a == "lsh"),
+                                                         .predict_mem_len = mem,
+                                                         .predict_drop_len = mem,
+                                                         .attention_dropout = c.dropout}));
     }
   }
   return o;
@@ -104,10 +111,12 @@ double accuracy(base::Layer& model, const training::Stream& stream, long first, 
 
 // A model for evaluation with the trained weights (same order, same shapes).
 base::LayerPtr eval_model(const app::DuplicationConfig& c, AttentionChoice choice,
-                          const std::vector<base::NamedTensor>& trained, long batch) {
-  auto model = models::ReformerLM(model_options(c, choice, base::Mode::eval));
-  model->init({{{static_cast<std::size_t>(batch), static_cast<std::size_t>(c.length)}, DType::i32}},
-              core::key_from_seed(c.seed));
+                          const std::vector<base::NamedTensor>& trained, long batch,
+                          base::Mode mode = base::Mode::eval) {
+  auto model = models::ReformerLM(model_options(c, choice, mode));
+  const std::size_t length = mode == base::Mode::predict ? 1 : static_cast<std::size_t>(c.length);
+  model->init({{{static_cast<std::size_t>(batch), length}, DType::i32}},
+              core::key_from_seed(static_cast<std::uint64_t>(c.seed)));
   const auto mine = model->flat_weights();
   if (mine.size() != trained.size()) {
     throw core::ValueError("evaluation model has " + std::to_string(mine.size()) +
@@ -124,21 +133,6 @@ base::LayerPtr eval_model(const app::DuplicationConfig& c, AttentionChoice choic
   }
   model->set_flat_weights(values);
   return model;
-}
-
-// Greedy completion of the prompt to `length` symbols: each step runs the model on
-// the sequence so far (padded with zeros) and appends the most likely next symbol.
-std::vector<int> complete(base::Layer& model, std::vector<int> seq, std::size_t length) {
-  autodiff::NoRecord quiet;
-  while (seq.size() < length) {
-    std::vector<std::int32_t> ids(seq.begin(), seq.end());
-    ids.resize(length, 0);
-    const Tensor x = Tensor::from<std::int32_t>({1, length}, ids);
-    const Tensor logp = model.apply({Var(x)}, core::key_from_seed(0)).at(0).value();
-    const Tensor next = core::argmax(logp, -1, DType::i32);
-    seq.push_back(static_cast<int>(next.flat(seq.size())));
-  }
-  return seq;
 }
 
 std::string percent(double x) {
@@ -264,12 +258,20 @@ int run(const app::CommandLine& cl) {
   // ---- a greedy sample ----
   const AttentionChoice sample_choice = any_lsh ? AttentionChoice{false, hs.front()}
                                                 : AttentionChoice{true, 0};
-  auto sampler = eval_model(c, sample_choice, trained, 1);
+  // Fast sampling: the model in predict mode takes one token per call and keeps the
+  // past in its attention memories (models/decoding.hpp).
+  auto sampler = eval_model(c, sample_choice, trained, 1, base::Mode::predict);
   const training::Batch held_out = eval_stream(999);
   const std::size_t half = L / 2;
-  std::vector<int> prompt;
-  for (std::size_t j = 0; j < half + 1; ++j) prompt.push_back(static_cast<int>(held_out.inputs.flat(j)));
-  const std::vector<int> out = complete(*sampler, prompt, L);
+  std::vector<std::int32_t> prompt_ids;
+  for (std::size_t j = 0; j < half + 1; ++j) {
+    prompt_ids.push_back(static_cast<std::int32_t>(held_out.inputs.flat(j)));
+  }
+  const Tensor sampled = models::autoregressive_sample(
+      *sampler, Tensor::from<std::int32_t>({1, half + 1}, prompt_ids),
+      static_cast<long>(L - half - 1));
+  std::vector<int> out;
+  for (std::size_t j = 0; j < L; ++j) out.push_back(static_cast<int>(sampled.flat(j)));
   std::size_t copied = 0;
   std::ostringstream prompt_text, sample_text;
   for (std::size_t j = 0; j < half + 1; ++j) prompt_text << out[j] << ' ';
@@ -277,7 +279,8 @@ int run(const app::CommandLine& cl) {
     sample_text << out[j] << ' ';
     copied += out[j] == out[j - half] ? 1 : 0;
   }
-  std::cout << "\ngreedy sample (" << attention_name(c, sample_choice) << "), prompt \"0 w 0\":\n  "
+  std::cout << "\ngreedy sample (" << attention_name(c, sample_choice)
+            << ", predict mode), prompt \"0 w 0\":\n  "
             << prompt_text.str() << "\ncompletion:\n  " << sample_text.str() << "\n  " << copied
             << "/" << (L - half - 1) << " symbols of w copied correctly"
             << (copied == L - half - 1 ? " (a correct copy)" : "") << "\n";

@@ -214,7 +214,7 @@ LayerPtr ReformerLM(const ReformerLMOptions& o, SrcLoc where) {
   LayerPtr reversible = tl::ReversibleSerial(std::move(blocks), where);
   static_cast<tl::ReversibleSerialLayer*>(reversible.get())->set_reversible_backward(o.reversible);
 
-  return tl::Serial(
+  LayerPtr model = tl::Serial(
       {tl::ShiftRight(1, o.mode, where), tl::Embedding(o.vocab_size, o.d_model,
                                                        tl::init::RandomNormal(1.0), where),
        tl::Dropout(o.dropout, {-2}, o.mode, where), positional_encoding, tl::Dup(where),
@@ -224,6 +224,8 @@ LayerPtr ReformerLM(const ReformerLMOptions& o, SrcLoc where) {
                  where),
        tl::LogSoftmax(-1, where)},
       "ReformerLM", where);
+  model->set_mode(o.mode);
+  return model;
 }
 
 }  // namespace minitrax::models

@@ -2,7 +2,11 @@
 // unchunked, reversible gradients = plain backprop through the whole model).
 #include <doctest/doctest.h>
 
+#include <unistd.h>
+
 #include <cmath>
+#include <filesystem>
+#include <sstream>
 
 #include "autodiff/fastmath.hpp"
 #include "autodiff/transforms.hpp"
@@ -10,6 +14,8 @@
 #include "core/rng.hpp"
 #include "models/reformer.hpp"
 #include "test_util.hpp"
+#include "training/loop.hpp"
+#include "training/losses.hpp"
 
 using namespace minitrax;
 using autodiff::Var;
@@ -182,4 +188,57 @@ TEST_CASE("reformer: option errors name the option") {
   o.dropout = 1.0;
   CHECK(testutil::contains(testutil::error_message([&] { (void)models::ReformerLM(o); }),
                            "dropout must be in [0, 1)"));
+}
+
+namespace {
+
+training::Loop reformer_loop(const std::string& dir, std::ostream* out) {
+  auto model = models::ReformerLM(small_lsh(2, 0.1));
+  auto stream = training::copy_task_stream(key_from_seed(31), 2, 16, 12);
+  training::AdamOptions adam;
+  adam.learning_rate = 0.01;
+  training::TrainTask task{stream, training::WeightedCategoryCrossEntropy(),
+                           std::make_shared<training::Adam>(adam), training::constant(0.01)};
+  training::LoopOptions options;
+  options.output_dir = dir;
+  options.eval_every = 0;
+  options.checkpoint_every = 3;
+  options.progress = training::Progress::none;
+  options.out = out;
+  return training::Loop(model, task, {}, options, key_from_seed(32));
+}
+
+}  // namespace
+
+TEST_CASE("reformer: a resumed run continues bit for bit (LSH state, dropout, reversible)") {
+  namespace fs = std::filesystem;
+  const fs::path a = fs::temp_directory_path() / ("minitrax_reformer_a_" + std::to_string(::getpid()));
+  const fs::path b = fs::temp_directory_path() / ("minitrax_reformer_b_" + std::to_string(::getpid()));
+  fs::remove_all(a);
+  fs::remove_all(b);
+  std::ostringstream sink;
+  auto straight = reformer_loop(a.string(), &sink);
+  straight.run(6);
+  {
+    auto first = reformer_loop(b.string(), &sink);
+    first.run(3);
+  }
+  auto resumed = reformer_loop(b.string(), &sink);
+  REQUIRE(resumed.resume());
+  CHECK(resumed.step() == 3);
+  resumed.run(6);
+  const auto wa = straight.model()->flat_weights();
+  const auto wb = resumed.model()->flat_weights();
+  REQUIRE(wa.size() == wb.size());
+  for (std::size_t i = 0; i < wa.size(); ++i) {
+    CAPTURE(wa[i].name);
+    CHECK(core::max_abs_diff(wa[i].value, wb[i].value) == 0.0);
+  }
+  const auto sa = straight.model()->flat_state();
+  const auto sb = resumed.model()->flat_state();
+  REQUIRE(sa.size() == sb.size());
+  for (std::size_t i = 0; i < sa.size(); ++i) CHECK(core::max_abs_diff(sa[i].value, sb[i].value) == 0.0);
+  CHECK(*straight.last_loss() == *resumed.last_loss());
+  fs::remove_all(a);
+  fs::remove_all(b);
 }

@@ -160,14 +160,15 @@ int run(const app::CommandLine& cl) {
                  "--output-dir to start a new run elsewhere (nothing was changed)\n";
     return 2;
   }
-  core::write_file_atomic((fs::path(c.output_dir) / "config.json").string(), app::to_json(c) + "\n");
+  core::write_file_atomic((fs::path(c.output_dir) / "config.json").string(),
+                          app::to_json(c) + "\n");
 
   // ---- model, data, training ----
   const AttentionChoice trained_choice{false, c.n_hashes};
   auto model = models::ReformerLM(model_options(c, trained_choice, base::Mode::train));
   const auto keys = core::split(core::key_from_seed(static_cast<std::uint64_t>(c.seed)), 3);
-  const auto train_stream = training::copy_task_stream(
-      keys[0], static_cast<std::size_t>(c.batch), L, static_cast<std::size_t>(c.vocab));
+  const auto train_stream = training::copy_task_stream(keys[0], static_cast<std::size_t>(c.batch),
+                                                       L, static_cast<std::size_t>(c.vocab));
   const auto eval_stream = training::copy_task_stream(
       keys[1], static_cast<std::size_t>(c.eval_batch), L, static_cast<std::size_t>(c.vocab));
 
@@ -207,9 +208,8 @@ int run(const app::CommandLine& cl) {
   for (std::size_t i = 0; i < c.attention.size(); ++i) {
     std::cout << (i ? ", " : "") << c.attention[i];
   }
-  std::cout << "], LSH n_hashes " << c.n_hashes << ", n_buckets " << c.n_buckets
-            << ", chunk_len " << c.chunk_len << ", " << (c.reversible ? "reversible" : "plain")
-            << " backward\n"
+  std::cout << "], LSH n_hashes " << c.n_hashes << ", n_buckets " << c.n_buckets << ", chunk_len "
+            << c.chunk_len << ", " << (c.reversible ? "reversible" : "plain") << " backward\n"
             << "  training: batch " << c.batch << ", " << c.steps << " steps, Adam lr " << c.lr
             << " (" << c.schedule << ", warmup " << c.warmup_steps << "), seed " << c.seed
             << "\n  output: " << c.output_dir << "/ (config.json, metrics.jsonl, checkpoints, "
@@ -256,8 +256,8 @@ int run(const app::CommandLine& cl) {
   std::cout << "\n";
 
   // ---- a greedy sample ----
-  const AttentionChoice sample_choice = any_lsh ? AttentionChoice{false, hs.front()}
-                                                : AttentionChoice{true, 0};
+  const AttentionChoice sample_choice =
+      any_lsh ? AttentionChoice{false, hs.front()} : AttentionChoice{true, 0};
   // Fast sampling: the model in predict mode takes one token per call and keeps the
   // past in its attention memories (models/decoding.hpp).
   auto sampler = eval_model(c, sample_choice, trained, 1, base::Mode::predict);
@@ -267,9 +267,9 @@ int run(const app::CommandLine& cl) {
   for (std::size_t j = 0; j < half + 1; ++j) {
     prompt_ids.push_back(static_cast<std::int32_t>(held_out.inputs.flat(j)));
   }
-  const Tensor sampled = models::autoregressive_sample(
-      *sampler, Tensor::from<std::int32_t>({1, half + 1}, prompt_ids),
-      static_cast<long>(L - half - 1));
+  const Tensor sampled =
+      models::autoregressive_sample(*sampler, Tensor::from<std::int32_t>({1, half + 1}, prompt_ids),
+                                    static_cast<long>(L - half - 1));
   std::vector<int> out;
   for (std::size_t j = 0; j < L; ++j) out.push_back(static_cast<int>(sampled.flat(j)));
   std::size_t copied = 0;
@@ -280,9 +280,9 @@ int run(const app::CommandLine& cl) {
     copied += out[j] == out[j - half] ? 1 : 0;
   }
   std::cout << "\ngreedy sample (" << attention_name(c, sample_choice)
-            << ", predict mode), prompt \"0 w 0\":\n  "
-            << prompt_text.str() << "\ncompletion:\n  " << sample_text.str() << "\n  " << copied
-            << "/" << (L - half - 1) << " symbols of w copied correctly"
+            << ", predict mode), prompt \"0 w 0\":\n  " << prompt_text.str() << "\ncompletion:\n  "
+            << sample_text.str() << "\n  " << copied << "/" << (L - half - 1)
+            << " symbols of w copied correctly"
             << (copied == L - half - 1 ? " (a correct copy)" : "") << "\n";
 
   // ---- results.json and the plot ----
@@ -304,14 +304,15 @@ int run(const app::CommandLine& cl) {
   }
   const std::string svg_path = (fs::path(c.output_dir) / "curves.svg").string();
   core::write_file_atomic(
-      svg_path, app::svg_chart("ReformerLM on the duplication task (" +
-                                   attention_name(c, trained_choice) + ", length " +
-                                   std::to_string(c.length) + ")",
-                               "training step", "cross-entropy", "second-half accuracy", series));
+      svg_path,
+      app::svg_chart("ReformerLM on the duplication task (" + attention_name(c, trained_choice) +
+                         ", length " + std::to_string(c.length) + ")",
+                     "training step", "cross-entropy", "second-half accuracy", series));
   std::ostringstream results;
   results << "{\n  \"trained_with\": \"" << attention_name(c, trained_choice) << "\",\n"
-          << "  \"steps\": " << loop.step() << ",\n  \"held_out_sequences\": "
-          << final_batches * c.eval_batch << ",\n  \"accuracy\": {";
+          << "  \"steps\": " << loop.step()
+          << ",\n  \"held_out_sequences\": " << final_batches * c.eval_batch
+          << ",\n  \"accuracy\": {";
   for (std::size_t i = 0; i < columns.size(); ++i) {
     results << (i ? ", " : "") << "\"" << columns[i] << "\": " << table[columns[i]];
   }

@@ -27,7 +27,9 @@ std::vector<Tensor> values_of(const Stack& xs) {
   return out;
 }
 
-Stack vars_of(const std::vector<Tensor>& xs) { return Stack(xs.begin(), xs.end()); }
+Stack vars_of(const std::vector<Tensor>& xs) {
+  return Stack(xs.begin(), xs.end());
+}
 
 // Saves a layer's installed weights, state and rng; puts them back when it goes
 // out of scope (also when an exception leaves the scope).
@@ -86,15 +88,14 @@ class NoStateUpdate {
 
 // ---- ReversibleLayer ------------------------------------------------------------------
 
-std::vector<Tensor> ReversibleLayer::reverse(const std::vector<Tensor>&, const State&,
-                                             const State&, Key) {
+std::vector<Tensor> ReversibleLayer::reverse(const std::vector<Tensor>&, const State&, const State&,
+                                             Key) {
   throw core::ValueError(name() + ": reverse is not implemented by this layer");
 }
 
 ReverseGrad ReversibleLayer::reverse_and_grad(const std::vector<Tensor>& outputs,
                                               const std::vector<Tensor>& output_cts,
-                                              const State& state, const State& new_state,
-                                              Key rng) {
+                                              const State& state, const State& new_state, Key rng) {
   const std::vector<Tensor> inputs = reverse(outputs, state, new_state, rng);
   return grad_at(inputs, output_cts, state, rng);
 }
@@ -133,14 +134,16 @@ ReverseGrad ReversibleLayer::grad_at(const std::vector<Tensor>& inputs,
 ReversibleSwapLayer::ReversibleSwapLayer(std::source_location where)
     : ReversibleLayer(2, 2, "ReversibleSwap", where) {}
 
-Stack ReversibleSwapLayer::forward(const Stack& inputs) { return {inputs[1], inputs[0]}; }
+Stack ReversibleSwapLayer::forward(const Stack& inputs) {
+  return {inputs[1], inputs[0]};
+}
 
 Signature ReversibleSwapLayer::forward_signature(const Signature& input_signature) {
   return {input_signature[1], input_signature[0]};
 }
 
-std::vector<Tensor> ReversibleSwapLayer::reverse(const std::vector<Tensor>& outputs,
-                                                 const State&, const State&, Key) {
+std::vector<Tensor> ReversibleSwapLayer::reverse(const std::vector<Tensor>& outputs, const State&,
+                                                 const State&, Key) {
   check_count(name(), "outputs", outputs.size(), 2);
   return {outputs[1], outputs[0]};
 }
@@ -173,8 +176,8 @@ void check_residual(const std::string& who, const base::ShapeDtype& residual,
 
 std::vector<LayerPtr> half_residual_sublayers(std::vector<LayerPtr> residual_layers,
                                               LayerPtr attention_layer) {
-  std::vector<LayerPtr> subs{Serial(detail::checked(std::move(residual_layers),
-                                                    "ReversibleHalfResidual"))};
+  std::vector<LayerPtr> subs{
+      Serial(detail::checked(std::move(residual_layers), "ReversibleHalfResidual"))};
   if (attention_layer) subs.push_back(std::move(attention_layer));
   return subs;
 }
@@ -252,8 +255,8 @@ State ReversibleHalfResidualLayer::state_for_backward(const State& before) const
 }
 
 std::vector<Tensor> ReversibleHalfResidualLayer::reverse(const std::vector<Tensor>& outputs,
-                                                         const State& state,
-                                                         const State& new_state, Key rng) {
+                                                         const State& state, const State& new_state,
+                                                         Key rng) {
   check_count(name(), "outputs", outputs.size(), n_out());
   const auto rngs = core::split(rng, sublayers().size());
   const State attention_state = child_state(new_state, 1);
@@ -428,7 +431,8 @@ State ReversibleSerialLayer::state_for_backward(const State& before) const {
   if (before.is_leaf() || before.size() != blocks.size()) return before;
   std::vector<State> kept;
   for (std::size_t b = 0; b < blocks.size(); ++b) {
-    kept.push_back(static_cast<const ReversibleLayer*>(blocks[b].get())->state_for_backward(before[b]));
+    kept.push_back(
+        static_cast<const ReversibleLayer*>(blocks[b].get())->state_for_backward(before[b]));
   }
   return State::list(std::move(kept));
 }

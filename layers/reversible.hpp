@@ -16,7 +16,8 @@
 //   auto model = Serial({Dup(), ReversibleSerial({ReversibleHalfResidual({F}), ReversibleSwap(),
 //                                                 ReversibleHalfResidual({G}), ReversibleSwap()}),
 //                        Concatenate()});
-//   model(1) -> [ 3 + 10*...]   (see tests/test_reversible.cpp: x = 1 gives [65, 681] for two rounds)
+//   model(1) -> [ 3 + 10*...]   (see tests/test_reversible.cpp: x = 1 gives [65, 681] for two
+//   rounds)
 //
 // Randomness and state replay exactly in the backward pass: each block gets the rng
 // it got in the forward (ReversibleSerial splits its rng over its blocks as Serial
@@ -158,8 +159,8 @@ class ReversibleSerialLayer : public ReversibleLayer {
   Stack run_blocks(const Stack& inputs, std::vector<State>* old_states,
                    std::vector<State>* new_states);
   ReverseGrad walk_back(std::vector<Tensor> stack, std::vector<Tensor> stack_ct,
-                        const std::vector<State>& old_states,
-                        const std::vector<State>& new_states, Key rng);
+                        const std::vector<State>& old_states, const std::vector<State>& new_states,
+                        Key rng);
 
   bool reversible_backward_ = true;
 };

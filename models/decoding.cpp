@@ -49,9 +49,10 @@ Tensor sample_tokens(const Tensor& log_probs, double temperature, core::Key rng)
 Tensor autoregressive_sample(base::Layer& model, const Tensor& prompt, long n_new,
                              const SampleOptions& options) {
   if (model.mode() != base::Mode::predict) {
-    throw core::ValueError("autoregressive_sample: the model must be in predict mode (made with "
-                           "mode = predict, or set_mode(Mode::predict) before init), it is in " +
-                           std::string(base::mode_name(model.mode())) + " mode");
+    throw core::ValueError(
+        "autoregressive_sample: the model must be in predict mode (made with "
+        "mode = predict, or set_mode(Mode::predict) before init), it is in " +
+        std::string(base::mode_name(model.mode())) + " mode");
   }
   if (prompt.ndim() != 2) {
     throw core::ShapeError("autoregressive_sample: expected a prompt [batch, length], got " +

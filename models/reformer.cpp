@@ -56,9 +56,10 @@ ChunkedFeedForwardLayer::ChunkedFeedForwardLayer(std::vector<LayerPtr> feed_forw
     : base::Layer(1, 1, "ChunkedFeedForward", where), chunk_size_(chunk_size) {
   LayerPtr ff = tl::Serial(std::move(feed_forward), where);
   if (ff->n_in() != 1 || ff->n_out() != 1) {
-    throw core::ValueError("ChunkedFeedForward: the feed-forward layers must take one input "
-                           "and give one output, they take " +
-                           std::to_string(ff->n_in()) + " and give " + std::to_string(ff->n_out()));
+    throw core::ValueError(
+        "ChunkedFeedForward: the feed-forward layers must take one input "
+        "and give one output, they take " +
+        std::to_string(ff->n_in()) + " and give " + std::to_string(ff->n_out()));
   }
   set_sublayers({std::move(ff)});
 }
@@ -68,8 +69,7 @@ void ChunkedFeedForwardLayer::init_weights_and_state(const base::Signature& inpu
   ff->init(input_signature, ff->rng(), /*use_cache=*/true);
 }
 
-base::Signature ChunkedFeedForwardLayer::forward_signature(
-    const base::Signature& input_signature) {
+base::Signature ChunkedFeedForwardLayer::forward_signature(const base::Signature& input_signature) {
   if (input_signature[0].shape.size() != 3) {
     throw core::ShapeError(name() + ": expected an input [batch, length, d_model], got " +
                            core::shape_str(input_signature[0].shape));
@@ -143,8 +143,8 @@ std::vector<LayerPtr> ReformerFeedForward(long d_model, long d_ff, double dropou
 LayerPtr ChunkedFeedForward(long d_model, long d_ff, double dropout, const Activation& activation,
                             double act_dropout, long chunk_size, Mode mode, SrcLoc where) {
   return std::make_shared<ChunkedFeedForwardLayer>(
-      ReformerFeedForward(d_model, d_ff, dropout, activation, act_dropout, mode, where),
-      chunk_size, where);
+      ReformerFeedForward(d_model, d_ff, dropout, activation, act_dropout, mode, where), chunk_size,
+      where);
 }
 
 // ---- DecoderBlock and ReformerLM ------------------------------------------------------------
@@ -196,9 +196,9 @@ LayerPtr ReformerLM(const ReformerLMOptions& o, SrcLoc where) {
     for (std::size_t i = 1; i <= o.axial_pos_shape.size(); ++i) {
       broadcast_dims.push_back(static_cast<long>(i));
     }
-    positional_encoding = research::AxialPositionalEncoding(
-        o.axial_pos_shape, o.d_axial_pos_embs, tl::init::RandomNormal(1.0), o.dropout,
-        broadcast_dims, o.mode, where);
+    positional_encoding = research::AxialPositionalEncoding(o.axial_pos_shape, o.d_axial_pos_embs,
+                                                            tl::init::RandomNormal(1.0), o.dropout,
+                                                            broadcast_dims, o.mode, where);
   }
 
   std::vector<LayerPtr> blocks;
@@ -214,16 +214,16 @@ LayerPtr ReformerLM(const ReformerLMOptions& o, SrcLoc where) {
   LayerPtr reversible = tl::ReversibleSerial(std::move(blocks), where);
   static_cast<tl::ReversibleSerialLayer*>(reversible.get())->set_reversible_backward(o.reversible);
 
-  LayerPtr model = tl::Serial(
-      {tl::ShiftRight(1, o.mode, where), tl::Embedding(o.vocab_size, o.d_model,
-                                                       tl::init::RandomNormal(1.0), where),
-       tl::Dropout(o.dropout, {-2}, o.mode, where), positional_encoding, tl::Dup(where),
-       std::move(reversible), tl::Concatenate(2, -1, where), tl::LayerNorm(1e-6, where),
-       tl::Dropout(o.dropout, {-2}, o.mode, where),
-       tl::Dense(o.vocab_size, tl::init::GlorotUniform(), tl::init::RandomNormal(1e-6), true,
-                 where),
-       tl::LogSoftmax(-1, where)},
-      "ReformerLM", where);
+  LayerPtr model =
+      tl::Serial({tl::ShiftRight(1, o.mode, where),
+                  tl::Embedding(o.vocab_size, o.d_model, tl::init::RandomNormal(1.0), where),
+                  tl::Dropout(o.dropout, {-2}, o.mode, where), positional_encoding, tl::Dup(where),
+                  std::move(reversible), tl::Concatenate(2, -1, where), tl::LayerNorm(1e-6, where),
+                  tl::Dropout(o.dropout, {-2}, o.mode, where),
+                  tl::Dense(o.vocab_size, tl::init::GlorotUniform(), tl::init::RandomNormal(1e-6),
+                            true, where),
+                  tl::LogSoftmax(-1, where)},
+                 "ReformerLM", where);
   model->set_mode(o.mode);
   return model;
 }

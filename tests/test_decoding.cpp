@@ -72,7 +72,8 @@ TEST_CASE("decoding: sample_tokens is argmax at temperature 0 and follows softma
   const int n = 20000;
   for (int i = 0; i < n; ++i) {
     counts[static_cast<std::size_t>(
-        models::sample_tokens(logp, 1.0, core::fold_in(key_from_seed(1), static_cast<std::uint32_t>(i)))
+        models::sample_tokens(logp, 1.0,
+                              core::fold_in(key_from_seed(1), static_cast<std::uint32_t>(i)))
             .flat(0))] += 1;
   }
   const double p[3] = {0.2, 0.5, 0.3};
@@ -83,19 +84,25 @@ TEST_CASE("decoding: sample_tokens is argmax at temperature 0 and follows softma
   // A high temperature flattens the distribution: the rare token gets more draws.
   double rare = 0;
   for (int i = 0; i < n; ++i) {
-    rare += models::sample_tokens(logp, 5.0, core::fold_in(key_from_seed(2), static_cast<std::uint32_t>(i)))
+    rare += models::sample_tokens(logp, 5.0,
+                                  core::fold_in(key_from_seed(2), static_cast<std::uint32_t>(i)))
                 .flat(0) == 0;
   }
   CHECK(rare / n > 0.28);
-  CHECK(testutil::contains(testutil::error_message([&] {
-                             (void)models::sample_tokens(logp, -1.0, key_from_seed(0));
-                           }),
-                           "temperature must be finite and >= 0"));
+  CHECK(testutil::contains(
+      testutil::error_message([&] { (void)models::sample_tokens(logp, -1.0, key_from_seed(0)); }),
+      "temperature must be finite and >= 0"));
 }
 
-TEST_CASE("decoding: predict-mode greedy generation equals eval-mode recomputation (TransformerLM)") {
-  models::TransformerLMOptions o{.vocab_size = 11, .d_model = 16, .d_ff = 32, .n_layers = 2,
-                                 .n_heads = 2, .dropout = 0.0, .max_len = 32};
+TEST_CASE(
+    "decoding: predict-mode greedy generation equals eval-mode recomputation (TransformerLM)") {
+  models::TransformerLMOptions o{.vocab_size = 11,
+                                 .d_model = 16,
+                                 .d_ff = 32,
+                                 .n_layers = 2,
+                                 .n_heads = 2,
+                                 .dropout = 0.0,
+                                 .max_len = 32};
   auto trained = models::TransformerLM(o);
   trained->init({{{2, 12}, DType::i32}}, key_from_seed(3));
   o.mode = Mode::eval;
@@ -115,10 +122,9 @@ TEST_CASE("decoding: predict-mode greedy generation equals eval-mode recomputati
   // Called again, the same result (the state was reset).
   CHECK(models::autoregressive_sample(*predict, prompt, 8).to_vector<std::int32_t>() ==
         fast.to_vector<std::int32_t>());
-  CHECK(testutil::contains(testutil::error_message([&] {
-                             (void)models::autoregressive_sample(*eval_model, prompt, 2);
-                           }),
-                           "must be in predict mode"));
+  CHECK(testutil::contains(
+      testutil::error_message([&] { (void)models::autoregressive_sample(*eval_model, prompt, 2); }),
+      "must be in predict mode"));
 }
 
 namespace {

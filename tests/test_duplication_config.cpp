@@ -123,7 +123,9 @@ TEST_CASE("duplication plot: an SVG with one polyline per series") {
   CHECK(svg.rfind("<svg", 0) == 0);
   CHECK(testutil::contains(svg, "t&lt;1&gt;"));
   std::size_t n = 0;
-  for (std::size_t p = svg.find("<polyline"); p != std::string::npos; p = svg.find("<polyline", p + 1)) ++n;
+  for (std::size_t p = svg.find("<polyline"); p != std::string::npos;
+       p = svg.find("<polyline", p + 1))
+    ++n;
   CHECK(n == 2);
   CHECK(testutil::contains(svg, "(log scale)"));
 }

@@ -27,9 +27,9 @@ using core::Tensor;
 namespace {
 
 Tensor tokens(std::int64_t seed, long batch, long length, long vocab) {
-  return core::randint(key_from_seed(seed), {static_cast<std::size_t>(batch),
-                                             static_cast<std::size_t>(length)},
-                       1, vocab, DType::i32);
+  return core::randint(key_from_seed(seed),
+                       {static_cast<std::size_t>(batch), static_cast<std::size_t>(length)}, 1,
+                       vocab, DType::i32);
 }
 
 double max_abs(const Tensor& a) {
@@ -72,8 +72,8 @@ LossGrads loss_and_grads(base::Layer& model, const Tensor& ids, core::Key rng) {
       [&](const VarList& v) {
         model.set_flat_weights(v);
         const Var logp = model.apply({Var(ids)}, rng).at(0);
-        const Var picked = fastmath::take_along_axis(
-            logp, Var(core::expand_dims(ids, -1).astype(DType::i64)), -1);
+        const Var picked =
+            fastmath::take_along_axis(logp, Var(core::expand_dims(ids, -1).astype(DType::i64)), -1);
         return fastmath::mean(picked * -1.0);
       },
       ws);
@@ -97,10 +97,10 @@ TEST_CASE("reformer: Trax's forward shape test and the model's structure") {
   const Tensor y = (*model)(Var(Tensor::ones({1, 8}, DType::i32))).value();
   CHECK(y.shape() == core::Shape{1, 8, 16});
   const std::string repr = model->repr();
-  for (const char* part : {"ShiftRight", "Embedding_16_32", "Dropout", "PositionalEncoding",
-                           "Dup", "ReversibleSerial", "ReversibleHalfResidual", "SelfAttention",
-                           "ReversibleSwap", "ChunkedFeedForward", "Concatenate", "LayerNorm",
-                           "Dense_16", "LogSoftmax"}) {
+  for (const char* part :
+       {"ShiftRight", "Embedding_16_32", "Dropout", "PositionalEncoding", "Dup", "ReversibleSerial",
+        "ReversibleHalfResidual", "SelfAttention", "ReversibleSwap", "ChunkedFeedForward",
+        "Concatenate", "LayerNorm", "Dense_16", "LogSoftmax"}) {
     CAPTURE(part);
     CHECK(testutil::contains(repr, part));
   }
@@ -128,8 +128,9 @@ TEST_CASE("reformer: log-probs are normalised and causal (LSH and chunked attent
   double before = 0, after = 0;
   for (long i = 0; i < 16; ++i) {
     for (long v = 0; v < 12; ++v) {
-      const double d = std::abs(y.at({0, static_cast<std::size_t>(i), static_cast<std::size_t>(v)}) -
-                                y2.at({0, static_cast<std::size_t>(i), static_cast<std::size_t>(v)}));
+      const double d =
+          std::abs(y.at({0, static_cast<std::size_t>(i), static_cast<std::size_t>(v)}) -
+                   y2.at({0, static_cast<std::size_t>(i), static_cast<std::size_t>(v)}));
       (i <= t ? before : after) = std::max(i <= t ? before : after, d);
     }
   }
@@ -212,8 +213,10 @@ training::Loop reformer_loop(const std::string& dir, std::ostream* out) {
 
 TEST_CASE("reformer: a resumed run continues bit for bit (LSH state, dropout, reversible)") {
   namespace fs = std::filesystem;
-  const fs::path a = fs::temp_directory_path() / ("minitrax_reformer_a_" + std::to_string(::getpid()));
-  const fs::path b = fs::temp_directory_path() / ("minitrax_reformer_b_" + std::to_string(::getpid()));
+  const fs::path a =
+      fs::temp_directory_path() / ("minitrax_reformer_a_" + std::to_string(::getpid()));
+  const fs::path b =
+      fs::temp_directory_path() / ("minitrax_reformer_b_" + std::to_string(::getpid()));
   fs::remove_all(a);
   fs::remove_all(b);
   std::ostringstream sink;
@@ -237,7 +240,8 @@ TEST_CASE("reformer: a resumed run continues bit for bit (LSH state, dropout, re
   const auto sa = straight.model()->flat_state();
   const auto sb = resumed.model()->flat_state();
   REQUIRE(sa.size() == sb.size());
-  for (std::size_t i = 0; i < sa.size(); ++i) CHECK(core::max_abs_diff(sa[i].value, sb[i].value) == 0.0);
+  for (std::size_t i = 0; i < sa.size(); ++i)
+    CHECK(core::max_abs_diff(sa[i].value, sb[i].value) == 0.0);
   CHECK(*straight.last_loss() == *resumed.last_loss());
   fs::remove_all(a);
   fs::remove_all(b);

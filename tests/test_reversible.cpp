@@ -29,7 +29,9 @@ LayerPtr times(const char* name, double c) {
   return Fn(name, [c](const Var& x) { return x * c; });
 }
 
-Tensor scalar1(double v) { return Tensor::from<float>({1}, {static_cast<float>(v)}); }
+Tensor scalar1(double v) {
+  return Tensor::from<float>({1}, {static_cast<float>(v)});
+}
 
 Tensor uniform(std::int64_t seed, const core::Shape& shape, DType dtype = DType::f32) {
   return core::uniform(key_from_seed(seed), shape, dtype);
@@ -65,14 +67,14 @@ std::vector<LayerPtr> reformer_blocks(int n_blocks, long d_model, long n_hashes,
                                               .output_dropout = dropout,
                                               .n_parallel_heads = 2});
     } else {
-      attention = research::SelfAttention({.n_heads = 2, .d_qk = 4, .d_v = 4, .causal = true,
-                                           .output_dropout = dropout});
+      attention = research::SelfAttention(
+          {.n_heads = 2, .d_qk = 4, .d_v = 4, .causal = true, .output_dropout = dropout});
     }
     blocks.push_back(ReversibleHalfResidual({LayerNorm()}, attention));
     blocks.push_back(ReversibleSwap());
-    blocks.push_back(ReversibleHalfResidual({LayerNorm(), Dense(2 * d_model),
-                                             Dropout(dropout, {-2}), Relu(), Dense(d_model),
-                                             Dropout(dropout, {-2})}));
+    blocks.push_back(
+        ReversibleHalfResidual({LayerNorm(), Dense(2 * d_model), Dropout(dropout, {-2}), Relu(),
+                                Dense(d_model), Dropout(dropout, {-2})}));
     blocks.push_back(ReversibleSwap());
   }
   return blocks;
@@ -151,7 +153,8 @@ TEST_CASE("reversible: reverse(forward(x)) = x for LSH and feed-forward blocks w
   const core::Key rng = key_from_seed(7);
   base::Stack out = stack->apply({Var(x1), Var(x2)}, rng);
   const base::State after = stack->state();
-  const std::vector<Tensor> back = rs->reverse({out[0].value(), out[1].value()}, before, after, rng);
+  const std::vector<Tensor> back =
+      rs->reverse({out[0].value(), out[1].value()}, before, after, rng);
   CHECK(max_rel_diff(back[0], x1) < 1e-5);
   CHECK(max_rel_diff(back[1], x2) < 1e-5);
   // The outputs really differ from the inputs (the test is not trivially true).
@@ -220,9 +223,9 @@ TEST_CASE("reversible: the outer tape keeps one node whatever the depth") {
 }
 
 TEST_CASE("reversible: float64 gradcheck through a reversible stack") {
-  auto stack = ReversibleSerial(
-      {ReversibleHalfResidual({LayerNorm(), Dense(3)}), ReversibleSwap(),
-       ReversibleHalfResidual({Dense(3), Tanh(), Dropout(0.3, {-2})}), ReversibleSwap()});
+  auto stack = ReversibleSerial({ReversibleHalfResidual({LayerNorm(), Dense(3)}), ReversibleSwap(),
+                                 ReversibleHalfResidual({Dense(3), Tanh(), Dropout(0.3, {-2})}),
+                                 ReversibleSwap()});
   stack->init({{{2, 4, 3}, DType::f64}, {{2, 4, 3}, DType::f64}}, key_from_seed(8));
   base::cast_layer(*stack, DType::f64);
   const auto r = base::gradcheck_layer(
@@ -231,14 +234,16 @@ TEST_CASE("reversible: float64 gradcheck through a reversible stack") {
 }
 
 TEST_CASE("reversible: clear errors") {
-  const std::string msg =
-      testutil::error_message([] { (void)ReversibleSerial({ReversibleSwap(), Dense(3)}); });
+  const std::string msg = testutil::error_message([] {
+    (void)ReversibleSerial({ReversibleSwap(), Dense(3)});
+  });
   CHECK(testutil::contains(msg, "sublayer 1 (Dense"));
   CHECK(testutil::contains(msg, "is not reversible"));
 
   auto half = ReversibleHalfResidual({Dense(5)});
-  const std::string shape_msg = testutil::error_message(
-      [&] { half->init({{{2, 3}, DType::f32}, {{2, 3}, DType::f32}}); });
+  const std::string shape_msg = testutil::error_message([&] {
+    half->init({{{2, 3}, DType::f32}, {{2, 3}, DType::f32}});
+  });
   CHECK(testutil::contains(shape_msg, "the residual has shape [2, 5]"));
   CHECK(testutil::contains(shape_msg, "accumulator it is added to has [2, 3]"));
 }

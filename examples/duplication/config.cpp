@@ -19,10 +19,10 @@ namespace {
 using json = nlohmann::json;
 
 // One setting: its key, a one-line description, and where it lives in the config.
-using Member = std::variant<long DuplicationConfig::*, double DuplicationConfig::*,
-                            bool DuplicationConfig::*, std::string DuplicationConfig::*,
-                            std::vector<std::string> DuplicationConfig::*,
-                            std::vector<long> DuplicationConfig::*>;
+using Member =
+    std::variant<long DuplicationConfig::*, double DuplicationConfig::*, bool DuplicationConfig::*,
+                 std::string DuplicationConfig::*, std::vector<std::string> DuplicationConfig::*,
+                 std::vector<long> DuplicationConfig::*>;
 struct Setting {
   const char* key;
   Member member;
@@ -148,12 +148,15 @@ void set_from_text(DuplicationConfig& c, const Setting& st, const std::string& v
 
 // ---- JSON values ----
 
-std::string type_name(const json& j) { return j.type_name(); }
+std::string type_name(const json& j) {
+  return j.type_name();
+}
 
 long json_long(const std::string& what, const json& j) {
   if (j.is_number_integer()) {
-    if (j.is_number_unsigned() && j.get<unsigned long long>() >
-                                      static_cast<unsigned long long>(std::numeric_limits<long>::max())) {
+    if (j.is_number_unsigned() &&
+        j.get<unsigned long long>() >
+            static_cast<unsigned long long>(std::numeric_limits<long>::max())) {
       throw ConfigError(what + " is too large");
     }
     return j.get<long>();
@@ -205,7 +208,8 @@ void set_from_json(DuplicationConfig& c, const Setting& st, const json& j,
           }
           c.*m = xs;
         } else {
-          if (!j.is_array()) throw ConfigError(what + " must be a list of integers, got " + j.dump());
+          if (!j.is_array())
+            throw ConfigError(what + " must be a list of integers, got " + j.dump());
           std::vector<long> xs;
           for (const json& e : j) xs.push_back(json_long(what + " item", e));
           c.*m = xs;
@@ -241,7 +245,8 @@ std::string read_text_file(const std::string& path) {
 
 }  // namespace
 
-void apply_json(DuplicationConfig& config, const std::string& json_text, const std::string& source) {
+void apply_json(DuplicationConfig& config, const std::string& json_text,
+                const std::string& source) {
   json j;
   try {
     j = json::parse(json_text);
@@ -278,7 +283,8 @@ void validate(const DuplicationConfig& c) {
   if (!(c.dropout >= 0 && c.dropout < 1)) {
     throw ConfigError("dropout must be in [0, 1), got " + std::to_string(c.dropout));
   }
-  if (c.attention.empty()) throw ConfigError("attention must list at least one of \"lsh\", \"self\"");
+  if (c.attention.empty())
+    throw ConfigError("attention must list at least one of \"lsh\", \"self\"");
   for (const std::string& a : c.attention) check_one_of("attention", a, {"lsh", "self"});
   if (c.n_layers % static_cast<long>(c.attention.size()) != 0) {
     throw ConfigError("n_layers (" + std::to_string(c.n_layers) +
@@ -302,7 +308,8 @@ void validate(const DuplicationConfig& c) {
   check_range("ff_chunk_size", c.ff_chunk_size, 0, c.length);
   check_range("batch", c.batch, 1, 4096);
   check_range("steps", c.steps, 1, 10000000);
-  if (!(c.lr > 0 && c.lr <= 1)) throw ConfigError("lr must be in (0, 1], got " + std::to_string(c.lr));
+  if (!(c.lr > 0 && c.lr <= 1))
+    throw ConfigError("lr must be in (0, 1], got " + std::to_string(c.lr));
   check_range("warmup_steps", c.warmup_steps, 0, c.steps);
   check_one_of("schedule", c.schedule, {"cosine", "rsqrt", "constant"});
   check_range("seed", c.seed, 0, 2147483647);

@@ -59,8 +59,8 @@ struct DuplicationConfig {
 /// What the command line asked for.
 struct CommandLine {
   DuplicationConfig config;
-  bool resume = false;     // --resume: continue from the newest checkpoint in output_dir
-  bool help = false;       // --help
+  bool resume = false;      // --resume: continue from the newest checkpoint in output_dir
+  bool help = false;        // --help
   std::string config_file;  // --config FILE (already applied)
 };
 

@@ -20,10 +20,14 @@ std::string fmt(double v) {
 std::string escape(const std::string& s) {
   std::string out;
   for (char c : s) {
-    if (c == '<') out += "&lt;";
-    else if (c == '>') out += "&gt;";
-    else if (c == '&') out += "&amp;";
-    else out += c;
+    if (c == '<')
+      out += "&lt;";
+    else if (c == '>')
+      out += "&gt;";
+    else if (c == '&')
+      out += "&amp;";
+    else
+      out += c;
   }
   return out;
 }
@@ -52,6 +56,7 @@ std::string svg_chart(const std::string& title, const std::string& x_label,
   }
   if (!std::isfinite(x_lo)) x_lo = 0, x_hi = 1;
   if (x_hi <= x_lo) x_hi = x_lo + 1;
+  if (x_lo > 0 && x_lo < 0.05 * (x_hi - x_lo)) x_lo = 0;  // steps from 1: ticks at round numbers
   if (!std::isfinite(l_lo)) l_lo = 0, l_hi = 1, log_left = false;
   auto ly = [&](double v) {
     if (log_left) {
@@ -81,10 +86,11 @@ std::string svg_chart(const std::string& title, const std::string& x_label,
        << top + ph << "\" stroke=\"#ddd\"/>\n"
        << "<text x=\"" << px(xv) << "\" y=\"" << top + ph + 16 << "\" text-anchor=\"middle\">"
        << fmt(xv) << "</text>\n";
-    const double lv = log_left ? std::pow(10.0, std::log10(l_lo) +
-                                                    f * (std::log10(std::max(l_hi, l_lo * 1.0001)) -
-                                                         std::log10(l_lo)))
-                               : l_lo + f * ((l_hi > l_lo ? l_hi : l_lo + 1) - l_lo);
+    const double lv =
+        log_left
+            ? std::pow(10.0, std::log10(l_lo) +
+                                 f * (std::log10(std::max(l_hi, l_lo * 1.0001)) - std::log10(l_lo)))
+            : l_lo + f * ((l_hi > l_lo ? l_hi : l_lo + 1) - l_lo);
     os << "<text x=\"" << left - 6 << "\" y=\"" << ly(lv) + 4 << "\" text-anchor=\"end\">"
        << fmt(lv) << "</text>\n";
     os << "<line x1=\"" << left << "\" y1=\"" << ry(f) << "\" x2=\"" << left + pw << "\" y2=\""
@@ -93,8 +99,9 @@ std::string svg_chart(const std::string& title, const std::string& x_label,
   }
   os << "<text x=\"" << left + pw / 2 << "\" y=\"" << H - 12 << "\" text-anchor=\"middle\">"
      << escape(x_label) << "</text>\n"
-     << "<text transform=\"translate(16," << top + ph / 2 << ") rotate(-90)\" text-anchor=\"middle\">"
-     << escape(left_label) << (log_left ? " (log scale)" : "") << "</text>\n"
+     << "<text transform=\"translate(16," << top + ph / 2
+     << ") rotate(-90)\" text-anchor=\"middle\">" << escape(left_label)
+     << (log_left ? " (log scale)" : "") << "</text>\n"
      << "<text transform=\"translate(" << W - 14 << "," << top + ph / 2
      << ") rotate(90)\" text-anchor=\"middle\">" << escape(right_label) << "</text>\n";
   for (std::size_t k = 0; k < series.size(); ++k) {

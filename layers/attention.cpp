@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstdint>
 #include <sstream>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -370,24 +371,46 @@ LayerPtr dense(long n, SrcLoc where) {
 // and v it would have become.
 class SelfAttentionSerial : public SerialLayer {
  public:
-  SelfAttentionSerial(std::vector<LayerPtr> layers, SrcLoc where)
-      : SerialLayer(std::move(layers), "Serial", where) {}
+  // `kind` ("Attention", "CausalAttention") names the layer in errors; the repr and the
+  // weight names stay Trax's ("Serial").
+  SelfAttentionSerial(std::vector<LayerPtr> layers, std::string kind, SrcLoc where)
+      : SerialLayer(std::move(layers), "Serial", where), kind_(std::move(kind)) {}
 
  protected:
   Stack forward(const Stack& inputs) override {
-    check_x({inputs.at(0).shape(), inputs[0].dtype()});
-    return SerialLayer::forward(inputs);
+    return named([&] {
+      check_x({inputs.at(0).shape(), inputs[0].dtype()});
+      return SerialLayer::forward(inputs);
+    });
   }
   void init_weights_and_state(const Signature& input_signature) override {
-    check_x(input_signature.at(0));
-    SerialLayer::init_weights_and_state(input_signature);
+    named([&] {
+      check_x(input_signature.at(0));
+      SerialLayer::init_weights_and_state(input_signature);
+      return 0;
+    });
   }
   Signature forward_signature(const Signature& input_signature) override {
-    check_x(input_signature.at(0));
-    return SerialLayer::forward_signature(input_signature);
+    return named([&] {
+      check_x(input_signature.at(0));
+      return SerialLayer::forward_signature(input_signature);
+    });
   }
 
  private:
+  // Runs f; errors get this layer's kind in front, so they read "CausalAttention: ...".
+  template <class F>
+  std::invoke_result_t<F> named(F&& f) {
+    try {
+      return f();
+    } catch (const base::LayerError& e) {
+      throw base::LayerError(kind_ + ": " + e.what(), e.original());
+    } catch (const core::ShapeError& e) {
+      throw ShapeError(kind_ + ": " + e.what());
+    } catch (const core::DTypeError& e) {
+      throw core::DTypeError(kind_ + ": " + e.what());
+    }
+  }
   static void check_x(const ShapeDtype& x) {
     require_floating("activations", x.dtype);
     if (x.shape.size() != 3) {
@@ -395,6 +418,7 @@ class SelfAttentionSerial : public SerialLayer {
                        shape_str(x.shape));
     }
   }
+  std::string kind_;
 };
 
 }  // namespace
@@ -424,7 +448,7 @@ LayerPtr Attention(long d_feature, long n_heads, double dropout, Mode mode, SrcL
   LayerPtr layer = std::make_shared<SelfAttentionSerial>(
       std::vector<LayerPtr>{Dup(where), Dup(where),
                             AttentionQKV(d_feature, n_heads, dropout, mode, where)},
-      where);
+      "Attention", where);
   layer->set_mode(mode);
   return layer;
 }
@@ -441,7 +465,7 @@ LayerPtr CausalAttention(long d_feature, long n_heads, double dropout, Mode mode
           Branch({projected_heads(), projected_heads(), projected_heads()}, where),
           DotProductCausalAttention(dropout, mode, max_len, where), MergeHeads(n_heads, where),
           dense(d_feature, where)},
-      where);
+      "CausalAttention", where);
   layer->set_mode(mode);
   return layer;
 }

@@ -382,8 +382,9 @@ Stack Layer::apply(const Stack& inputs, Key rng) {
   try {
     Stack out = forward(inputs);
     if (static_cast<int>(out.size()) != n_out_) {
-      throw core::ValueError("forward returned " + std::to_string(out.size()) +
-                             " outputs, the layer promises n_out = " + std::to_string(n_out_));
+      throw core::ValueError("forward returned " + std::to_string(out.size()) + " output" +
+                             (out.size() == 1 ? "" : "s") + ", the layer promises n_out = " +
+                             std::to_string(n_out_));
     }
     return out;
   } catch (const LayerError& e) {

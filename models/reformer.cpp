@@ -54,6 +54,10 @@ AttentionFactory lsh_self_attention(research::LSHSelfAttentionOptions options) {
 ChunkedFeedForwardLayer::ChunkedFeedForwardLayer(std::vector<LayerPtr> feed_forward,
                                                  long chunk_size, SrcLoc where)
     : base::Layer(1, 1, "ChunkedFeedForward", where), chunk_size_(chunk_size) {
+  if (chunk_size < 0) {
+    throw core::ValueError("ChunkedFeedForward: chunk_size must be >= 0 (0: no chunking), got " +
+                           std::to_string(chunk_size));
+  }
   LayerPtr ff = tl::Serial(std::move(feed_forward), where);
   if (ff->n_in() != 1 || ff->n_out() != 1) {
     throw core::ValueError(
@@ -179,6 +183,30 @@ LayerPtr ReformerLM(const ReformerLMOptions& o, SrcLoc where) {
   if (o.n_layers < 0) {
     throw core::ValueError(std::string(who) + ": n_layers must be >= 0, got " +
                            std::to_string(o.n_layers));
+  }
+  if (o.ff_chunk_size < 0) {
+    throw core::ValueError(std::string(who) +
+                           ": ff_chunk_size must be >= 0 (0: no chunking), got " +
+                           std::to_string(o.ff_chunk_size));
+  }
+  if (!o.axial_pos_shape.empty()) {
+    if (o.axial_pos_shape.size() != o.d_axial_pos_embs.size()) {
+      throw core::ValueError(std::string(who) + ": axial_pos_shape has " +
+                             std::to_string(o.axial_pos_shape.size()) +
+                             " axes but d_axial_pos_embs has " +
+                             std::to_string(o.d_axial_pos_embs.size()) + " entries");
+    }
+    long sum = 0;
+    std::string list;
+    for (long d : o.d_axial_pos_embs) {
+      sum += d;
+      list += (list.empty() ? "" : ", ") + std::to_string(d);
+    }
+    if (sum != o.d_model) {
+      throw core::ValueError(std::string(who) + ": d_axial_pos_embs must sum to d_model (" +
+                             std::to_string(o.d_model) + "), got sum([" + list +
+                             "]) = " + std::to_string(sum));
+    }
   }
   std::vector<AttentionFactory> attention_types = o.attention_type;
   if (attention_types.empty()) attention_types.push_back(self_attention());

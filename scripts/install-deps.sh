@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # Installs the Debian packages minitrax needs, if any are missing (needs root or sudo).
+# Extra package names given as arguments are installed too (scripts/test.sh adds gdb).
 set -euo pipefail
 
 packages=(
@@ -9,6 +10,7 @@ packages=(
   doctest-dev libbenchmark-dev                # tests and benchmarks
   python3 python3-numpy                       # numpy round-trip tests of .npy/.npz
 )
+packages+=("$@")
 
 missing=()
 for p in "${packages[@]}"; do

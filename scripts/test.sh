@@ -1,11 +1,17 @@
 #!/usr/bin/env bash
 # Builds everything and runs every test: installs what is missing, then the
 # release preset (all tests, including the install-and-consume test), then the
-# asan preset (AddressSanitizer + UBSan) over the whole suite.
-# MINITRAX_SKIP_ASAN=1 skips the sanitizer pass (for a quick local loop).
+# asan preset (AddressSanitizer + UBSan) over the whole suite, then the gdb tests in the
+# debug preset (only the programs they drive are built).
+# MINITRAX_SKIP_ASAN=1 skips the sanitizer pass, MINITRAX_SKIP_GDB=1 the gdb pass (for a
+# quick local loop).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/install-deps.sh
+if [ "${MINITRAX_SKIP_GDB:-0}" != "1" ]; then
+  bash scripts/install-deps.sh gdb
+else
+  bash scripts/install-deps.sh
+fi
 jobs="$(nproc)"
 
 echo "== release build and tests"
@@ -18,4 +24,11 @@ if [ "${MINITRAX_SKIP_ASAN:-0}" != "1" ]; then
   cmake --preset asan >/dev/null
   cmake --build --preset asan -j "$jobs"
   ctest --preset asan -j "$jobs" -E install_and_consume
+fi
+
+if [ "${MINITRAX_SKIP_GDB:-0}" != "1" ]; then
+  echo "== debug build and the gdb tests (pretty-printers; the lab under gdb)"
+  cmake --preset debug >/dev/null
+  cmake --build --preset debug -j "$jobs" --target gdb_target reformer_lab
+  ctest --preset debug -L gdb
 fi

@@ -565,15 +565,20 @@ TEST_CASE("errors: heads, rates, ranks, widths, masks, dtypes") {
   auto att = tl::Attention(8, 2);
   const std::string rank_msg =
       "expected activations x [batch, length, width] of rank 3, got [5, 8]";
+  // The errors name the layer kind (its repr and weight names stay Trax's "Serial").
   CHECK(layer_error([&] {
           att->init({{{5, 8}, DType::f32}, {{1, 1, 1, 5}, DType::i32}});
-        }) == rank_msg);
+        }) == "Attention: " + rank_msg);
   auto causal = tl::CausalAttention(8, 2);
-  CHECK(layer_error([&] { causal->init({{{5, 8}, DType::f32}}); }) == rank_msg);
-  CHECK(layer_error([&] { causal->output_signature({{{5, 8}, DType::f32}}); }) == rank_msg);
+  CHECK(layer_error([&] {
+          causal->init({{{5, 8}, DType::f32}});
+        }) == "CausalAttention: " + rank_msg);
+  CHECK(layer_error([&] {
+          causal->output_signature({{{5, 8}, DType::f32}});
+        }) == "CausalAttention: " + rank_msg);
   CHECK(layer_error([&] {
           causal->init({{{2, 5, 8}, DType::i32}});
-        }) == "expected float32 or float64 activations, got int32");
+        }) == "CausalAttention: expected float32 or float64 activations, got int32");
   // PureAttention on its own checks q, k and v (rank 3 each)
   CHECK(contains(layer_error([&] {
                    tl::PureAttention(2)->output_signature({{{5, 8}, DType::f32},

@@ -8,9 +8,11 @@
 #include <fstream>
 #include <sstream>
 
+#include "autodiff/fastmath.hpp"
 #include "core/ops.hpp"
 #include "layers/combinators.hpp"
 #include "layers/core.hpp"
+#include "test_util.hpp"
 #include "training/checkpoint.hpp"
 #include "training/loop.hpp"
 #include "training/losses.hpp"
@@ -117,4 +119,35 @@ TEST_CASE("loop: bad configurations say what is wrong") {
   training::TrainTask bad_loss{stream, tl::Relu(), std::make_shared<training::SGD>(), {}};
   CHECK_THROWS_WITH_AS(training::Loop(small_model(), bad_loss, {}),
                        doctest::Contains("must take (output, targets, weights)"), ValueError);
+}
+
+TEST_CASE("loop: a non-finite loss stops training and names the op, layer path and shapes") {
+  TempDir dir("nan");
+  auto stream = training::copy_task_stream(core::key_from_seed(5), 4, 8, 8);
+  // log(0) deep inside: Serial > Serial(Dense, Poison) > ...; Poison = log(0 * x).
+  auto poison = tl::Fn("Poison", [](const Var& x) { return fastmath::log(x * 0.0); });
+  auto model = tl::Serial(
+      {tl::Embedding(8, 16), tl::Serial({tl::Dense(16), poison}), tl::Dense(8), tl::LogSoftmax()});
+  training::TrainTask task{stream, training::WeightedCategoryCrossEntropy(),
+                           std::make_shared<training::Adam>(training::AdamOptions{}),
+                           training::constant(0.01)};
+  training::LoopOptions options;
+  options.output_dir = dir.path.string();
+  options.checkpoint_every = 1;
+  options.progress = training::Progress::none;
+  training::Loop loop(model, task, {}, options, core::key_from_seed(1));
+  std::string msg;
+  try {
+    loop.run(3);
+  } catch (const autodiff::NonFiniteError& e) {
+    msg = e.what();
+  }
+  CAPTURE(msg);
+  CHECK(testutil::contains(msg, "training stopped: the loss is"));
+  CHECK(testutil::contains(msg, "at step 1"));
+  CHECK(testutil::contains(msg, "op 'log'"));
+  CHECK(testutil::contains(msg, "Poison"));
+  CHECK(testutil::contains(msg, "[4, 8, 16] float32"));
+  CHECK(loop.step() == 0);
+  CHECK(training::list_checkpoints(dir.path.string()).empty());
 }

@@ -1,7 +1,11 @@
 // minitrax/training/loop.cpp
 #include "training/loop.hpp"
 
+#include <fcntl.h>
 #include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
 
 #include <chrono>
 #include <cmath>
@@ -122,30 +126,57 @@ double Loop::train_step() {
   const Batch batch = train_.stream(step_);
   ensure_initialized(batch);
   const auto keys = core::split(core::fold_in(rng_, static_cast<std::uint32_t>(step_)), 2);
+  const base::State state_before = model_->state();
+
+  // The forward pass and the loss, recorded on `tape` (the weights watched on it).
+  auto forward = [&](autodiff::Tape& tape, std::vector<Var>& ws) {
+    ws.clear();
+    ws.reserve(weights_.size());
+    for (const Tensor& w : weights_) ws.push_back(tape.watch(w));
+    model_->set_flat_weights(ws);
+    Stack out = model_->apply({Var(batch.inputs)}, keys[0]);
+    return train_.loss->apply({out.at(0), Var(batch.targets), Var(batch.weights)}, keys[1])[0];
+  };
 
   std::vector<Tensor> grads;
   double loss = 0;
   {
     autodiff::Tape tape;
     std::vector<Var> ws;
-    ws.reserve(weights_.size());
-    for (const Tensor& w : weights_) ws.push_back(tape.watch(w));
-    model_->set_flat_weights(ws);
     try {
-      Stack out = model_->apply({Var(batch.inputs)}, keys[0]);
-      Var l = train_.loss->apply({out.at(0), Var(batch.targets), Var(batch.weights)}, keys[1])[0];
+      Var l = forward(tape, ws);
       loss = l.value().item<double>();
-      if (!std::isfinite(loss)) {
-        throw core::Error("training stopped: the loss is " +
-                          std::string(std::isnan(loss) ? "NaN" : "infinite") + " at step " +
-                          std::to_string(step_number) +
-                          " (autodiff::set_debug_nans(true) names the op that produced it)");
-      }
-      grads = tape.gradient(l, ws);
+      if (std::isfinite(loss)) grads = tape.gradient(l, ws);
     } catch (...) {
       model_->set_flat_weights(weights_);
       throw;
     }
+  }
+  if (!std::isfinite(loss)) {
+    // Stop instead of training on garbage, and say where the first NaN or Inf came
+    // from: the same step once more with every op's output checked (debug_nans).
+    std::string where = "(the replay with debug_nans found no non-finite op output)";
+    model_->set_state(state_before);
+    const bool was_on = autodiff::debug_nans();
+    autodiff::set_debug_nans(true);
+    try {
+      autodiff::Tape tape;
+      std::vector<Var> ws;
+      (void)forward(tape, ws);
+    } catch (const autodiff::NonFiniteError& e) {
+      where = e.what();
+    } catch (const base::LayerError& e) {
+      where = e.what();
+    } catch (const std::exception& e) {
+      where = std::string("(the replay failed: ") + e.what() + ")";
+    }
+    autodiff::set_debug_nans(was_on);
+    model_->set_state(state_before);
+    model_->set_flat_weights(weights_);
+    throw autodiff::NonFiniteError(
+        "training stopped: the loss is " + std::string(std::isnan(loss) ? "NaN" : "infinite") +
+        " at step " + std::to_string(step_number) +
+        "; nothing was updated or saved. The first non-finite value: " + where);
   }
   if (train_.lr_schedule) train_.optimizer->set_learning_rate(train_.lr_schedule(step_number));
   train_.optimizer->update(step_, grads, weights_);
@@ -194,10 +225,32 @@ void Loop::record(const MetricsRecord& r) {
   line << "{\"step\": " << r.step << ", \"task\": \"" << r.task << "\"";
   for (const auto& [k, v] : r.values) line << ", \"" << k << "\": " << json_number(v);
   line << "}\n";
+  // One write on an O_APPEND descriptor; a short write (a full disk) is undone, so the
+  // file never ends in half a line.
   const fs::path path = fs::path(options_.output_dir) / "metrics.jsonl";
-  std::ofstream f(path, std::ios::app);
-  f << line.str();
-  if (!f) throw FileError("Loop: cannot append to " + path.string());
+  const std::string text = line.str();
+  const int fd = ::open(path.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
+  if (fd < 0) {
+    throw FileError(path.string() + ": cannot open for appending: " + std::strerror(errno));
+  }
+  const off_t old_size = ::lseek(fd, 0, SEEK_END);
+  std::size_t done = 0;
+  while (done < text.size()) {
+    const ssize_t n = ::write(fd, text.data() + done, text.size() - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      const int err = n < 0 ? errno : ENOSPC;
+      if (old_size >= 0 && ::ftruncate(fd, old_size) != 0) {
+        // nothing more to do: the error below is what matters
+      }
+      ::close(fd);
+      throw FileError(path.string() + ": cannot append: " + std::strerror(err));
+    }
+    done += static_cast<std::size_t>(n);
+  }
+  if (::close(fd) != 0) {
+    throw FileError(path.string() + ": cannot append: " + std::strerror(errno));
+  }
 }
 
 void Loop::progress(long target, double loss, bool force) {

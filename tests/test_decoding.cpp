@@ -206,3 +206,19 @@ TEST_CASE("decoding: ReformerLM predict-mode sampling equals eval-mode greedy re
   const Tensor slow = greedy_by_recompute(*eval_model, prompt, 6, /*pad_to=*/12);
   CHECK(fast.to_vector<std::int32_t>() == slow.to_vector<std::int32_t>());
 }
+
+TEST_CASE("decoding: ReformerLM with SelfAttention, predict = eval within 1e-5 in float32") {
+  models::ReformerLMOptions o = reformer_for_predict(Mode::eval);
+  o.attention_type = {models::self_attention({.predict_mem_len = 32, .predict_drop_len = 8})};
+  auto eval_model = models::ReformerLM(o);
+  eval_model->init({{{2, 12}, DType::i32}}, key_from_seed(23));
+  o.mode = Mode::predict;
+  auto predict = models::ReformerLM(o);
+  predict->init({{{2, 1}, DType::i32}}, key_from_seed(23));
+  predict->set_weights(eval_model->weights());
+  const Tensor ids = Tensor::from<std::int32_t>(
+      {2, 12}, {0, 3, 5, 7, 1, 0, 3, 5, 7, 1, 2, 9, 0, 9, 2, 2, 4, 0, 9, 2, 2, 4, 6, 8});
+  const Tensor full = eval_model->apply({Var(ids)}, key_from_seed(0)).at(0).value();
+  const Tensor incremental = predict_log_probs(*predict, ids);
+  CHECK(core::max_abs_diff(full, incremental) < 1e-5);
+}

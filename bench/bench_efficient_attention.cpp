@@ -1,23 +1,36 @@
 // bench/bench_efficient_attention.cpp: speed of the efficient attention layers
 // (layers/research/efficient_attention.hpp), b = 1 unless said, 4 heads, d_head 64
-// (d_model 256), OpenBLAS threads 2 (--threads via the benchmark argument).
+// (d_model 256), OpenBLAS threads 2 (BENCH_THREADS=n to change; the benchmark's
+// cpu_time is the process's CPU time, user + system, all threads).
 //
 //   dense/<fwd|fwdbwd>/L           SelfAttention, no chunking, causal (the fast path);
 //                                  L = 128 ... 4096, and 16384 (fwd+bwd only: memory)
 //   lsh/<fwd|fwdbwd>/n_hashes/L    LSHSelfAttention fast path, causal, chunk_len 64,
 //                                  n_chunks_before 1, n_buckets L / 64, batch 16384 / L
-//                                  (a fixed 16384 tokens per step), n_parallel_heads 4;
-//                                  L = 128, 256, 512 (n_hashes 1, 2) for the crossover
+//                                  (a fixed 16384 tokens per step; L = 32768: batch 1),
+//                                  n_parallel_heads 4; L = 128, 256, 512 (n_hashes 1, 2)
+//                                  for the crossover
 //   path/<layer>/<ref|fast>/L      fwd+bwd at L = 256, reference loop vs fast path
 //
+// Every benchmark runs one untimed step first (allocator warm-up, as in training).
 // Counters: us_per_token (the time per step divided by batch * L). Run with
 // OPENBLAS_CORETYPE=SkylakeX (OpenBLAS falls back to Prescott kernels on this CPU
 // otherwise, see "OpenBLAS does not recognise this CPU" in docs/performance.md).
 // MINITRAX_EFFICIENT_ATTENTION_PER_HEAD=1 runs the memory-lean path head by head (the
 // path before batching) for comparison.
+//
+// heap_peak_MiB: the largest number of bytes live in malloc'd blocks at any moment of
+// the timed iterations (this program interposes malloc/free and counts each block's
+// usable size; OpenBLAS's own buffers and thread stacks are mmap'd and not counted). It
+// is what the computation needs, independent of how much of it the allocator keeps
+// resident afterwards (compare with /usr/bin/time's "Maximum resident set size").
 #include <benchmark/benchmark.h>
 #include <cblas.h>
+#include <malloc.h>
 
+#include <atomic>
+#include <cstddef>
+#include <cstdlib>
 #include <memory>
 #include <string>
 #include <vector>
@@ -33,6 +46,61 @@ using autodiff::Tape;
 using autodiff::Var;
 using core::Tensor;
 
+// ---- peak live heap bytes: malloc interposed, forwarding to glibc's __libc_* ----------
+extern "C" {
+void* __libc_malloc(std::size_t);
+void __libc_free(void*);
+void* __libc_calloc(std::size_t, std::size_t);
+void* __libc_realloc(void*, std::size_t);
+void* __libc_memalign(std::size_t, std::size_t);
+}
+
+namespace {
+std::atomic<long> g_live{0}, g_peak{0};
+void* counted(void* p) {
+  if (p != nullptr) {
+    const long now = g_live.fetch_add(static_cast<long>(malloc_usable_size(p))) +
+                     static_cast<long>(malloc_usable_size(p));
+    long peak = g_peak.load(std::memory_order_relaxed);
+    while (now > peak && !g_peak.compare_exchange_weak(peak, now)) {
+    }
+  }
+  return p;
+}
+void uncount(void* p) {
+  if (p != nullptr) g_live.fetch_sub(static_cast<long>(malloc_usable_size(p)));
+}
+}  // namespace
+
+extern "C" {
+void* malloc(std::size_t n) {
+  return counted(__libc_malloc(n));
+}
+void free(void* p) {
+  uncount(p);
+  __libc_free(p);
+}
+void* calloc(std::size_t n, std::size_t m) {
+  return counted(__libc_calloc(n, m));
+}
+void* realloc(void* p, std::size_t n) {
+  uncount(p);
+  return counted(__libc_realloc(p, n));
+}
+void* memalign(std::size_t a, std::size_t n) {
+  return counted(__libc_memalign(a, n));
+}
+void* aligned_alloc(std::size_t a, std::size_t n) {
+  return counted(__libc_memalign(a, n));
+}
+int posix_memalign(void** out, std::size_t a, std::size_t n) {
+  void* p = counted(__libc_memalign(a, n));
+  if (p == nullptr) return 12;  // ENOMEM
+  *out = p;
+  return 0;
+}
+}
+
 namespace {
 
 constexpr long kHeads = 4, kDHead = 64, kDModel = 256;
@@ -45,7 +113,10 @@ void run_steps(benchmark::State& state, ea::EfficientAttentionBase& layer, const
     for (const auto& v : layer.flat_weights()) ws.push_back(v.value);
     return ws;
   }();
-  for (auto _ : state) {
+  // One untimed step first: the timed steps then reuse the buffers the allocator keeps
+  // (as every step of a training run after the first does) instead of faulting in fresh
+  // pages, which at large L is a tenth of a single step.
+  auto step = [&] {
     if (!backward) {
       Var y = layer(Var(x));
       benchmark::DoNotOptimize(y.value().data<float>());
@@ -61,10 +132,14 @@ void run_steps(benchmark::State& state, ea::EfficientAttentionBase& layer, const
       auto g = tape.gradient(y, wrt);
       benchmark::DoNotOptimize(g[0].data<float>());
     }
-  }
+  };
+  step();
+  g_peak.store(g_live.load());
+  for (auto _ : state) step();
   state.counters["us_per_token"] = benchmark::Counter(
       static_cast<double>(tokens) * 1e-6,
       benchmark::Counter::kIsIterationInvariantRate | benchmark::Counter::kInvert);
+  state.counters["heap_peak_MiB"] = static_cast<double>(g_peak.load()) / (1024.0 * 1024.0);
   state.counters["L"] = static_cast<double>(x.dim(1));
   state.counters["batch"] = static_cast<double>(x.dim(0));
 }
@@ -143,7 +218,11 @@ void BM_path(benchmark::State& state) {
 }
 
 void register_all() {
-  const long threads = 2;
+  // OpenBLAS threads: 2 (the setting); BENCH_THREADS overrides (1 measures the
+  // work alone: with one thread the process CPU time is the whole cost, robust on a
+  // shared machine where a second thread waits for a busy core).
+  const char* bt = std::getenv("BENCH_THREADS");
+  const long threads = bt != nullptr && std::atol(bt) > 0 ? std::atol(bt) : 2;
   for (long backward : {0L, 1L}) {
     // 128-512: the crossover with LSH; 16384 (fwd+bwd only, slow): peak memory.
     for (long L : {128L, 256L, 512L, 1024L, 2048L, 4096L, 16384L}) {
@@ -153,12 +232,13 @@ void register_all() {
           BM_dense)
           ->Args({L, backward, threads})
           ->Unit(benchmark::kMillisecond)
+          ->MeasureProcessCPUTime()
           ->UseRealTime();
     }
   }
   for (long backward : {0L, 1L}) {
     for (long n_hashes : {1L, 2L, 4L}) {
-      for (long L : {128L, 256L, 512L, 1024L, 2048L, 4096L, 8192L, 16384L}) {
+      for (long L : {128L, 256L, 512L, 1024L, 2048L, 4096L, 8192L, 16384L, 32768L}) {
         if (L < 1024 && n_hashes == 4) continue;  // 128-512: the crossover with dense
         benchmark::RegisterBenchmark(
             ("lsh/" + std::string(backward ? "fwdbwd" : "fwd") +
@@ -167,6 +247,7 @@ void register_all() {
             BM_lsh)
             ->Args({n_hashes, L, backward, threads})
             ->Unit(benchmark::kMillisecond)
+            ->MeasureProcessCPUTime()
             ->UseRealTime();
       }
     }
@@ -179,6 +260,7 @@ void register_all() {
                                    BM_path)
           ->Args({kind, reference, 256, threads})
           ->Unit(benchmark::kMillisecond)
+          ->MeasureProcessCPUTime()
           ->UseRealTime();
     }
   }
@@ -187,6 +269,12 @@ void register_all() {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // BENCH_MMAP_THRESHOLD=n: glibc's mmap and trim thresholds set to n bytes, replacing
+  // minitrax's 1 GiB (core/kernels.cpp), to measure what that caching costs in RSS.
+  if (const char* t = std::getenv("BENCH_MMAP_THRESHOLD")) {
+    mallopt(M_MMAP_THRESHOLD, std::atoi(t));
+    mallopt(M_TRIM_THRESHOLD, std::atoi(t));
+  }
   register_all();
   benchmark::Initialize(&argc, argv);
   if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;

@@ -3,8 +3,9 @@
 #
 #   bash bench/run_attention_bench.sh              # from the top of the repository
 #   PARTS="ratio" REPS=5 bash bench/run_attention_bench.sh
+#   MT=path/to/bench_efficient_attention bash bench/run_attention_bench.sh  # no build
 #
-# PARTS (default "ratio crossover memory"):
+# PARTS (default "ratio crossover scaling memory plot"):
 #   ratio      dense causal attention, L = 1024, 2048, 4096, fwd and fwd+bwd: minitrax's
 #              SelfAttention (bench_efficient_attention dense/...) next to LibTorch
 #              (bench/libtorch/attention_libtorch, the core softmax(q k^T/sqrt d + mask) v
@@ -12,34 +13,52 @@
 #              REPS rounds, the implementations back to back in each round (the order
 #              alternates), each run its own process.
 #   crossover  minitrax only: dense vs LSH (n_hashes 1, 2; chunk_len 64) at L = 128 ... 1024.
-#   memory     minitrax only, L = 16384, fwd+bwd, one iteration per process under
-#              /usr/bin/time -v: dense SelfAttention vs LSH (n_hashes 2, chunk_len 64),
-#              plus a baseline process (dense fwd at L = 128).
+#   scaling    minitrax only, per-token time against L: LSH (n_hashes 1, 2, 4; chunk_len 64;
+#              16384 tokens per step) at L = 1024 ... 32768 and dense at L = 128 ... 4096,
+#              fwd and fwd+bwd, REPS processes per configuration, the configurations
+#              interleaved (all lengths once, then again), so drift hits them alike.
+#   memory     L = 16384, fwd+bwd, one timed step per process under /usr/bin/time -v
+#              (max RSS) with the benchmark's own peak of live heap bytes (heap_peak_MiB):
+#              LSH (n_hashes 1, 2, 4), dense SelfAttention (tiled, never materialises the
+#              scores), a baseline process; and LibTorch's materialised dense core
+#              (max RSS) at L = 2048, 4096, 8192 and 16384, each under `ulimit -v`
+#              (LIBTORCH_VMEM_GB, default 16) so that it fails instead of exhausting RAM.
+#   plot       docs/attention_scaling.svg from the scaling part's JSON (METRIC)
+#              (bench/plot_attention_scaling.py).
 # b = 1 (LSH: batch 16384 / L), 4 heads, d_head 64, THREADS (2) threads everywhere,
 # OPENBLAS_CORETYPE=SkylakeX for both (Debian's libtorch links the same OpenBLAS).
-# Output: $OUT/*.jsonl / *.txt.
+# Output: $OUT/*.jsonl / *.txt / *.md.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
 
-PARTS=${PARTS:-"ratio crossover memory"}
+PARTS=${PARTS:-"ratio crossover scaling memory plot"}
 REPS=${REPS:-3}
 THREADS=${THREADS:-2}
 MIN_TIME=${MIN_TIME:-0.5}
 OUT=${OUT:-build/release/attention_bench}
+LIBTORCH_VMEM_GB=${LIBTORCH_VMEM_GB:-16}
+# METRIC (scaling, crossover, plot): us_per_token (wall time) or cpu_us_per_token (process
+# CPU time; with THREADS=1 the work itself, robust when other jobs share the machine).
+METRIC=${METRIC:-us_per_token}
+export METRIC
 
-echo "== building minitrax (release preset, bench_efficient_attention)"
-cmake --preset release -DMINITRAX_BUILD_BENCH=ON > /dev/null
-cmake --build --preset release --target bench_efficient_attention -j"$THREADS"
-MT=build/release/bench/bench_efficient_attention
-echo "== building the LibTorch benchmark (bench/libtorch/build)"
-cmake -S bench/libtorch -B bench/libtorch/build -DCMAKE_BUILD_TYPE=Release > /dev/null
-cmake --build bench/libtorch/build -j"$THREADS" --target attention_libtorch
-LT=bench/libtorch/build/attention_libtorch
+if [[ -z "${MT:-}" ]]; then
+  echo "== building minitrax (release preset, bench_efficient_attention)"
+  cmake --preset release -DMINITRAX_BUILD_BENCH=ON > /dev/null
+  cmake --build --preset release --target bench_efficient_attention -j"$THREADS"
+  MT=build/release/bench/bench_efficient_attention
+fi
+if [[ -z "${LT:-}" ]]; then
+  echo "== building the LibTorch benchmark (bench/libtorch/build)"
+  cmake -S bench/libtorch -B bench/libtorch/build -DCMAKE_BUILD_TYPE=Release > /dev/null
+  cmake --build bench/libtorch/build -j"$THREADS" --target attention_libtorch
+  LT=bench/libtorch/build/attention_libtorch
+fi
 
 mkdir -p "$OUT"
 export OPENBLAS_CORETYPE=SkylakeX
-export OPENBLAS_NUM_THREADS=$THREADS OMP_NUM_THREADS=$THREADS MKL_NUM_THREADS=$THREADS
+export OPENBLAS_NUM_THREADS=$THREADS OMP_NUM_THREADS=$THREADS MKL_NUM_THREADS=$THREADS BENCH_THREADS=$THREADS
 
 # minitrax NAME_REGEX REP: one process, appends JSON lines {impl, name, ms, us_per_token}.
 mt_run() {
@@ -48,8 +67,10 @@ mt_run() {
 import json, sys
 for b in json.load(sys.stdin)["benchmarks"]:
     print(json.dumps({"impl": "minitrax", "name": b["name"], "rep": int(sys.argv[1]),
-                      "ms": b["real_time"], "iterations": b["iterations"],
-                      "us_per_token": b["us_per_token"]}))' "$2"
+                      "ms": b["real_time"], "cpu_ms": b["cpu_time"],
+                      "iterations": b["iterations"], "us_per_token": b["us_per_token"],
+                      "cpu_us_per_token": b["us_per_token"] * b["cpu_time"] / b["real_time"],
+                      "heap_peak_MiB": b.get("heap_peak_MiB")}))' "$2"
 }
 
 if [[ " $PARTS " == *" ratio "* ]]; then
@@ -77,28 +98,30 @@ if [[ " $PARTS " == *" ratio "* ]]; then
   python3 - "$R" > "$OUT/ratio.md" <<'PY'
 import json, re, statistics as st, sys
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
-print("| pass | L | minitrax SelfAttention ms | LibTorch core ms | LibTorch layer ms "
-      "| minitrax / LibTorch core | minitrax / LibTorch layer |")
-print("|---|---:|---:|---:|---:|---:|---:|")
+print("| pass | L | minitrax ms (wall) | LibTorch core ms (wall) | LibTorch layer ms (wall) "
+      "| / core (wall) | / layer (wall) | / core (CPU time) | / layer (CPU time) |")
+print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
 for p in ("fwd", "fwdbwd"):
     for L in (1024, 2048, 4096):
-        def get(impl, what=None):
+        def get(impl, what=None, cpu=False):
             out = {}
             for r in rows:
                 if impl == "minitrax" and r["impl"] == "minitrax" and re.match(
                         r"dense/%s/L:%d/" % (p, L), r["name"]):
-                    out[r["rep"]] = r["ms"]
+                    out[r["rep"]] = r["cpu_ms"] if cpu else r["ms"]
                 if impl == "libtorch" and r["impl"] == "libtorch" and r["pass"] == p and \
                         r["L"] == L and r["what"] == what:
-                    out[r["rep"]] = r["step_ms_median"]
+                    out[r["rep"]] = r["cpu_ms_median"] if cpu else r["step_ms_median"]
             return out
+        def ratio(a, b):
+            rs = [a[k] / b[k] for k in a if k in b]
+            return "**%.2f** (%s)" % (st.median(rs), ", ".join("%.2f" % x for x in rs))
         m, c, l = get("minitrax"), get("libtorch", "core"), get("libtorch", "layer")
-        rc = [m[k] / c[k] for k in m if k in c]
-        rl = [m[k] / l[k] for k in m if k in l]
-        f = lambda xs: ", ".join("%.2f" % x for x in xs)
-        print("| %s | %d | %.1f | %.1f | %.1f | **%.2f** (%s) | **%.2f** (%s) |" % (
+        mc, cc, lc = (get("minitrax", cpu=True), get("libtorch", "core", True),
+                      get("libtorch", "layer", True))
+        print("| %s | %d | %.1f | %.1f | %.1f | %s | %s | %s | %s |" % (
             p, L, st.median(m.values()), st.median(c.values()), st.median(l.values()),
-            st.median(rc), f(rc), st.median(rl), f(rl)))
+            ratio(m, c), ratio(m, l), ratio(mc, cc), ratio(mc, lc)))
 PY
   cat "$OUT/ratio.md"
 fi
@@ -111,10 +134,10 @@ if [[ " $PARTS " == *" crossover "* ]]; then
       "$rep" >> "$C"
   done
   python3 - "$C" > "$OUT/crossover.md" <<'PY'
-import json, re, statistics as st, sys
+import json, os, re, statistics as st, sys
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
 def med(prefix):
-    xs = [r["us_per_token"] for r in rows if r["name"].startswith(prefix)]
+    xs = [r[os.environ["METRIC"]] for r in rows if r["name"].startswith(prefix)]
     return st.median(xs) if xs else float("nan")
 print("| L | dense fwd | LSH h1 fwd | LSH h2 fwd | dense fwd+bwd | LSH h1 fwd+bwd | LSH h2 fwd+bwd |")
 print("|---:|---:|---:|---:|---:|---:|---:|")
@@ -127,15 +150,71 @@ PY
   cat "$OUT/crossover.md"
 fi
 
+if [[ " $PARTS " == *" scaling "* ]]; then
+  S="$OUT/scaling.jsonl"; : > "$S"
+  for rep in $(seq 1 "$REPS"); do
+    for pass in fwd fwdbwd; do
+      for L in 128 256 512 1024 2048 4096; do
+        echo "-- scaling round $rep: dense $pass L=$L"
+        mt_run "^dense/$pass/L:$L/" "$rep" >> "$S"
+      done
+      for h in 1 2 4; do
+        for L in 1024 2048 4096 8192 16384 32768; do
+          echo "-- scaling round $rep: lsh $pass n_hashes $h L=$L"
+          mt_run "^lsh/$pass/n_hashes:$h/L:$L/" "$rep" >> "$S"
+        done
+      done
+    done
+  done
+  python3 - "$S" > "$OUT/scaling.md" <<'PY'
+import json, os, re, statistics as st, sys
+rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+def med(prefix):
+    xs = [r[os.environ["METRIC"]] for r in rows if r["name"].startswith(prefix)]
+    return st.median(xs) if xs else float("nan")
+Ls = (1024, 2048, 4096, 8192, 16384, 32768)
+for p in ("fwd", "fwdbwd"):
+    print("\n%s, us per token (median of runs):\n" % p)
+    print("| n_hashes | " + " | ".join("L = %d" % L for L in Ls) + " | max / min |")
+    print("|---:|" + "---:|" * (len(Ls) + 1))
+    for h in (1, 2, 4):
+        v = [med("lsh/%s/n_hashes:%d/L:%d/" % (p, h, L)) for L in Ls]
+        ok = [x for x in v if x == x]
+        print("| %d | %s | **%.2f** |" % (h, " | ".join("%.1f" % x for x in v),
+                                          max(ok) / min(ok)))
+    f = lambda x: "%.1f" % x if x == x else "–"
+    print("| dense | " + " | ".join(f(med("dense/%s/L:%d/" % (p, L))) for L in Ls) + " | |")
+PY
+  cat "$OUT/scaling.md"
+fi
+
 if [[ " $PARTS " == *" memory "* ]]; then
   M="$OUT/memory.txt"; : > "$M"
-  for name in 'dense/fwd/L:128/' 'lsh/fwdbwd/n_hashes:2/L:16384/' 'dense/fwdbwd/L:16384/'; do
+  for name in 'dense/fwd/L:128/' 'lsh/fwdbwd/n_hashes:1/L:16384/' 'lsh/fwdbwd/n_hashes:2/L:16384/' \
+              'lsh/fwdbwd/n_hashes:4/L:16384/' 'dense/fwdbwd/L:16384/'; do
     echo "-- memory: $name"
     tv=$(mktemp)
-    /usr/bin/time -v -o "$tv" "$MT" --benchmark_filter="^$name" --benchmark_min_time=0 \
-      2> /dev/null | grep -E '^(dense|lsh)/' || true
-    echo "$name max_rss_kb $(awk -F': ' '/Maximum resident set size/ {print $2}' "$tv")" \
-      "wall $(awk -F': ' '/Elapsed \(wall clock\)/ {print $2}' "$tv")" | tee -a "$M"
+    line=$(/usr/bin/time -v -o "$tv" "$MT" --benchmark_filter="^$name" --benchmark_min_time=0 \
+      2> /dev/null | grep -E '^(dense|lsh)/' || true)
+    heap=$(echo "$line" | grep -o 'heap_peak_MiB=[0-9.]*' | cut -d= -f2)
+    echo "minitrax $name max_rss_kb $(awk -F': ' '/Maximum resident set size/ {print $2}' "$tv")" \
+      "heap_peak_MiB ${heap:-?} wall $(awk -F': ' '/Elapsed \(wall clock\)/ {print $2}' "$tv")" \
+      | tee -a "$M"
     rm -f "$tv"
   done
+  for L in 2048 4096 8192 16384; do
+    echo "-- memory: LibTorch core fwd+bwd L=$L (ulimit -v ${LIBTORCH_VMEM_GB} GiB)"
+    if line=$( (ulimit -v $((LIBTORCH_VMEM_GB * 1024 * 1024)); \
+                "$LT" --length "$L" --backward 1 --proj 0 --warmup 0 --steps 1 \
+                  --threads "$THREADS") 2>&1 | grep '^{'); then
+      echo "libtorch core L=$L $line" | tee -a "$M"
+    else
+      echo "libtorch core L=$L failed under ulimit -v ${LIBTORCH_VMEM_GB} GiB" | tee -a "$M"
+    fi
+  done
+fi
+
+if [[ " $PARTS " == *" plot "* ]]; then
+  python3 bench/plot_attention_scaling.py "$OUT/scaling.jsonl" docs/attention_scaling.svg "$METRIC"
+  echo "wrote docs/attention_scaling.svg"
 fi

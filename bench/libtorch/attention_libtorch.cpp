@@ -13,8 +13,10 @@
 //   heads, output projection Wo; gradients w.r.t. x and the four weights.
 // --backward 1: each step also runs sum(y).backward() (forward + backward), otherwise
 //   the forward runs under NoGradGuard.
-// Prints one JSON line: median step time over --steps timed steps after --warmup.
+// Prints one JSON line: median step time (wall, and process CPU time) over --steps timed
+// steps after --warmup, and the process's max RSS.
 #include <sys/resource.h>
+#include <time.h>
 #include <torch/torch.h>
 
 #include <algorithm>
@@ -113,9 +115,17 @@ int main(int argc, char** argv) {
     }
     return y;
   };
-  std::vector<double> times;
+  // Process CPU time (all threads, user + system): with one thread, the work itself,
+  // robust on a shared machine where wall time also counts waiting for a busy core.
+  auto cpu_now = [] {
+    timespec ts{};
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return static_cast<double>(ts.tv_sec) + 1e-9 * static_cast<double>(ts.tv_nsec);
+  };
+  std::vector<double> times, cpu_times;
   for (long i = 0; i < c.warmup + c.steps; ++i) {
     const auto t0 = std::chrono::steady_clock::now();
+    const double c0 = cpu_now();
     if (bwd) {
       for (auto* t : {&x, &wq, &wk, &wv, &wo, &q, &k, &v})
         if (t->defined() && t->grad().defined()) t->mutable_grad().reset();
@@ -126,17 +136,23 @@ int main(int argc, char** argv) {
     }
     const double dt =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    if (i >= c.warmup) times.push_back(dt);
+    const double cdt = cpu_now() - c0;
+    if (i >= c.warmup) {
+      times.push_back(dt);
+      cpu_times.push_back(cdt);
+    }
   }
   std::sort(times.begin(), times.end());
+  std::sort(cpu_times.begin(), cpu_times.end());
   const double med = times.empty() ? 0.0 : times[times.size() / 2];
+  const double cpu_med = cpu_times.empty() ? 0.0 : cpu_times[cpu_times.size() / 2];
   rusage u{};
   getrusage(RUSAGE_SELF, &u);
   std::printf(
       "{\"impl\": \"libtorch\", \"what\": \"%s\", \"pass\": \"%s\", \"L\": %ld, \"batch\": %ld, "
       "\"heads\": %ld, \"d_head\": %ld, \"threads\": %d, \"step_ms_median\": %.3f, "
-      "\"us_per_token\": %.3f, \"steps\": %ld, \"max_rss_kb\": %ld}\n",
+      "\"cpu_ms_median\": %.3f, \"us_per_token\": %.3f, \"steps\": %ld, \"max_rss_kb\": %ld}\n",
       c.proj ? "layer" : "core", bwd ? "fwdbwd" : "fwd", L, B, H, D, torch::get_num_threads(),
-      med * 1e3, med * 1e6 / static_cast<double>(B * L), c.steps, u.ru_maxrss);
+      med * 1e3, cpu_med * 1e3, med * 1e6 / static_cast<double>(B * L), c.steps, u.ru_maxrss);
   return 0;
 }

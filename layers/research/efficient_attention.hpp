@@ -1,71 +1,79 @@
-// minitrax/layers/research/efficient_attention.hpp: memory-efficient multi-head
-// self-attention and LSH self-attention (Trax 1.3.4's
-// trax/layers/research/efficient_attention.py: EfficientAttentionBase, SelfAttention,
-// LSHSelfAttention).
-//
-// The structure is Trax's: a base class owns the multi-head bookkeeping, a subclass
-// says what ONE head does to ONE example (`forward_unbatched`):
-//
-//   EfficientAttentionBase         x [B, L, d_model] (, mask [B, L]) -> [B, L, d_model]
-//     weights: each leaf stacked on a leading n_heads axis (w_q [H, d_model, d_qk], ...)
-//     state:   each leaf stacked on a leading B*H axis, row example * H + head
-//     output:  the SUM over heads of forward_unbatched's [L, d_model] outputs
-//   SelfAttentionLayer             q/k/v projections, (chunked) dot-product attention,
-//                                  output projection; no state
-//   LSHSelfAttentionLayer          shared-QK attention within LSH buckets; state per
-//                                  (example, head): (buckets, hash rng)
-//
-// Two ways to run the same function (use_reference_code):
-//   * reference: a plain loop over (example, head) that slices one example and one
-//     head's weights and calls forward_unbatched, recorded op by op on the ordinary
-//     tape. Written to be read and stepped through in gdb.
-//   * memory-lean (default): the whole layer call is ONE node on the caller's tape
-//     (autodiff::custom_vjp) whose residuals are only the inputs, the weights and the
-//     new state. Its backward pass walks the (example, head) slices again, group by
-//     group (n_parallel_heads slices at a time), recomputing each group's forward on a
-//     private tape with update_state = false (so LSH reuses the buckets the forward
-//     pass stored) and differentiating it at once: Trax's forward_and_or_backward,
-//     "[FW-BW-1]" order. Both paths give the same outputs, state and gradients,
-//     dropout included, for the same rng (tests pin them together).
-//
-// Randomness, as in Trax: the SAME layer rng goes to every (example, head), so dropout
-// masks are shared by all heads and examples; forward_unbatched splits it into
-// (attention dropout, output dropout). LSH's per-head randomness (the hash rotations)
-// comes from a key kept in the state, split afresh on every state-updating call.
-//
-//   auto attn = research::SelfAttention({.n_heads = 4, .d_qk = 16, .d_v = 16,
-//                                        .causal = true, .chunk_len = 64,
-//                                        .n_chunks_before = 1});
-//   attn->init({{{2, 1024, 64}, DType::f32}}, core::key_from_seed(0));
-//   Var y = (*attn)(x);
-//
-//   auto lsh = research::LSHSelfAttention({.n_heads = 4, .d_qk = 16, .d_v = 16,
-//                                          .causal = true, .chunk_len = 64,
-//                                          .n_hashes = 2, .n_buckets = {32}});
-//
-// Deliberate differences from Trax 1.3.4:
-//   * Predict mode (fast autoregressive inference: Trax's use_predict_mem and
-//     incremental_forward_unbatched, predict_mem_len/predict_drop_len) is in
-//     efficient_attention_predict.cpp; its differences from Trax are listed there and in
-//     docs/efficient_attention.md. use_python_loop does not exist (there is no jitted
-//     loop to replace).
-//   * Dropout rates are taken as given in train mode and as 0 otherwise at CALL time
-//     (Trax zeroes them at construction), so set_mode(eval) switches dropout off.
-//   * LSHSelfAttention requires chunk_len (Trax's default None with n_chunks_before = 1
-//     trips an assertion inside attend); every n_buckets factor must be even and >= 2
-//     (Trax: an assert). Errors say what to change: "sequence length 444 is not a
-//     multiple of chunk_len 64; pad to 448".
-//   * The hash rng in the state is an int64 [B*H, 2] tensor holding the two uint32
-//     words of the key (minitrax has no uint32 dtype; checkpoints store keys the same
-//     way). Buckets are int32 [B*H, n_hashes * L] as in Trax.
-//   * n_parallel_heads only groups the work of the memory-lean path; when B*H is not
-//     a multiple of it the last group is smaller (Trax asserts).
-//   * The mask is an integer tensor [B, L], nonzero = valid (Trax: bool).
-//   * forward_unbatched also receives the head index (for per-head fixed rotations,
-//     see LSHSelfAttentionLayer::set_fixed_rotations); Trax's does not need it.
-//   * set_update_state(false) runs forward passes that reuse the stored state (LSH
-//     buckets) instead of updating it: what Trax's backward and the reversible layers
-//     do internally, exposed for gradient checks and recomputation.
+/// @file
+/// Memory-efficient multi-head
+/// self-attention and LSH self-attention (Trax 1.3.4's
+/// trax/layers/research/efficient_attention.py: EfficientAttentionBase, SelfAttention,
+/// LSHSelfAttention).
+///
+/// The structure is Trax's: a base class owns the multi-head bookkeeping, a subclass
+/// says what ONE head does to ONE example (`forward_unbatched`):
+///
+/// @code{.unparsed}
+///   EfficientAttentionBase         x [B, L, d_model] (, mask [B, L]) -> [B, L, d_model]
+///     weights: each leaf stacked on a leading n_heads axis (w_q [H, d_model, d_qk], ...)
+///     state:   each leaf stacked on a leading B*H axis, row example * H + head
+///     output:  the SUM over heads of forward_unbatched's [L, d_model] outputs
+///   SelfAttentionLayer             q/k/v projections, (chunked) dot-product attention,
+///                                  output projection; no state
+///   LSHSelfAttentionLayer          shared-QK attention within LSH buckets; state per
+///                                  (example, head): (buckets, hash rng)
+/// @endcode
+///
+/// Two ways to run the same function (use_reference_code):
+///   * reference: a plain loop over (example, head) that slices one example and one
+///     head's weights and calls forward_unbatched, recorded op by op on the ordinary
+///     tape. Written to be read and stepped through in gdb.
+///   * memory-lean (default): the whole layer call is ONE node on the caller's tape
+///     (autodiff::custom_vjp) whose residuals are only the inputs, the weights and the
+///     new state. Its backward pass walks the (example, head) slices again, group by
+///     group (n_parallel_heads slices at a time), recomputing each group's forward on a
+///     private tape with update_state = false (so LSH reuses the buckets the forward
+///     pass stored) and differentiating it at once: Trax's forward_and_or_backward,
+///     "[FW-BW-1]" order. One exception to "only the inputs": attention whose window
+///     spans >= 1024 keys (unchunked SelfAttention at L >= 1024) also keeps its core's
+///     output and logsumexps (O(L * d_v) per head) for the recomputation, which then
+///     skips the core, the most expensive part. Both paths give the same outputs, state
+///     and gradients, dropout included, for the same rng (tests pin them together).
+///
+/// Randomness, as in Trax: the SAME layer rng goes to every (example, head), so dropout
+/// masks are shared by all heads and examples; forward_unbatched splits it into
+/// (attention dropout, output dropout). LSH's per-head randomness (the hash rotations)
+/// comes from a key kept in the state, split afresh on every state-updating call.
+///
+/// @code
+/// auto attn = research::SelfAttention({.n_heads = 4, .d_qk = 16, .d_v = 16,
+///                                      .causal = true, .chunk_len = 64,
+///                                      .n_chunks_before = 1});
+/// attn->init({{{2, 1024, 64}, DType::f32}}, core::key_from_seed(0));
+/// Var y = (*attn)(x);
+///
+/// auto lsh = research::LSHSelfAttention({.n_heads = 4, .d_qk = 16, .d_v = 16,
+///                                        .causal = true, .chunk_len = 64,
+///                                        .n_hashes = 2, .n_buckets = {32}});
+/// @endcode
+///
+/// Deliberate differences from Trax 1.3.4:
+///   * Predict mode (fast autoregressive inference: Trax's use_predict_mem and
+///     incremental_forward_unbatched, predict_mem_len/predict_drop_len) is in
+///     efficient_attention_predict.cpp; its differences from Trax are listed there and in
+///     docs/efficient_attention.md. use_python_loop does not exist (there is no jitted
+///     loop to replace).
+///   * Dropout rates are taken as given in train mode and as 0 otherwise at CALL time
+///     (Trax zeroes them at construction), so set_mode(eval) switches dropout off.
+///   * LSHSelfAttention requires chunk_len (Trax's default None with n_chunks_before = 1
+///     trips an assertion inside attend); every n_buckets factor must be even and >= 2
+///     (Trax: an assert). Errors say what to change: "sequence length 444 is not a
+///     multiple of chunk_len 64; pad to 448".
+///   * The hash rng in the state is an int64 [B*H, 2] tensor holding the two uint32
+///     words of the key (minitrax has no uint32 dtype; checkpoints store keys the same
+///     way). Buckets are int32 [B*H, n_hashes * L] as in Trax.
+///   * n_parallel_heads only groups the work of the memory-lean path; when B*H is not
+///     a multiple of it the last group is smaller (Trax asserts).
+///   * The mask is an integer tensor [B, L], nonzero = valid (Trax: bool).
+///   * forward_unbatched also receives the head index (for per-head fixed rotations,
+///     see LSHSelfAttentionLayer::set_fixed_rotations); Trax's does not need it.
+///   * set_update_state(false) runs forward passes that reuse the stored state (LSH
+///     buckets) instead of updating it: what Trax's backward and the reversible layers
+///     do internally, exposed for gradient checks and recomputation.
 #pragma once
 
 #include <functional>
@@ -88,11 +96,14 @@ using base::Stack;
 using base::State;
 using core::DType;
 using core::Shape;
+/// The creation site a factory records (its defaulted last argument).
 using SrcLoc = std::source_location;
 
 /// Multi-head bookkeeping shared by the efficient attention layers (Trax's
 /// EfficientAttentionBase): per-head weights, per-(example, head) state, the
-/// reference loop and the memory-lean recomputing path.
+/// reference loop and the memory-lean recomputing path. Input x [B, L, d_model]
+/// (and mask [B, L] when masked), output [B, L, d_model]. Subclasses say what one
+/// head does to one example: create_weights_unbatched(), forward_unbatched().
 class EfficientAttentionBase : public base::Layer {
  public:
   /// n_in is 1, or 2 for (x, mask). n_parallel_heads, when given, must be a multiple or
@@ -101,22 +112,26 @@ class EfficientAttentionBase : public base::Layer {
                          std::optional<long> n_parallel_heads, bool use_reference_code, Mode mode,
                          SrcLoc where);
 
+  /// The number of heads.
   long n_heads() const { return n_heads_; }
+  /// How many (example, head) slices the memory-lean path runs at a time, if set.
   std::optional<long> n_parallel_heads() const { return n_parallel_heads_; }
+  /// Whether the reference loop runs instead of the memory-lean path.
   bool use_reference_code() const { return use_reference_code_; }
   /// Switches between the reference loop and the memory-lean path (same function).
   void set_use_reference_code(bool on) { use_reference_code_ = on; }
   /// true (default): every forward pass updates the state (LSH rehashes with a fresh
   /// key). false: forward passes reuse the stored state and leave it unchanged.
   bool update_state() const { return update_state_; }
+  /// Sets update_state() (see there).
   void set_update_state(bool on) { update_state_ = on; }
 
   // ---- the per-(example, head) hooks (public so they can be called one by one) ----
 
   /// What one head of one example produces: out [L, d_model] and its new state.
   struct UnbatchedResult {
-    Var out;
-    std::vector<Tensor> state;
+    Var out;                    ///< [L, d_model] (predict mode: [q_len, d_model])
+    std::vector<Tensor> state;  ///< the new state of this (example, head)
   };
   /// The weights of one head, drawn from `rng`, as float32 tensors (the base class
   /// stacks them over heads and casts them to the input's floating dtype).
@@ -151,8 +166,11 @@ class EfficientAttentionBase : public base::Layer {
   std::vector<Tensor> state_row(long index) const;
 
  protected:
+  /// @copydoc minitrax::base::Layer::forward
   Stack forward(const Stack& inputs) override;
+  /// @copydoc minitrax::base::Layer::init_weights_and_state
   void init_weights_and_state(const Signature& input_signature) override;
+  /// @copydoc minitrax::base::Layer::forward_signature
   Signature forward_signature(const Signature& input_signature) override;
 
   /// Checks the inputs (subclasses add their length rules); with against_weights, also
@@ -175,9 +193,9 @@ class EfficientAttentionBase : public base::Layer {
 
   /// What a group of slices produced.
   struct GroupResult {
-    std::vector<long> examples;               // the examples touched, ascending
-    std::vector<Var> outputs;                 // per example: sum over the group's heads
-    std::vector<std::vector<Tensor>> states;  // per slice (idx_lo .. idx_hi - 1)
+    std::vector<long> examples;               ///< the examples touched, ascending
+    std::vector<Var> outputs;                 ///< per example: sum over the group's heads
+    std::vector<std::vector<Tensor>> states;  ///< per slice (idx_lo .. idx_hi - 1)
   };
   /// Runs the slices idx in [idx_lo, idx_hi) (idx = example * n_heads + head): the unit
   /// of work of the memory-lean path (Trax's run_inner), and the place to batch heads
@@ -207,47 +225,55 @@ class EfficientAttentionBase : public base::Layer {
 
 /// Trax 1.3.4's SelfAttention arguments and defaults (use_python_loop is not supported).
 struct SelfAttentionOptions {
-  long n_heads = 2;
-  long d_qk = 64;
-  long d_v = 64;
-  bool share_qk = false;  // keys = length-normalised queries; the self mask (-1e5) is on
-  bool causal = false;
-  bool masked = false;                           // inputs (x, mask [B, L]) instead of x
-  std::optional<long> chunk_len = std::nullopt;  // none: full attention
-  long n_chunks_before = 0;  // chunks before/after each chunk to attend to (wrapping)
-  long n_chunks_after = 0;
-  bool bias = false;  // biases on q, k, v
-  Mode mode = Mode::train;
+  long n_heads = 2;       ///< attention heads
+  long d_qk = 64;         ///< query/key width per head
+  long d_v = 64;          ///< value width per head
+  bool share_qk = false;  ///< keys = length-normalised queries; the self mask (-1e5) is on
+  bool causal = false;    ///< each position attends to itself and earlier ones only
+  bool masked = false;    ///< inputs (x, mask [B, L]) instead of x
+  std::optional<long> chunk_len = std::nullopt;  ///< none: full attention
+  long n_chunks_before = 0;  ///< chunks before each chunk to attend to (wrapping)
+  long n_chunks_after = 0;   ///< chunks after each chunk to attend to (wrapping)
+  bool bias = false;         ///< biases on q, k, v
+  Mode mode = Mode::train;   ///< train, eval or predict
   /// Predict mode: input positions kept in memory (default chunk_len * (1 +
   /// n_chunks_before); required without chunk_len) and how many of them are dropped when
   /// it is full (default chunk_len). Checked when the layer runs in predict mode.
   std::optional<long> predict_mem_len = std::nullopt;
-  std::optional<long> predict_drop_len = std::nullopt;
-  double attention_dropout = 0.0;
-  double output_dropout = 0.0;
-  std::optional<long> n_parallel_heads = std::nullopt;
-  bool use_reference_code = false;
+  std::optional<long> predict_drop_len = std::nullopt;  ///< see predict_mem_len
+  double attention_dropout = 0.0;  ///< dropout on the attention weights (train mode)
+  double output_dropout = 0.0;     ///< dropout on the output (train mode)
+  std::optional<long> n_parallel_heads = std::nullopt;  ///< slices per group (memory-lean path)
+  bool use_reference_code = false;  ///< run the plain (example, head) loop instead
 };
 
 /// Multi-head self-attention, one head at a time (Trax's SelfAttention).
 /// Weights per head (stacked on a leading n_heads axis), in this order:
+/// @code{.unparsed}
 ///   w_q [d_model, d_qk], w_k [d_model, d_qk] (not if share_qk), w_v [d_model, d_v],
 ///   w_o [d_v, d_model], then with bias: b_q [d_qk], b_k [d_qk] (not if share_qk), b_v [d_v].
+/// @endcode
 /// Kernels are uniform(-lim, lim) with lim = sqrt(6 / (d_model + d * n_heads)) (Glorot
 /// over all heads), drawn from split(head_rng, 4) = (q, k, v, o); w_o is the transpose
 /// of a [d_model, d_v] draw; biases are zeros. Same draws as Trax for the same key.
 ///
 /// forward_unbatched (one example, one head):
+/// @code{.unparsed}
 ///   attend_rng, output_rng = split(rng)
 ///   q = x w_q (+ b_q);  k = x w_k (+ b_k) unless share_qk;  v = x w_v (+ b_v)
 ///   q_info = kv_info = arange(L);  masked: kv_info = arange(L) * where(mask, 1, -1)
 ///   o = attend(q, k, v, chunk_len, n_chunks_before/after,
 ///              mask_self_attention(causal, exclude_self = share_qk, masked), dropout)
 ///   out = dropout_broadcast(o w_o, output_dropout, output_rng)
+/// @endcode
+///
+/// Made by SelfAttention().
 class SelfAttentionLayer : public EfficientAttentionBase {
  public:
+  /// See SelfAttention(); `name` lets subclasses (LSHSelfAttention) name themselves.
   SelfAttentionLayer(const SelfAttentionOptions& options, SrcLoc where,
                      std::string name = "SelfAttention");
+  /// The options the layer was made with.
   const SelfAttentionOptions& options() const { return opt_; }
 
   std::vector<Tensor> create_weights_unbatched(const Signature& input_signature, Key rng) override;
@@ -262,13 +288,14 @@ class SelfAttentionLayer : public EfficientAttentionBase {
   std::pair<long, long> predict_lengths() const override;
 
  protected:
+  /// @copydoc minitrax::base::Layer::weight_names
   std::vector<std::string> weight_names() const override;
   void check_inputs(const Signature& input_signature, bool against_weights) const override;
   std::size_t weights_d_model() const override;
   /// Trax's _kernel_initializer: float32 uniform(-lim, lim), lim over all heads.
   Tensor kernel_init(const Shape& shape, Key rng) const;
 
-  SelfAttentionOptions opt_;
+  SelfAttentionOptions opt_;  ///< the options (LSHSelfAttentionLayer sets the shared ones)
 };
 
 // ---- LSHSelfAttention ---------------------------------------------------------------------
@@ -276,28 +303,28 @@ class SelfAttentionLayer : public EfficientAttentionBase {
 /// Trax 1.3.4's LSHSelfAttention arguments and defaults (chunk_len required here;
 /// use_python_loop is not supported).
 struct LSHSelfAttentionOptions {
-  long n_heads = 2;
-  long d_qk = 64;
-  long d_v = 64;
-  bool causal = false;
-  bool masked = false;
-  std::optional<long> chunk_len = std::nullopt;  // required: n_hashes * L must be a multiple of it
-  long n_chunks_before = 1;
-  long n_chunks_after = 0;
-  long n_hashes = 1;
+  long n_heads = 2;     ///< attention heads
+  long d_qk = 64;       ///< shared query/key width per head
+  long d_v = 64;        ///< value width per head
+  bool causal = false;  ///< each position attends to itself and earlier ones only
+  bool masked = false;  ///< inputs (x, mask [B, L]) instead of x
+  std::optional<long> chunk_len = std::nullopt;  ///< required; n_hashes * L a multiple of it
+  long n_chunks_before = 1;  ///< earlier chunks (in sorted order) each chunk attends to
+  long n_chunks_after = 0;   ///< later chunks (in sorted order) each chunk attends to
+  long n_hashes = 1;         ///< hashing rounds (more: better recall, more work)
   /// {n}: n buckets per round (n even); {f0, f1, ...}: factorised hashing with
   /// f0 * f1 * ... buckets (each factor even).
   std::vector<long> n_buckets = {256};
-  Mode mode = Mode::train;
+  Mode mode = Mode::train;  ///< train, eval or predict
   /// Predict mode: input positions kept in memory and dropped when it is full (Trax's
   /// defaults; nullopt means SelfAttention's defaults, chunk_len * (1 + n_chunks_before)
   /// and chunk_len).
   std::optional<long> predict_mem_len = 2048;
-  std::optional<long> predict_drop_len = 256;
-  double attention_dropout = 0.0;
-  double output_dropout = 0.0;
-  std::optional<long> n_parallel_heads = 1;
-  bool use_reference_code = false;
+  std::optional<long> predict_drop_len = 256;  ///< see predict_mem_len
+  double attention_dropout = 0.0;              ///< dropout on the attention weights (train mode)
+  double output_dropout = 0.0;                 ///< dropout on the output (train mode)
+  std::optional<long> n_parallel_heads = 1;    ///< slices per group (memory-lean path)
+  bool use_reference_code = false;             ///< run the plain (example, head) loop instead
   /// If set, the buckets in the state are zero-padded to n_hashes * this length, so the
   /// state keeps one shape for all sequence lengths up to it.
   std::optional<long> max_length_for_buckets = std::nullopt;
@@ -307,10 +334,13 @@ struct LSHSelfAttentionOptions {
 /// restricted to chunks of positions sorted by their hash bucket.
 /// Weights per head: w_q [d_model, d_qk], w_v [d_model, d_v], w_o [d_v, d_model]
 /// (SelfAttention's with share_qk, same draws). State per (example, head):
+/// @code{.unparsed}
 ///   buckets int32 [n_hashes * L] (or n_hashes * max_length_for_buckets), and the hash
 ///   key as int64 [2] (its two uint32 words); stacked [B*H, ...] with B the init batch.
+/// @endcode
 ///
 /// forward_unbatched (one example, one head):
+/// @code{.unparsed}
 ///   attend_rng, output_rng = split(rng);  q = x w_q;  v = x w_v
 ///   update_state: hash_rng, hash_subrng = split(state key)
 ///                 buckets = hash_vectors(q, hash_subrng, n_buckets, n_hashes, mask)
@@ -324,9 +354,14 @@ struct LSHSelfAttentionOptions {
 ///   logits = permute_via_sort(slogits, sticker, buckets_and_t)
 ///   n_hashes > 1: o = sum over rounds of o_r * exp(logits_r - logsumexp_r(logits))
 ///   out = dropout_broadcast(o w_o, output_dropout, output_rng)
+/// @endcode
+///
+/// Made by LSHSelfAttention().
 class LSHSelfAttentionLayer : public SelfAttentionLayer {
  public:
+  /// See LSHSelfAttention().
   LSHSelfAttentionLayer(const LSHSelfAttentionOptions& options, SrcLoc where);
+  /// The options the layer was made with.
   const LSHSelfAttentionOptions& lsh_options() const { return lsh_; }
 
   /// Hash with these rotations instead of drawing them from the state's key (to
@@ -335,6 +370,7 @@ class LSHSelfAttentionLayer : public SelfAttentionLayer {
   /// n_buckets factors. The state's key is still split on every update, so the state
   /// keeps its meaning. An undefined tensor goes back to random rotations.
   void set_fixed_rotations(const Tensor& rotations);
+  /// The rotations set by set_fixed_rotations (undefined: random rotations).
   const Tensor& fixed_rotations() const { return fixed_rotations_; }
 
   std::vector<Tensor> create_state_unbatched(const Signature& input_signature, Key rng) override;
@@ -371,8 +407,26 @@ class LSHSelfAttentionLayer : public SelfAttentionLayer {
 // n_parallel_heads a multiple or divisor of n_heads; n_buckets even and >= 2; in predict
 // mode: causal, not masked, 0 < predict_drop_len <= predict_mem_len, see predict_lengths).
 
+/// Multi-head self-attention (see SelfAttentionLayer): x [B, L, d_model] (and mask
+/// [B, L] when masked) -> [B, L, d_model]. Full attention by default; with chunk_len,
+/// each chunk attends to itself and n_chunks_before/after neighbours.
+/// @code
+/// auto attn = SelfAttention({.n_heads = 4, .d_qk = 16, .d_v = 16, .causal = true,
+///                            .chunk_len = 64, .n_chunks_before = 1});
+/// attn->init({{{2, 1024, 64}, DType::f32}});
+/// Var y = (*attn)(x);                          // x [2, 1024, 64] -> y [2, 1024, 64]
+/// @endcode
 std::shared_ptr<SelfAttentionLayer> SelfAttention(const SelfAttentionOptions& options = {},
                                                   SrcLoc where = SrcLoc::current());
+/// LSH self-attention (see LSHSelfAttentionLayer): x [B, L, d_model] (and mask [B, L]
+/// when masked) -> [B, L, d_model]; chunk_len is required and n_hashes * L must be a
+/// multiple of it (the error says which length to pad to).
+/// @code
+/// auto lsh = LSHSelfAttention({.n_heads = 4, .d_qk = 16, .d_v = 16, .causal = true,
+///                              .chunk_len = 64, .n_hashes = 2, .n_buckets = {32}});
+/// lsh->init({{{2, 1024, 64}, DType::f32}});
+/// Var y = (*lsh)(x);                           // x [2, 1024, 64] -> y [2, 1024, 64]
+/// @endcode
 std::shared_ptr<LSHSelfAttentionLayer> LSHSelfAttention(const LSHSelfAttentionOptions& options,
                                                         SrcLoc where = SrcLoc::current());
 

@@ -1,8 +1,17 @@
-// minitrax/core/error.hpp: the exception types every floor throws.
-//
-// Every error says what went wrong in words a user can act on: the op or layer,
-// what was expected and what was found. Nothing in minitrax reports an error by
-// printing and carrying on.
+/// @file
+/// The exception types every floor throws.
+///
+/// Every error says what went wrong in words a user can act on: the op or layer,
+/// what was expected and what was found. Nothing in minitrax reports an error by
+/// printing and carrying on.
+///
+/// @code
+/// try {
+///   core::add(Tensor::zeros({2, 3}), Tensor::zeros({4}));
+/// } catch (const ShapeError& e) {
+///   std::cerr << e.what() << "\n";  // names the op and both shapes
+/// }
+/// @endcode
 #pragma once
 
 #include <stdexcept>
@@ -10,7 +19,7 @@
 
 namespace minitrax::core {
 
-/// Base of all minitrax errors.
+/// Base of all minitrax errors (a `std::runtime_error`): catch this to catch them all.
 class Error : public std::runtime_error {
  public:
   using std::runtime_error::runtime_error;

@@ -6,6 +6,7 @@
 #include "core/npy.hpp"
 
 #include <fcntl.h>
+#include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <zlib.h>
@@ -16,6 +17,7 @@
 #include <cerrno>
 #include <charconv>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <limits>
@@ -590,7 +592,14 @@ NpzEntries parse_npz(std::string_view b, std::string_view what) {
       fail(what, where + " uses compression method " + std::to_string(m.method) +
                      " (.npz members are stored or deflated)");
     }
-    if (!names.insert(m.name).second) fail(what, "duplicate " + where);
+    // Names as load_npz returns them (".npy" stripped) must be unique and non-empty:
+    // "w" and "w.npy" would both be "w" (save_npz refuses both cases too).
+    std::string key = m.name;
+    if (key.ends_with(".npy")) key.resize(key.size() - 4);
+    if (key.empty()) fail(what, where + " has an empty name");
+    if (!names.insert(key).second) {
+      fail(what, "duplicate " + where + " (names are compared without their '.npy')");
+    }
     members.push_back(std::move(m));
   }
   if (p != cd_end) {
@@ -766,8 +775,46 @@ std::string read_file(const std::string& path) {
   return out;
 }
 
+namespace {
+
+// Fault injection for the crash tests (tests/crash/kill_and_resume.cpp; docs/files.md,
+// "Crash safety"). MINITRAX_TEST_KILL_IN_WRITE="N" or "N:PART" makes the N-th atomic
+// write of this process (counting only paths containing PART, if given) SIGKILL the
+// process after writing half of its temporary file, before the rename;
+// MINITRAX_TEST_KILL_AFTER_WRITE does the same right after the rename. Unset (always,
+// outside the tests), this costs one getenv per variable per process.
+struct KillHook {
+  long n = 0;        // 0: off
+  std::string part;  // only paths containing this count
+  std::atomic<long> seen{0};
+  explicit KillHook(const char* var) {
+    const char* v = std::getenv(var);
+    if (v == nullptr || *v == '\0') return;
+    const std::string s(v);
+    const std::size_t colon = s.find(':');
+    n = std::atol(s.substr(0, colon).c_str());
+    if (colon != std::string::npos) part = s.substr(colon + 1);
+  }
+  bool fires(const std::string& path) {
+    if (n <= 0 || path.find(part) == std::string::npos) return false;
+    return ++seen == n;
+  }
+};
+
+KillHook& kill_in_write() {
+  static KillHook hook("MINITRAX_TEST_KILL_IN_WRITE");
+  return hook;
+}
+KillHook& kill_after_write() {
+  static KillHook hook("MINITRAX_TEST_KILL_AFTER_WRITE");
+  return hook;
+}
+
+}  // namespace
+
 void write_file_atomic(const std::string& path, std::string_view bytes) {
   static std::atomic<unsigned> serial{0};
+  const bool die_midway = kill_in_write().fires(path);
   const std::string tmp =
       path + ".tmp." + std::to_string(::getpid()) + "." + std::to_string(serial++);
   std::string folder = std::filesystem::path(path).parent_path().string();
@@ -780,14 +827,16 @@ void write_file_atomic(const std::string& path, std::string_view bytes) {
     fail(path, "cannot create the temporary file '" + tmp + "': " + errno_text(e));
   }
   std::string error;
-  for (std::size_t done = 0; done < bytes.size() && error.empty();) {
-    const ssize_t put = ::write(fd, bytes.data() + done, bytes.size() - done);
+  const std::size_t to_write = die_midway ? bytes.size() / 2 : bytes.size();
+  for (std::size_t done = 0; done < to_write && error.empty();) {
+    const ssize_t put = ::write(fd, bytes.data() + done, to_write - done);
     if (put < 0 && errno == EINTR) continue;
     if (put <= 0)
       error = "cannot write '" + tmp + "': " + errno_text(put < 0 ? errno : EIO);
     else
       done += static_cast<std::size_t>(put);
   }
+  if (die_midway) ::raise(SIGKILL);  // the test hook: killed halfway through the temporary
   if (error.empty() && ::fsync(fd) != 0) error = "cannot sync '" + tmp + "': " + errno_text(errno);
   if (::close(fd) != 0 && error.empty()) error = "cannot close '" + tmp + "': " + errno_text(errno);
   if (error.empty() && ::rename(tmp.c_str(), path.c_str()) != 0) {
@@ -797,6 +846,7 @@ void write_file_atomic(const std::string& path, std::string_view bytes) {
     ::unlink(tmp.c_str());
     fail(path, error);
   }
+  if (kill_after_write().fires(path)) ::raise(SIGKILL);  // the test hook: just renamed
   // Make the rename itself durable (best effort: not every file system syncs folders).
   if (const int dir = ::open(folder.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC); dir >= 0) {
     if (::fsync(dir) != 0) { /* the data is safe; only the rename may not be durable yet */

@@ -154,9 +154,13 @@ int run(const app::CommandLine& cl) {
               << "': " << ec.message() << "\n";
     return 1;
   }
-  if (!cl.resume && training::latest_checkpoint(c.output_dir)) {
-    std::cerr << "reformer_duplication: '" << c.output_dir
-              << "' already holds checkpoints of a run; pass --resume to continue it, or "
+  // A folder with checkpoints, or with the metrics of a run killed before its first
+  // checkpoint, belongs to a run: continue it (--resume) or go elsewhere.
+  const bool has_metrics = fs::exists(fs::path(c.output_dir) / "metrics.jsonl", ec);
+  if (!cl.resume && (training::latest_checkpoint(c.output_dir) || has_metrics)) {
+    std::cerr << "reformer_duplication: '" << c.output_dir << "' already holds "
+              << (training::latest_checkpoint(c.output_dir) ? "checkpoints" : "metrics.jsonl")
+              << " of a run; pass --resume to continue it, or "
                  "--output-dir to start a new run elsewhere (nothing was changed)\n";
     return 2;
   }

@@ -1,20 +1,7 @@
-// minitrax/layers/base.hpp: base::Layer, the contract every layer keeps.
-//
-// A layer is a function on a data stack, as in Trax (trax/layers/base.py):
-// it takes the top n_in items of the stack and puts back its n_out outputs.
-// It owns its weights and state (trees mirroring its sublayers), knows where it
-// was created (for error messages), and has an rng key from which all its
-// randomness is derived. Layers are ordinary C++ classes held by shared_ptr; the
-// same layer object used twice in a model shares its weights (Trax's "weight
-// sharing is layer sharing").
-//
-//   auto model = Serial({Dense(64), Relu(), Dense(10), LogSoftmax()});
-//   model->init({{{8, 32}, DType::f32}}, key_from_seed(0));
-//   Var y = (*model)(x);                         // forward with the layer's own weights
-//   auto [ys, new_state] = model->pure_fn({x}, weights, state, rng);   // pure form
-//
-// Weights and state during a forward pass are Trees of Vars, so a tape records
-// the whole model and gradients reach every weight, shared or not.
+/// @file
+/// base::Layer, the contract every layer keeps (see the class documentation of
+/// minitrax::base::Layer), and the types around it: the data stack, signatures,
+/// weight and state trees, modes and LayerError.
 #pragma once
 
 #include <memory>
@@ -42,28 +29,42 @@ using Stack = std::vector<Var>;
 
 /// Shape and dtype of one stack item (Trax's ShapeDtype).
 struct ShapeDtype {
-  Shape shape;
-  DType dtype = DType::f32;
+  Shape shape;               ///< The item's shape, e.g. {8, 32}.
+  DType dtype = DType::f32;  ///< The item's element type.
+  /// Equal shapes and dtypes.
   friend bool operator==(const ShapeDtype&, const ShapeDtype&) = default;
 };
 /// The signature of a stack: one ShapeDtype per item.
 using Signature = std::vector<ShapeDtype>;
+/// A signature as text, e.g. "(f32[8, 32], i32[8])", for error messages.
 std::string signature_str(const Signature& sig);
+/// The signature of a stack of Vars: each item's shape and dtype.
 Signature signature_of(const Stack& xs);
 
 /// Weights and state as trees mirroring the sublayers. A leaf holding an
 /// undefined Tensor/Var is the "shared: see the first occurrence" marker.
 using Weights = Tree<Tensor>;
+/// A layer's state (e.g. predict-mode caches, LSH buckets), a tree like Weights.
 using State = Tree<Tensor>;
+/// Weights as Vars, as a forward pass sees them (so a tape records their use).
 using VarTree = Tree<Var>;
 
-enum class Mode { train, eval, predict };
+/// What a layer is run for: train (dropout on), eval (no dropout) or predict
+/// (fast autoregressive inference, one or more positions per call, with caches in
+/// the state).
+enum class Mode {
+  train,   ///< Training: dropout and other train-only randomness on.
+  eval,    ///< Evaluation: deterministic, whole sequences.
+  predict  ///< Fast inference: layers keep their past in their state.
+};
+/// "train", "eval" or "predict".
 std::string_view mode_name(Mode mode);
 
 /// An error inside a layer, with the layer's name, where it was created, its
 /// input shapes, then the original message; outer layers append their frames.
 class LayerError : public core::Error {
  public:
+  /// `message` is the full text (frames included); `original` the first error's message.
   LayerError(const std::string& message, std::string original)
       : core::Error(message), original_(std::move(original)) {}
   /// The message of the exception that started it.
@@ -74,16 +75,42 @@ class LayerError : public core::Error {
 };
 
 class Layer;
+/// Layers are held and composed by shared pointer; sharing a pointer shares weights.
 using LayerPtr = std::shared_ptr<Layer>;
 
 /// A named weight (e.g. "Serial/Dense_1/w") in the flat view.
 struct NamedTensor {
-  std::string name;
-  Tensor value;
+  std::string name;  ///< Path of the weight, e.g. "Serial/Dense_1/w".
+  Tensor value;      ///< Its value.
 };
 
+/// The base class of every layer: a function on a data stack, as in Trax
+/// (trax/layers/base.py).
+///
+/// A layer takes the top n_in() items of the stack and puts back its n_out()
+/// outputs. It owns its weights and state (trees mirroring its sublayers), knows
+/// where it was created (for error messages), and has an rng key from which all its
+/// randomness is derived. Layers are ordinary C++ classes held by shared_ptr
+/// (LayerPtr); the same layer object used twice in a model shares its weights
+/// (Trax's "weight sharing is layer sharing").
+///
+/// Weights and state during a forward pass are Trees of Vars, so a tape records
+/// the whole model and gradients reach every weight, shared or not.
+///
+/// @code
+/// auto model = Serial({Dense(64), Relu(), Dense(10), LogSoftmax()});
+/// model->init({{{8, 32}, DType::f32}}, key_from_seed(0));
+/// Var y = (*model)(x);                         // x [8, 32] -> y [8, 10]
+/// auto [ys, new_state] = model->pure_fn({x}, weights, state, rng);   // pure form
+/// @endcode
+///
+/// A new layer derives from Layer, passes n_in, n_out and its name to the
+/// constructor, and overrides forward() (and init_weights_and_state() if it has
+/// weights, forward_signature() for shape inference without data).
 class Layer : public std::enable_shared_from_this<Layer> {
  public:
+  /// A layer taking `n_in` stack items and giving `n_out`, named `name` (its kind,
+  /// e.g. "Dense"), created at `where` (the default records the caller's line).
   Layer(int n_in, int n_out, std::string name,
         std::source_location where = std::source_location::current());
   virtual ~Layer() = default;
@@ -91,13 +118,17 @@ class Layer : public std::enable_shared_from_this<Layer> {
   Layer& operator=(const Layer&) = delete;
 
   // ---- identity ---------------------------------------------------------------
+  /// The layer's kind ("Dense", "Serial", ...); the path element of flat_weights() names.
   const std::string& name() const { return name_; }
+  /// How many stack items the layer takes.
   int n_in() const { return n_in_; }
+  /// How many stack items the layer gives back.
   int n_out() const { return n_out_; }
+  /// The direct sublayers (empty for leaf layers).
   const std::vector<LayerPtr>& sublayers() const { return sublayers_; }
   /// Where the layer was created ("file.cpp:12").
   std::string where() const;
-  /// Trax-style structure: "Serial_in2_out2[\n  Dense_64\n  ...]".
+  /// Trax-style structure: `"Serial_in2_out2[\n  Dense_64\n  ...]"`.
   std::string repr() const;
   /// The short label used in repr (name plus key sizes, e.g. "Dense_64").
   virtual std::string label() const { return name_; }
@@ -106,8 +137,14 @@ class Layer : public std::enable_shared_from_this<Layer> {
   /// Creates weights and state for inputs of this signature, from `rng` (split
   /// over sublayers). Idempotent with use_cache: a layer already initialised in
   /// this pass returns markers, so a layer used twice keeps one set of weights.
+  /// Returns the new (weights, state), which are also installed in the layer.
+  /// @code
+  /// auto dense = Dense(16);
+  /// dense->init({{{4, 8}, DType::f32}});    // w [8, 16], b [16]
+  /// @endcode
   std::pair<Weights, State> init(const Signature& input_signature, Key rng = core::key_from_seed(0),
                                  bool use_cache = false);
+  /// Whether init() has run (or weights were installed).
   bool initialized() const { return initialized_; }
 
   // ---- weights and state -------------------------------------------------------------
@@ -117,8 +154,11 @@ class Layer : public std::enable_shared_from_this<Layer> {
   void set_weights(const Weights& weights);
   /// The same, with Vars (what a training step does before its forward pass).
   void set_weights(const VarTree& weights);
+  /// Current weights as Vars (what a forward pass uses), tree as weights().
   VarTree weight_vars() const;
+  /// Current state as a tree mirroring sublayers (e.g. predict-mode caches).
   State state() const;
+  /// Installs state (a tree as returned by state()).
   void set_state(const State& state);
   /// Weights flat, depth first, each named by its path, shared weights once.
   std::vector<NamedTensor> flat_weights() const;
@@ -127,14 +167,19 @@ class Layer : public std::enable_shared_from_this<Layer> {
   /// The same with Vars: a training step watches the flat weights on a tape,
   /// installs them, runs the model, and differentiates with respect to them.
   void set_flat_weights(const std::vector<Var>& flat);
+  /// The flat weights as Vars, in flat_weights() order.
   std::vector<Var> flat_weight_vars() const;
   /// State flat and named, like flat_weights.
   std::vector<NamedTensor> flat_state() const;
+  /// Sets state from a flat list in the order of flat_state().
   void set_flat_state(const std::vector<Tensor>& flat);
 
   // ---- running --------------------------------------------------------------------
   /// Applies the layer with its own weights and state, updating its state.
-  /// `inputs` must hold exactly n_in items.
+  /// `inputs` must hold exactly n_in items; returns n_out items.
+  /// @code
+  /// Stack ys = (*Branch({Dense(8), Dense(4)}))({x});   // x [B, d] -> {[B, 8], [B, 4]}
+  /// @endcode
   Stack operator()(const Stack& inputs);
   /// One input, one output.
   Var operator()(const Var& x);
@@ -143,6 +188,9 @@ class Layer : public std::enable_shared_from_this<Layer> {
   std::pair<Stack, State> pure_fn(const Stack& inputs, const VarTree& weights, const State& state,
                                   Key rng);
   /// The output signature for an input signature, from shapes alone.
+  /// @code
+  /// Dense(10)->output_signature({{{8, 32}, DType::f32}});   // {{{8, 10}, f32}}
+  /// @endcode
   Signature output_signature(const Signature& input_signature);
 
   /// Applies the layer inside a forward pass: checks the inputs, sets the rng,
@@ -150,9 +198,11 @@ class Layer : public std::enable_shared_from_this<Layer> {
   Stack apply(const Stack& inputs, Key rng);
 
   // ---- mode and rng -----------------------------------------------------------------
+  /// The layer's mode (train, eval or predict).
   Mode mode() const { return mode_; }
   /// Sets the mode of this layer and all sublayers.
   void set_mode(Mode mode);
+  /// The layer's rng key (dropout masks, LSH rotations, ... derive from it).
   Key rng() const { return rng_; }
   /// Sets the rng, splitting it over sublayers recursively (as Trax's rng setter).
   void set_rng(Key rng);
@@ -173,7 +223,9 @@ class Layer : public std::enable_shared_from_this<Layer> {
   const VarTree& own_weights() const { return weights_; }
   /// Leaf i of the own-weights list.
   const Var& weight(std::size_t i) const;
+  /// Installs this layer's own weights (leaf layers, from init_weights_and_state).
   void set_own_weights(std::vector<Tensor> ws);
+  /// Sets the sublayers (combinators, in their constructor).
   void set_sublayers(std::vector<LayerPtr> sublayers);
   /// n_in/n_out can be set by combinators after the sublayers are known.
   void set_arity(int n_in, int n_out) {
@@ -181,9 +233,9 @@ class Layer : public std::enable_shared_from_this<Layer> {
     n_out_ = n_out;
   }
 
-  State state_;
-  Key rng_ = core::key_from_seed(0);
-  Mode mode_ = Mode::train;
+  State state_;                       ///< This layer's own state; forward assigns the new one.
+  Key rng_ = core::key_from_seed(0);  ///< The rng of the current call.
+  Mode mode_ = Mode::train;           ///< The current mode.
 
  private:
   void clear_init_cache();

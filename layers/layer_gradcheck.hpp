@@ -1,4 +1,5 @@
-// minitrax/layers/layer_gradcheck.hpp: gradcheck a whole layer, over its inputs and its weights.
+/// @file
+/// Gradcheck a whole layer, over its inputs and its weights.
 #pragma once
 
 #include "autodiff/gradcheck.hpp"
@@ -14,6 +15,12 @@ void cast_layer(Layer& layer, DType dtype);
 /// against finite differences (autodiff::gradcheck), with the layer's current
 /// weights (cast them to float64 first with cast_layer), its current state and a
 /// fixed rng, so that dropout masks are the same in every evaluation.
+/// @code
+/// auto layer = Dense(4);
+/// layer->init({{{2, 3}, DType::f64}});
+/// auto result = gradcheck_layer(*layer, {x});   // x float64 [2, 3]
+/// if (!result.ok) std::cerr << result.message;
+/// @endcode
 autodiff::GradcheckResult gradcheck_layer(Layer& layer, const std::vector<Tensor>& inputs,
                                           Key rng = core::key_from_seed(0),
                                           const autodiff::GradcheckOptions& options = {});

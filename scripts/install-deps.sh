@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the Debian packages minitrax needs, if any are missing (needs root or sudo).
-# Extra package names given as arguments are installed too (scripts/test.sh adds gdb).
+# Extra package names given as arguments are installed too (scripts/test.sh adds gdb
+# and doxygen).
 set -euo pipefail
 
 packages=(

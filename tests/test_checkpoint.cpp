@@ -1,6 +1,9 @@
 // Checkpoints: round trip, every mismatch reported by name, corrupt files, the folder.
 #include <doctest/doctest.h>
 
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include <filesystem>
 #include <fstream>
 
@@ -159,4 +162,68 @@ TEST_CASE("checkpoint folder: list, latest, prune keeps the newest") {
   CHECK(all[0].first == 30);
   CHECK(all[1].first == 40);
   CHECK_FALSE(training::latest_checkpoint((dir.path / "none").string()).has_value());
+}
+
+TEST_CASE("checkpoint folder: pruning never deletes the newest readable checkpoint") {
+  TempDir dir;
+  const std::string d = dir.path.string();
+  auto m = model(2, 2);
+  m->init({{{1, 2}, DType::f32}}, core::key_from_seed(1));
+  for (long step : {10, 20}) {
+    training::save_checkpoint(training::checkpoint_path(d, step), snapshot(*m, step));
+  }
+  // Two newer files that do not load (a truncated archive, garbage).
+  {
+    const std::string good = core::read_file(training::checkpoint_path(d, 20));
+    std::ofstream(training::checkpoint_path(d, 30), std::ios::binary)
+        << good.substr(0, good.size() / 2);
+    std::ofstream(training::checkpoint_path(d, 40), std::ios::binary) << "not a checkpoint";
+  }
+  training::prune_checkpoints(d, 2);
+  auto all = training::list_checkpoints(d);
+  REQUIRE(all.size() == 3);  // 10 went; 20, the newest readable one, stays
+  CHECK(all[0].first == 20);
+  CHECK(training::load_checkpoint(all[0].second).step == 20);
+  // With keep 0 too; and if nothing loads, nothing is deleted.
+  training::prune_checkpoints(d, 0);
+  all = training::list_checkpoints(d);
+  REQUIRE(all.size() == 1);
+  CHECK(all[0].first == 20);
+  std::ofstream(training::checkpoint_path(d, 20), std::ios::binary) << "garbage too";
+  std::ofstream(training::checkpoint_path(d, 30), std::ios::binary) << "garbage";
+  training::prune_checkpoints(d, 1);
+  CHECK(training::list_checkpoints(d).size() == 2);
+}
+
+TEST_CASE("checkpoint folder: a killed write's temporary is never listed, and is cleaned up") {
+  TempDir dir;
+  const std::string d = dir.path.string();
+  auto m = model(2, 2);
+  m->init({{{1, 2}, DType::f32}}, core::key_from_seed(1));
+  training::save_checkpoint(training::checkpoint_path(d, 10), snapshot(*m, 10));
+  // A process that no longer runs: a child that has exited and been reaped.
+  const pid_t child = ::fork();
+  REQUIRE(child >= 0);
+  if (child == 0) ::_exit(0);
+  int status = 0;
+  REQUIRE(::waitpid(child, &status, 0) == child);
+  const std::string dead = std::to_string(child), alive = std::to_string(::getpid());
+  const std::string half = core::read_file(training::checkpoint_path(d, 10)).substr(0, 100);
+  const std::vector<std::string> stale = {
+      training::checkpoint_path(d, 20) + ".tmp." + dead + ".3",
+      (dir.path / ("metrics.jsonl.tmp." + dead + ".0")).string()};
+  const std::string live = training::checkpoint_path(d, 30) + ".tmp." + alive + ".0";
+  const std::string other = (dir.path / "notes.tmp.txt").string();
+  for (const std::string& p : stale) std::ofstream(p) << half;
+  std::ofstream(live) << half;
+  std::ofstream(other) << "mine";
+  auto all = training::list_checkpoints(d);
+  REQUIRE(all.size() == 1);
+  CHECK(all[0].first == 10);
+  CHECK(*training::latest_checkpoint(d) == training::checkpoint_path(d, 10));
+  CHECK(training::remove_stale_temporaries(d) == 2);
+  for (const std::string& p : stale) CHECK_FALSE(fs::exists(p));
+  CHECK(fs::exists(live));  // a running process may still be writing it
+  CHECK(fs::exists(other));
+  CHECK(training::list_checkpoints(d).size() == 1);
 }

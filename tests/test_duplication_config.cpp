@@ -129,3 +129,19 @@ TEST_CASE("duplication plot: an SVG with one polyline per series") {
   CHECK(n == 2);
   CHECK(testutil::contains(svg, "(log scale)"));
 }
+
+// Found by fuzz/fuzz_config_json (fuzz/regressions/config_json/number_overflow): a number
+// beyond double's range made nlohmann::json throw its out_of_range, not parse_error, so
+// the exception escaped apply_json as something other than a ConfigError.
+TEST_CASE("duplication config: a number too large for a double is a ConfigError") {
+  using testutil::contains;
+  app::DuplicationConfig c;
+  try {
+    app::apply_json(c, R"({"lr": 1e400})", "big.json");
+    FAIL("no exception");
+  } catch (const ConfigError& e) {
+    CHECK(contains(e.what(), "big.json: not valid JSON ("));
+    CHECK(contains(e.what(), "number overflow"));
+  }
+  CHECK(c.lr == app::DuplicationConfig{}.lr);
+}

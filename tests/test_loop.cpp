@@ -4,6 +4,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -150,4 +151,82 @@ TEST_CASE("loop: a non-finite loss stops training and names the op, layer path a
   CHECK(testutil::contains(msg, "[4, 8, 16] float32"));
   CHECK(loop.step() == 0);
   CHECK(training::list_checkpoints(dir.path.string()).empty());
+}
+
+namespace {
+
+std::string read_text(const fs::path& p) {
+  std::ifstream f(p, std::ios::binary);
+  std::stringstream s;
+  s << f.rdbuf();
+  return s.str();
+}
+
+// metrics.jsonl without the timing field, which differs between any two runs.
+std::string without_timing(const std::string& text) {
+  std::string out;
+  std::istringstream in(text);
+  std::string line;
+  while (std::getline(in, line)) {
+    const std::size_t p = line.find(", \"step_seconds\": ");
+    if (p != std::string::npos) {
+      const std::size_t end = line.find_first_of(",}", p + 2);
+      line.erase(p, end - p);
+    }
+    out += line + "\n";
+  }
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("loop: resume cuts metrics.jsonl back to the checkpoint, as if never killed") {
+  TempDir a("ma"), b("mb");
+  std::ostringstream sink;
+  auto straight = make_loop(a.path.string(), &sink);
+  straight.run(20);
+
+  {
+    auto killed = make_loop(b.path.string(), &sink);
+    killed.run(13);  // checkpoints at 5, 10 and 13 (the end of run)
+  }
+  // As if killed after step 13's metrics but before its checkpoint, halfway through
+  // appending a line: drop checkpoint 13, leave a half line.
+  fs::remove(training::checkpoint_path(b.path.string(), 13));
+  std::ofstream(b.path / "metrics.jsonl", std::ios::app) << "{\"step\": 14, \"task\": \"tr";
+  auto resumed = make_loop(b.path.string(), &sink);
+  REQUIRE(resumed.resume());
+  CHECK(resumed.step() == 10);
+  // The file now holds exactly the lines of steps 1..10 (10 train, 2 eval lines), and
+  // history() is those lines.
+  const std::string cut = read_text(b.path / "metrics.jsonl");
+  CHECK(std::count(cut.begin(), cut.end(), '\n') == 12);
+  CHECK(cut.find("\"step\": 11") == std::string::npos);
+  REQUIRE(resumed.history().size() == 12);
+  CHECK(resumed.history().front().step == 1);
+  CHECK(resumed.history().back().step == 10);
+  CHECK(resumed.history().back().task == "eval");
+  const double first_loss = straight.history()[0].values.at("loss");
+  CHECK(resumed.history()[0].values.at("loss") == doctest::Approx(first_loss).epsilon(1e-8));
+  resumed.run(20);
+  CHECK(without_timing(read_text(b.path / "metrics.jsonl")) ==
+        without_timing(read_text(a.path / "metrics.jsonl")));
+  CHECK(resumed.history().size() == straight.history().size());
+  // Nothing else was left in the folder.
+  for (const auto& e : fs::directory_iterator(b.path)) {
+    CHECK(e.path().filename().string().find(".tmp.") == std::string::npos);
+  }
+}
+
+TEST_CASE("loop: resume without a checkpoint starts over and drops the old lines") {
+  TempDir d("mnone");
+  std::ostringstream sink;
+  // A run killed before its first checkpoint leaves metrics lines and nothing else.
+  fs::create_directories(d.path);
+  std::ofstream(d.path / "metrics.jsonl") << "{\"step\": 1, \"task\": \"train\", \"loss\": 2}\n";
+  auto loop = make_loop(d.path.string(), &sink);
+  CHECK_FALSE(loop.resume());
+  CHECK(loop.step() == 0);
+  CHECK(read_text(d.path / "metrics.jsonl").empty());
+  CHECK(loop.history().empty());
 }

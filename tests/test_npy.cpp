@@ -560,3 +560,17 @@ TEST_CASE("npy, npz: numpy loads our files, and we load numpy's") {
     CHECK(equal(e[1].second, sample(DType::i64, {2, 2})));
   }
 }
+
+// Found while fuzzing (fuzz/fuzz_npz.cpp checks that what parse_npz returns, to_npz_bytes
+// can write back): archives whose names collide once ".npy" is stripped ("w" and
+// "w.npy", as np.load lists them: ['w', 'w']), or whose member is named ".npy", loaded
+// as two tensors named "w" or one named "", which save_npz then refused. Both are now
+// refused on load. The inputs are the committed fuzz regressions.
+TEST_CASE("npz: names that collide or are empty once '.npy' is stripped are refused") {
+  const std::string dir = std::string(MINITRAX_SOURCE_DIR) + "/fuzz/regressions/npz/";
+  CHECK(file_error([&] { (void)load_npz(dir + "duplicate_name_after_strip.npz"); }) ==
+        dir + "duplicate_name_after_strip.npz: duplicate member 'w' (names are compared "
+              "without their '.npy')");
+  CHECK(file_error([&] { (void)load_npz(dir + "empty_member_name.npz"); }) ==
+        dir + "empty_member_name.npz: member '.npy' has an empty name");
+}

@@ -1,9 +1,14 @@
 // minitrax/training/checkpoint.cpp
 #include "training/checkpoint.hpp"
 
+#include <signal.h>
+#include <sys/types.h>
+
 #include <algorithm>
+#include <cerrno>
 #include <cstdio>
 #include <filesystem>
+#include <limits>
 #include <map>
 
 #include "core/npy.hpp"
@@ -161,10 +166,57 @@ std::optional<std::string> latest_checkpoint(const std::string& dir) {
 void prune_checkpoints(const std::string& dir, std::size_t keep) {
   auto all = list_checkpoints(dir);
   if (all.size() <= keep) return;
+  // The newest checkpoint that loads stays, whatever `keep` says: a folder must never
+  // be left without a readable checkpoint. Normally that is the newest file (one load).
+  std::size_t readable = all.size();
+  for (std::size_t i = all.size(); i-- > 0;) {
+    try {
+      (void)load_checkpoint(all[i].second);
+      readable = i;
+      break;
+    } catch (const core::Error&) {
+      // unreadable: look at the next older one
+    }
+  }
+  if (readable == all.size()) return;  // none loads: delete nothing
   for (std::size_t i = 0; i + keep < all.size(); ++i) {
+    if (i == readable) continue;
     std::error_code ec;
     fs::remove(all[i].second, ec);
   }
+}
+
+std::size_t remove_stale_temporaries(const std::string& dir) {
+  std::size_t removed = 0;
+  std::error_code ec;
+  if (!fs::is_directory(dir, ec)) return 0;
+  std::vector<fs::path> stale;
+  for (const auto& entry : fs::directory_iterator(dir, ec)) {
+    // "<name>.tmp.<pid>.<n>", as core::write_file_atomic names its temporaries.
+    const std::string name = entry.path().filename().string();
+    const std::size_t last_dot = name.rfind('.');
+    if (last_dot == std::string::npos || last_dot == 0) continue;
+    const std::size_t pid_dot = name.rfind('.', last_dot - 1);
+    if (pid_dot == std::string::npos || pid_dot <= 4) continue;  // a name before ".tmp"
+    if (name.compare(pid_dot - 4, 4, ".tmp") != 0) continue;
+    const std::string pid_text = name.substr(pid_dot + 1, last_dot - pid_dot - 1);
+    const std::string serial = name.substr(last_dot + 1);
+    auto digits = [](const std::string& t) {
+      return !t.empty() && t.size() <= 10 &&
+             std::all_of(t.begin(), t.end(), [](char c) { return c >= '0' && c <= '9'; });
+    };
+    if (!digits(pid_text) || !digits(serial)) continue;
+    const long pid = std::stol(pid_text);
+    if (pid <= 0 || pid > std::numeric_limits<pid_t>::max()) continue;
+    // Only a process that no longer exists: a live one may be writing it right now.
+    if (::kill(static_cast<pid_t>(pid), 0) == 0 || errno != ESRCH) continue;
+    if (!entry.is_regular_file(ec)) continue;
+    stale.push_back(entry.path());
+  }
+  for (const fs::path& p : stale) {
+    if (fs::remove(p, ec)) ++removed;
+  }
+  return removed;
 }
 
 }  // namespace minitrax::training

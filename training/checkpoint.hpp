@@ -1,19 +1,22 @@
-// minitrax/training/checkpoint.hpp: checkpoints as one .npz file.
-//
-// A checkpoint holds everything a run needs to continue bit for bit: the step,
-// the model's weights and state, the optimizer's slots, and rng keys, each as a
-// named member of an .npz archive (readable with numpy: np.load(path)):
-//
-//   step                              int64 scalar
-//   weights/Serial/Dense_1/w          the flat, named weights of the model
-//   state/Serial/.../state_0          the model's state
-//   slots/Serial/Dense_1/w/m          optimizer slots
-//   keys/<name>                       rng keys as uint32 pairs stored in int64 [2]
-//
-// Files are written atomically (temporary file, fsync, rename): a crash during a
-// save leaves the previous checkpoint intact. Loading into a model first checks
-// every name and shape and reports all missing, extra and mis-shaped entries at
-// once, before anything is changed.
+/// @file
+/// Checkpoints as one .npz file.
+///
+/// A checkpoint holds everything a run needs to continue bit for bit: the step,
+/// the model's weights and state, the optimizer's slots, and rng keys, each as a
+/// named member of an .npz archive (readable with numpy: np.load(path)):
+///
+/// @code{.unparsed}
+///   step                              int64 scalar
+///   weights/Serial/Dense_1/w          the flat, named weights of the model
+///   state/Serial/.../state_0          the model's state
+///   slots/Serial/Dense_1/w/m          optimizer slots
+///   keys/<name>                       rng keys as uint32 pairs stored in int64 [2]
+/// @endcode
+///
+/// Files are written atomically (temporary file, fsync, rename): a crash during a
+/// save leaves the previous checkpoint intact. Loading into a model first checks
+/// every name and shape and reports all missing, extra and mis-shaped entries at
+/// once, before anything is changed.
 #pragma once
 
 #include <optional>
@@ -36,15 +39,23 @@ class CheckpointError : public core::Error {
   using core::Error::Error;
 };
 
+/// The contents of one checkpoint file (see the file documentation of checkpoint.hpp).
+/// @code
+/// Checkpoint ckpt{.step = 100, .weights = model->flat_weights(), .state = model->flat_state(),
+///                 .slots = optimizer.slots(), .keys = {{"loop", rng}}};
+/// save_checkpoint(checkpoint_path("run1", 100), ckpt);
+/// restore_model(*model, load_checkpoint(checkpoint_path("run1", 100)), "run1");
+/// @endcode
 struct Checkpoint {
-  long step = 0;
-  std::vector<NamedTensor> weights;
-  std::vector<NamedTensor> state;
-  std::vector<NamedTensor> slots;
-  std::vector<std::pair<std::string, Key>> keys;
+  long step = 0;                                  ///< completed training steps
+  std::vector<NamedTensor> weights;               ///< Layer::flat_weights()
+  std::vector<NamedTensor> state;                 ///< Layer::flat_state()
+  std::vector<NamedTensor> slots;                 ///< Optimizer::slots()
+  std::vector<std::pair<std::string, Key>> keys;  ///< named rng keys
 };
 
-/// Writes the checkpoint atomically.
+/// Writes the checkpoint atomically (temporary file, fsync, rename); FileError if
+/// the folder is missing or the write fails (the previous file stays intact).
 void save_checkpoint(const std::string& path, const Checkpoint& ckpt);
 /// Reads a checkpoint; FileError if the file is unreadable, truncated or corrupt,
 /// CheckpointError if it is a valid .npz but not a minitrax checkpoint.
@@ -60,13 +71,21 @@ void check_matches(const std::vector<NamedTensor>& expected, const std::vector<N
 void restore_model(base::Layer& model, const Checkpoint& ckpt, const std::string& source);
 
 // -- a folder of checkpoints -----------------------------------------------------------
-/// "<dir>/ckpt_<step, 9 digits>.npz"
+/// `"<dir>/ckpt_<step, 9 digits>.npz"`, e.g. checkpoint_path("run1", 100) is
+/// "run1/ckpt_000000100.npz".
 std::string checkpoint_path(const std::string& dir, long step);
-/// Checkpoints in a folder, oldest first, as (step, path).
+/// Checkpoints in a folder, oldest first, as (step, path). Only complete files named
+/// `ckpt_<9 digits>.npz` count: an atomic write's temporary (`ckpt_....npz.tmp.<pid>.<n>`,
+/// left behind by a killed process) is never listed.
 std::vector<std::pair<long, std::string>> list_checkpoints(const std::string& dir);
 /// The newest checkpoint in the folder, if any.
 std::optional<std::string> latest_checkpoint(const std::string& dir);
-/// Deletes all but the newest `keep` checkpoints.
+/// Deletes all but the newest `keep` checkpoints, but never the newest readable one:
+/// if the newest `keep` files cannot be loaded (load_checkpoint fails), the newest
+/// checkpoint that can stays too (and if none can, nothing is deleted).
 void prune_checkpoints(const std::string& dir, std::size_t keep);
+/// Deletes what killed processes left in `dir`: temporaries of atomic writes
+/// (`"<name>.tmp.<pid>.<n>"`) whose process no longer runs. Returns how many it deleted.
+std::size_t remove_stale_temporaries(const std::string& dir);
 
 }  // namespace minitrax::training

@@ -1,8 +1,9 @@
-// minitrax/training/data.hpp: deterministic synthetic data streams.
-//
-// A stream is a function of (key, step): batch k is drawn from fold_in(key, k), so
-// the stream needs no state, any batch can be recomputed, and a resumed run sees
-// exactly the batches an uninterrupted run would have seen.
+/// @file
+/// Deterministic synthetic data streams.
+///
+/// A stream is a function of (key, step): batch k is drawn from fold_in(key, k), so
+/// the stream needs no state, any batch can be recomputed, and a resumed run sees
+/// exactly the batches an uninterrupted run would have seen.
 #pragma once
 
 #include <cstddef>
@@ -19,9 +20,9 @@ using core::Tensor;
 
 /// One batch: model inputs, targets, and per-token loss weights (float32).
 struct Batch {
-  Tensor inputs;   // int32 [batch, length]
-  Tensor targets;  // int32 [batch, length]
-  Tensor weights;  // float32 [batch, length]
+  Tensor inputs;   ///< int32 [batch, length]
+  Tensor targets;  ///< int32 [batch, length]
+  Tensor weights;  ///< float32 [batch, length]
 };
 
 /// Batch number `step` of a stream.
@@ -32,10 +33,17 @@ using Stream = std::function<Batch(long step)>;
 /// loss weights are 1 on the second w only, and inputs == targets (the model shifts
 /// them right itself). With `reverse`, the second w is reversed. Sequences are
 /// padded with zeros (weight 0) to a multiple of `pad_to_multiple`.
+/// @code
+/// Batch b = copy_task_batch(core::key_from_seed(0), 8, 64, 64);   // inputs int32 [8, 64]
+/// @endcode
 Batch copy_task_batch(Key key, std::size_t batch_size, std::size_t length, std::size_t vocab_size,
                       bool reverse = false, std::size_t pad_to_multiple = 1);
 
-/// A stream of copy-task batches of one fixed length.
+/// A stream of copy-task batches of one fixed length (batch k from fold_in(key, k)).
+/// @code
+/// Stream train = copy_task_stream(core::key_from_seed(1), 16, 64, 64);
+/// Batch b = train(0);                                             // the same batch every time
+/// @endcode
 Stream copy_task_stream(Key key, std::size_t batch_size, std::size_t length, std::size_t vocab_size,
                         bool reverse = false, std::size_t pad_to_multiple = 1);
 
@@ -43,9 +51,10 @@ Stream copy_task_stream(Key key, std::size_t batch_size, std::size_t length, std
 /// batch from {4, 6, ..., 2 * train_length}, eval batches from
 /// {2 (eval_min_length + 1), ..., 2 eval_max_length}; padded to pad_to_multiple.
 struct CopyInputs {
-  Stream train;
-  Stream eval;
+  Stream train;  ///< training batches (lengths 4 .. 2 * train_length)
+  Stream eval;   ///< eval batches (longer, for generalisation in length)
 };
+/// The streams of Trax 1.3.4's sequence_copy_inputs (see CopyInputs).
 CopyInputs sequence_copy_inputs(Key key, std::size_t vocab_size, std::size_t batch_size,
                                 std::size_t train_length, std::size_t eval_min_length,
                                 std::size_t eval_max_length, bool reverse = false,

@@ -10,12 +10,14 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
 #include <sstream>
 
 #include "autodiff/tape.hpp"
+#include "core/npy.hpp"
 #include "training/checkpoint.hpp"
 
 namespace minitrax::training {
@@ -48,6 +50,63 @@ std::string json_number(double v) {
   char buf[32];
   std::snprintf(buf, sizeof buf, "%.9g", v);
   return buf;
+}
+
+// Parses one line of metrics.jsonl as record() writes it:
+// {"step": 12, "task": "train", "loss": 1.5, "x": null}. False if it is not one
+// (e.g. the half line a killed process may leave at the end).
+bool parse_metrics_line(const std::string& line, MetricsRecord& r) {
+  std::size_t i = 0;
+  auto space = [&] {
+    while (i < line.size() && (line[i] == ' ' || line[i] == '\t')) ++i;
+  };
+  auto eat = [&](char c) {
+    space();
+    if (i >= line.size() || line[i] != c) return false;
+    ++i;
+    return true;
+  };
+  auto string = [&](std::string& out) {
+    if (!eat('"')) return false;
+    const std::size_t end = line.find('"', i);
+    if (end == std::string::npos) return false;
+    out = line.substr(i, end - i);
+    i = end + 1;
+    return true;
+  };
+  if (!eat('{')) return false;
+  bool has_step = false, has_task = false;
+  r = MetricsRecord{};
+  for (;;) {
+    std::string key;
+    if (!string(key) || !eat(':')) return false;
+    space();
+    if (key == "task") {
+      if (!string(r.task)) return false;
+      has_task = true;
+    } else if (line.compare(i, 4, "null") == 0) {
+      r.values[key] = NAN;
+      i += 4;
+    } else {
+      const char* begin = line.c_str() + i;
+      char* end = nullptr;
+      const double v = std::strtod(begin, &end);
+      if (end == begin) return false;
+      i += static_cast<std::size_t>(end - begin);
+      if (key == "step") {
+        if (v != std::floor(v) || v < 0) return false;
+        r.step = static_cast<long>(v);
+        has_step = true;
+      } else {
+        r.values[key] = v;
+      }
+    }
+    if (eat(',')) continue;
+    if (!eat('}')) return false;
+    break;
+  }
+  space();
+  return i == line.size() && has_step && has_task;
 }
 
 }  // namespace
@@ -311,8 +370,11 @@ void Loop::run(long n_steps) {
     if (options_.eval_every > 0 && step_ % options_.eval_every == 0 && step_ != n_steps) {
       eval_all();
     }
+    // Not at the last step: the final checkpoint comes after the final evaluation, so
+    // that a checkpoint of step n always follows every metrics line of step n (a run
+    // resumed from it has them all; see restore_metrics).
     if (options_.checkpoint_every > 0 && step_ % options_.checkpoint_every == 0 &&
-        !options_.output_dir.empty()) {
+        step_ != n_steps && !options_.output_dir.empty()) {
       save_checkpoint();
     }
   }
@@ -330,14 +392,57 @@ void Loop::save_checkpoint() {
   c.state = model_->flat_state();
   if (train_.optimizer->initialized()) c.slots = train_.optimizer->slots();
   c.keys = {{"loop", rng_}};
+  // The metrics lines up to this step reach the disk before the checkpoint does, so a
+  // run resumed from it after a power cut finds them all (appends are not synced).
+  const fs::path metrics = fs::path(options_.output_dir) / "metrics.jsonl";
+  if (const int fd = ::open(metrics.c_str(), O_WRONLY | O_CLOEXEC); fd >= 0) {
+    const int synced = ::fsync(fd);
+    const int err = errno;
+    ::close(fd);
+    if (synced != 0) {
+      throw FileError(metrics.string() + ": cannot sync: " + std::strerror(err));
+    }
+  }
   training::save_checkpoint(checkpoint_path(options_.output_dir, c.step), c);
   prune_checkpoints(options_.output_dir, options_.keep_checkpoints);
+}
+
+void Loop::restore_metrics(long step) {
+  const fs::path path = fs::path(options_.output_dir) / "metrics.jsonl";
+  std::vector<MetricsRecord> kept_records;
+  std::error_code ec;
+  if (!fs::exists(path, ec)) {
+    history_.clear();
+    return;
+  }
+  const std::string text = core::read_file(path.string());
+  std::string kept;
+  std::size_t begin = 0;
+  while (begin < text.size()) {
+    const std::size_t nl = text.find('\n', begin);
+    if (nl == std::string::npos) break;  // a half line at the end: a killed append
+    const std::string line = text.substr(begin, nl - begin);
+    begin = nl + 1;
+    MetricsRecord r;
+    if (!parse_metrics_line(line, r) || r.step > step) continue;
+    kept += line + "\n";
+    kept_records.push_back(std::move(r));
+  }
+  // Atomically, so that a kill now leaves either the old file or the new one.
+  if (kept != text) core::write_file_atomic(path.string(), kept);
+  history_ = std::move(kept_records);
 }
 
 bool Loop::resume() {
   if (options_.output_dir.empty()) return false;
   const auto path = latest_checkpoint(options_.output_dir);
-  if (!path) return false;
+  if (!path) {
+    // Starting over: lines of a run killed before its first checkpoint are dropped,
+    // and what its killed atomic writes left (temporaries of dead processes).
+    restore_metrics(0);
+    remove_stale_temporaries(options_.output_dir);
+    return false;
+  }
   const Checkpoint c = load_checkpoint(*path);
   if (!model_->initialized()) ensure_initialized(train_.stream(c.step));
   if (!train_.optimizer->initialized()) train_.optimizer->init(model_->flat_weights());
@@ -345,6 +450,13 @@ bool Loop::resume() {
   check_matches(model_->flat_weights(), c.weights, "weight", *path);
   check_matches(model_->flat_state(), c.state, "state", *path);
   check_matches(train_.optimizer->slots(), c.slots, "optimizer slot", *path);
+  // metrics.jsonl back to the checkpoint's step (lines written after it, before a
+  // kill, are dropped; they will be written again).
+  restore_metrics(c.step);
+  // And what a killed run may have left undone: temporaries of its atomic writes, and
+  // the pruning after its last checkpoint (killed between the two).
+  remove_stale_temporaries(options_.output_dir);
+  prune_checkpoints(options_.output_dir, options_.keep_checkpoints);
   restore_model(*model_, c, *path);
   train_.optimizer->set_slots(c.slots);
   for (const auto& [name, key] : c.keys) {

@@ -250,7 +250,7 @@ void apply_json(DuplicationConfig& config, const std::string& json_text,
   json j;
   try {
     j = json::parse(json_text);
-  } catch (const json::parse_error& e) {
+  } catch (const json::exception& e) {  // parse_error, and out_of_range for 1e400
     throw ConfigError(source + ": not valid JSON (" + e.what() + ")");
   }
   if (!j.is_object()) {

@@ -1,0 +1,67 @@
+# Runs doxygen on a configured Doxyfile and fails if it warned, printing the warnings
+# and a count per folder. Used by the `docs` target and the `doxygen_no_warnings` test.
+#   cmake -DDOXYGEN=<doxygen> -DDOXYFILE=<Doxyfile> -DWARN_LOG=<file> -DSOURCE_DIR=<src>
+#         [-DKEEP_GOING=ON] -P run_doxygen.cmake
+# KEEP_GOING=ON reports the warnings but does not fail (for counting them).
+foreach(var DOXYGEN DOXYFILE WARN_LOG SOURCE_DIR)
+  if(NOT DEFINED ${var})
+    message(FATAL_ERROR "run_doxygen.cmake: -D${var}=... is required")
+  endif()
+endforeach()
+
+file(REMOVE "${WARN_LOG}")
+execute_process(COMMAND "${DOXYGEN}" "${DOXYFILE}"
+                RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
+if(NOT rc EQUAL 0)
+  message(FATAL_ERROR "doxygen failed (exit code ${rc}):\n${out}${err}")
+endif()
+
+# Warnings about the configuration itself (an obsolete tag, ...) go to stderr.
+set(log "")
+if(EXISTS "${WARN_LOG}")
+  file(READ "${WARN_LOG}" log)
+endif()
+string(STRIP "${err}" err)
+if(NOT err STREQUAL "")
+  set(log "${err}\n${log}")
+endif()
+string(STRIP "${log}" log)
+if(log STREQUAL "")
+  message(STATUS "doxygen: no warnings")
+  return()
+endif()
+
+# One warning per line that starts with a file position (continuation lines do not).
+string(REPLACE "${SOURCE_DIR}/" "" log "${log}")
+string(REGEX MATCHALL "(^|\n)[^\n: ]+:[0-9]+: [Ww]arning" heads "${log}")
+list(LENGTH heads n)
+set(dirs "")
+foreach(h IN LISTS heads)
+  string(REGEX REPLACE "^\n" "" h "${h}")
+  string(REGEX REPLACE ":[0-9]+: [Ww]arning$" "" file "${h}")
+  get_filename_component(dir "${file}" DIRECTORY)
+  if(dir STREQUAL "")
+    set(dir ".")
+  endif()
+  list(APPEND dirs "${dir}")
+endforeach()
+set(summary "")
+if(dirs)
+  set(unique ${dirs})
+  list(REMOVE_DUPLICATES unique)
+  list(SORT unique)
+  foreach(d IN LISTS unique)
+    set(c 0)
+    foreach(x IN LISTS dirs)
+      if(x STREQUAL d)
+        math(EXPR c "${c} + 1")
+      endif()
+    endforeach()
+    string(APPEND summary "  ${d}/: ${c}\n")
+  endforeach()
+endif()
+message(NOTICE "${log}\n\ndoxygen: ${n} warning(s) (full log: ${WARN_LOG}); per folder:\n${summary}")
+if(NOT KEEP_GOING)
+  message(FATAL_ERROR "doxygen: ${n} warning(s). Every public class, function, enum and member "
+                      "needs a doc comment (see docs/api/Doxyfile.in).")
+endif()

@@ -1,0 +1,51 @@
+// fuzz/fuzz_cli.cpp: libFuzzer target for the main job's command line
+// (app::parse_command_line).
+//
+// The input is split on NUL bytes: the first piece is the text of a config file, the
+// others are the arguments (argv without the program name). Whatever the arguments
+// say, --config only ever reads that one file: the value after an argument "--config"
+// and the rest of an argument "--config=..." are replaced by the file's path, so the
+// fuzzer never opens a real file (nor /dev/stdin, nor /dev/zero).
+//
+// Allowed outcome: a CommandLine or app::ConfigError. A parsed config must round-trip
+// through to_json / apply_json / validate.
+#include <string>
+#include <vector>
+
+#include "duplication/config.hpp"
+#include "fuzz_util.hpp"
+
+using namespace minitrax;
+
+extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
+  static const fuzz::TempFile file("fuzz_cli_config");
+  const std::string_view in = fuzz::as_bytes(data, size);
+  std::vector<std::string> pieces;
+  for (std::size_t start = 0;;) {
+    const std::size_t nul = in.find('\0', start);
+    pieces.emplace_back(in.substr(start, nul - start));
+    if (nul == std::string_view::npos) break;
+    start = nul + 1;
+  }
+  file.write(pieces[0]);
+  std::vector<std::string> args(pieces.begin() + 1, pieces.end());
+  for (std::size_t i = 0; i < args.size(); ++i) {
+    if (args[i] == "--config" && i + 1 < args.size()) {
+      args[++i] = file.path();
+    } else if (args[i].rfind("--config=", 0) == 0) {
+      args[i] = "--config=" + file.path();
+    }
+  }
+  app::CommandLine cl;
+  try {
+    cl = app::parse_command_line(args);
+  } catch (const app::ConfigError&) {
+    return 0;
+  }
+  const std::string json = app::to_json(cl.config);
+  app::DuplicationConfig d;
+  app::apply_json(d, json, "round trip");
+  app::validate(d);
+  if (app::to_json(d) != json) fuzz::invariant_failed("apply_json(to_json(c)) differs from c");
+  return 0;
+}

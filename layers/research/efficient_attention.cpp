@@ -16,7 +16,9 @@
 // GCC 12 reports a false "may be used uninitialized" inside the AVX-512 intrinsics that
 // xsimd's max/min inline (as core/vmath.cpp notes); silenced for the header's lines only.
 #pragma GCC diagnostic push
+#if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
 #pragma GCC diagnostic ignored "-Wuninitialized"
 #include <xsimd/xsimd.hpp>
 #pragma GCC diagnostic pop
@@ -1369,11 +1371,8 @@ GroupOut lsh_group(const LSHSelfAttentionLayer& layer, const GroupLayout& lay, l
   std::int32_t* pkv = kv_all.data<std::int32_t>();
   std::int32_t* prow = row_all.data<std::int32_t>();
   const Tensor& fixed = layer.fixed_rotations();
-  long per_round = 1, rot = 0;
-  for (long f : o.n_buckets) {
-    per_round *= f;
-    rot += f / 2;
-  }
+  long per_round = 1;
+  for (long f : o.n_buckets) per_round *= f;
   if (o.masked) per_round += 1;
   std::vector<std::int32_t> undo(static_cast<std::size_t>(N));
   std::vector<long> count;

@@ -13,6 +13,7 @@
 
 #include "core/ops.hpp"
 #include "core/rng.hpp"
+#include "layer_test_util.hpp"
 #include "layers/combinators.hpp"
 #include "layers/initializers.hpp"
 #include "layers/layer_gradcheck.hpp"
@@ -35,31 +36,10 @@ using minitrax::testutil::contains;
 using minitrax::testutil::error_message;
 using minitrax::testutil::layer_error;
 
-Tensor randn(const Shape& shape, std::int64_t seed, DType dtype = DType::f32) {
-  return core::normal(key_from_seed(seed), shape, dtype);
-}
-
-std::vector<double> vals(const Tensor& t) {
-  return t.to_vector<double>();
-}
-std::vector<double> vals(const Var& v) {
-  return v.value().to_vector<double>();
-}
-
-Var run_checked(Layer& layer, const Tensor& x) {
-  const Signature predicted = layer.output_signature({{x.shape(), x.dtype()}});
-  Var y = layer(Var(x));
-  REQUIRE(predicted.size() == 1);
-  CHECK(predicted[0] == ShapeDtype{y.shape(), y.dtype()});
-  return y;
-}
-
-void check_gradients(Layer& layer, const std::vector<Tensor>& inputs, Key rng = key_from_seed(0)) {
-  base::cast_layer(layer, DType::f64);
-  const auto r = base::gradcheck_layer(layer, inputs, rng);
-  CHECK_MESSAGE(r.ok, r.message);
-  CHECK(r.n_checked > 0);
-}
+using minitrax::testutil::check_gradients;
+using minitrax::testutil::randn;
+using minitrax::testutil::run_checked;
+using minitrax::testutil::vals;
 
 // emb[p * d + j] for every position p < prod(shape): the naive concatenation.
 std::vector<double> naive_embedding(const Layer& layer, const Shape& shape, const Shape& d_embs) {

@@ -6,7 +6,9 @@
 //   dense/<fwd|fwdbwd>/L           SelfAttention, no chunking, causal (the fast path);
 //                                  L = 128 ... 4096, and 16384 (fwd+bwd only: memory)
 //   lsh/<fwd|fwdbwd>/n_hashes/L    LSHSelfAttention fast path, causal, chunk_len 64,
-//                                  n_chunks_before 1, n_buckets L / 64, batch 16384 / L
+//                                  n_chunks_before 1, n_buckets 2 L / 64 (the paper's
+//                                  rule), factorised above 128 as Trax does (see
+//                                  lsh_buckets), batch 16384 / L
 //                                  (a fixed 16384 tokens per step; L = 32768: batch 1),
 //                                  n_parallel_heads 4; L = 128, 256, 512 (n_hashes 1, 2)
 //                                  for the crossover
@@ -164,6 +166,20 @@ void BM_dense(benchmark::State& state) {
   run_steps(state, *layer, x, backward, L);
 }
 
+// The number of buckets for length L: the Reformer paper's rule n_buckets = 2 L / chunk_len
+// (an average bucket is half a chunk), which Trax (after 1.3.4) also takes when n_buckets
+// is not given; above 128 buckets factorised as Trax does, into [a, 2 (n / 2a)] with
+// a = 2^ceil(log2 sqrt n): hashing then rotates each vector against a/2 + b/2 directions
+// per round instead of n/2, which would grow with L and make hashing O(L) per token
+// (Trax's long-input configurations use factorised buckets too, e.g. [64, 128]).
+std::vector<long> lsh_buckets(long L, long chunk_len) {
+  const long n = 2 * std::max(1L, L / chunk_len);
+  if (n <= 128) return {n};
+  long a = 1;
+  while (a * a < n) a *= 2;
+  return {a, 2 * (n / (2 * a))};
+}
+
 void BM_lsh(benchmark::State& state) {
   const long n_hashes = state.range(0);
   const long L = state.range(1);
@@ -177,7 +193,7 @@ void BM_lsh(benchmark::State& state) {
                                      .chunk_len = 64,
                                      .n_chunks_before = 1,
                                      .n_hashes = n_hashes,
-                                     .n_buckets = {L / 64},
+                                     .n_buckets = lsh_buckets(L, 64),
                                      .mode = base::Mode::train,
                                      .n_parallel_heads = kHeads});
   const Tensor x = input(batch, L);

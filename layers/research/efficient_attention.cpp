@@ -27,6 +27,7 @@
 #include "autodiff/transforms.hpp"
 #include "core/kernels.hpp"
 #include "core/ops.hpp"
+#include "core/parallel.hpp"
 #include "core/vmath.hpp"
 
 namespace minitrax::layers::research {
@@ -567,34 +568,40 @@ struct CoreKernel {
       for (long w = 0; w < We; ++w) prow[w] *= mrow[w];
     }
   }
+  // Every tile of rows writes its own rows of out and lse: the tiles of all slices are
+  // dealt to the threads (core::parallel_for), each with its own scratch.
   void forward(const T* q, const T* k, const T* v, T* out, T* lse_out) const {
-    std::vector<T> S(static_cast<std::size_t>(rb * W)), kbuf;
-    for (long s = 0; s < G; ++s) {
-      for (long ci = 0; ci < nc; ++ci) {
-        for (long r0 = 0; r0 < sp.chunk; r0 += rb) {
-          const long n = std::min(rb, sp.chunk - r0);
-          const long We = width(r0, n);
-          scores(q, k, s, ci, r0, n, We, S.data(), kbuf);
-          T* lse = lse_out + s * L + ci * sp.chunk + r0;
-          softmax_rows(S.data(), n, We, lse, true);
-          apply_multiplier(S.data(), r0, n, We);
-          T* ot = out + (s * L + ci * sp.chunk + r0) * dv;
-          for (long j = 0; j * sp.chunk < We; ++j) {
-            const T* vj = v + (s * L + window_chunk(ci, j) * sp.chunk) * dv;
-            const long cols = std::min(sp.chunk, We - j * sp.chunk);
-            core::gemm(core::Trans::N, core::Trans::N, n, dv, cols, T(1), S.data() + j * sp.chunk,
-                       W, vj, dv, j == 0 ? T(0) : T(1), ot, dv);
-          }
-        }
+    const long tiles = (sp.chunk + rb - 1) / rb;
+    const long items = G * nc * tiles;
+    const auto workers = static_cast<std::size_t>(core::parallel_workers(items));
+    std::vector<std::vector<T>> S(workers), kbuf(workers);
+    core::parallel_for(items, [&](long item, int worker) {
+      const long s = item / (nc * tiles), ci = item / tiles % nc, r0 = item % tiles * rb;
+      std::vector<T>& Sw = S[static_cast<std::size_t>(worker)];
+      Sw.resize(static_cast<std::size_t>(rb * W));
+      const long n = std::min(rb, sp.chunk - r0);
+      const long We = width(r0, n);
+      scores(q, k, s, ci, r0, n, We, Sw.data(), kbuf[static_cast<std::size_t>(worker)]);
+      T* lse = lse_out + s * L + ci * sp.chunk + r0;
+      softmax_rows(Sw.data(), n, We, lse, true);
+      apply_multiplier(Sw.data(), r0, n, We);
+      T* ot = out + (s * L + ci * sp.chunk + r0) * dv;
+      for (long j = 0; j * sp.chunk < We; ++j) {
+        const T* vj = v + (s * L + window_chunk(ci, j) * sp.chunk) * dv;
+        const long cols = std::min(sp.chunk, We - j * sp.chunk);
+        core::gemm(core::Trans::N, core::Trans::N, n, dv, cols, T(1), Sw.data() + j * sp.chunk, W,
+                   vj, dv, j == 0 ? T(0) : T(1), ot, dv);
       }
-    }
+    });
   }
   void backward(const T* q, const T* k, const T* v, const T* lse_all, const T* dout,
                 const T* dlse_all, T* dq, T* dk, T* dv_out) const {
-    std::vector<T> P(static_cast<std::size_t>(rb * W)), D(static_cast<std::size_t>(rb * W)), Pd;
-    std::vector<T> lse(static_cast<std::size_t>(rb)), kbuf;
+    // A slice's tiles all add into its dk and dv: the slices (not the tiles) are dealt to
+    // the threads, each with its own scratch.
     const T* mu = sp.multiplier.defined() ? sp.multiplier.data<T>() : nullptr;
-    for (long s = 0; s < G; ++s) {
+    core::parallel_for(G, [&](long s, int) {
+      std::vector<T> P(static_cast<std::size_t>(rb * W)), D(static_cast<std::size_t>(rb * W)), Pd;
+      std::vector<T> lse(static_cast<std::size_t>(rb)), kbuf;
       for (long ci = 0; ci < nc; ++ci) {
         for (long r0 = 0; r0 < sp.chunk; r0 += rb) {
           const long n = std::min(rb, sp.chunk - r0);
@@ -647,7 +654,7 @@ struct CoreKernel {
           }
         }
       }
-    }
+    });
   }
 };
 
@@ -919,18 +926,33 @@ struct LshKernel {
   // scratch of one slice when not kept) and lse [G, N].
   void forward(const T* q, const T* v, T* out, T* o_rounds, bool keep_rounds, T* lse_out) const {
     const long rb = tile_rows();
-    std::vector<T> S(static_cast<std::size_t>(rb * W)), qbuf(static_cast<std::size_t>(rb * dqk)),
-        kbuf(static_cast<std::size_t>(W * dqk)), vbuf(static_cast<std::size_t>(W * dv)),
-        obuf(static_cast<std::size_t>(rb * dv)), lse(static_cast<std::size_t>(rb)), scratch,
-        w(static_cast<std::size_t>(sp.n_hashes));
-    for (long s = 0; s < G; ++s) {
+    // One slice per item (core::parallel_for); each thread has its own scratch, and its
+    // own rows for the per-round outputs when they are not kept.
+    struct Scratch {
+      std::vector<T> S, qbuf, kbuf, vbuf, obuf, lse, scratch, w, rounds;
+    };
+    std::vector<Scratch> scratches(static_cast<std::size_t>(core::parallel_workers(G)));
+    core::parallel_for(G, [&](long s, int worker) {
+      Scratch& sc = scratches[static_cast<std::size_t>(worker)];
+      if (sc.S.empty()) {
+        sc.S.resize(static_cast<std::size_t>(rb * W));
+        sc.qbuf.resize(static_cast<std::size_t>(rb * dqk));
+        sc.kbuf.resize(static_cast<std::size_t>(W * dqk));
+        sc.vbuf.resize(static_cast<std::size_t>(W * dv));
+        sc.obuf.resize(static_cast<std::size_t>(rb * dv));
+        sc.lse.resize(static_cast<std::size_t>(rb));
+        sc.w.resize(static_cast<std::size_t>(sp.n_hashes));
+        if (!keep_rounds) sc.rounds.resize(static_cast<std::size_t>(N * dv));
+      }
+      std::vector<T>&S = sc.S, &qbuf = sc.qbuf, &kbuf = sc.kbuf, &vbuf = sc.vbuf, &obuf = sc.obuf,
+      &lse = sc.lse, &scratch = sc.scratch, &w = sc.w;
       const std::int32_t* pos = sp.pos.data<std::int32_t>() + s * N;
       const std::int32_t* row = sp.row.data<std::int32_t>() + s * N;
       const T* qs = q + offset(s, dqk);
       const T* vs = v + offset(s, dv);
       const Tensor kn = lsh_slice_keys<T>(qs, L, sq, dqk);
       const T* ks = kn.data<T>();
-      T* os = keep_rounds ? o_rounds + s * N * dv : o_rounds;
+      T* os = keep_rounds ? o_rounds + s * N * dv : sc.rounds.data();
       T* ls = lse_out + s * N;
       for (long ci = 0; ci < nc; ++ci) {
         gather_window(ks, dqk, pos, ci, dqk, kbuf.data());
@@ -967,7 +989,7 @@ struct LshKernel {
           for (long c = 0; c < dv; ++c) o[c] += orow[c] * w[static_cast<std::size_t>(r)];
         }
       }
-    }
+    });
   }
 
   // Gradients w.r.t. q (through the queries and the normalised keys) and v, given the
@@ -976,16 +998,37 @@ struct LshKernel {
                 const T* dout, T* dq, T* dv_out) const {
     const long rb = tile_rows();
     const std::size_t wq = static_cast<std::size_t>(W * dqk), wv = static_cast<std::size_t>(W * dv);
-    std::vector<T> P(static_cast<std::size_t>(rb * W)), D(static_cast<std::size_t>(rb * W)), Pd,
-        qbuf(static_cast<std::size_t>(rb * dqk)), kbuf(wq), vbuf(wv),
-        dobuf(static_cast<std::size_t>(rb * dv)), lse(static_cast<std::size_t>(rb)),
-        dqbuf(static_cast<std::size_t>(rb * dqk)), dkbuf(wq), dvbuf(wv), scratch;
-    std::vector<T> dkn(static_cast<std::size_t>(L * dqk));
-    // Per slot (unsorted row r * L + t): the round weight and the logsumexp's cotangent.
-    std::vector<T> wgt(static_cast<std::size_t>(N)), dlse(static_cast<std::size_t>(N)),
-        w(static_cast<std::size_t>(sp.n_hashes));
+    // One slice per item (a slice's gradients touch only its own rows of dq and dv); each
+    // thread has its own scratch.
+    struct Scratch {
+      std::vector<T> P, D, Pd, qbuf, kbuf, vbuf, dobuf, lse, dqbuf, dkbuf, dvbuf, scratch;
+      std::vector<T> dkn;           // the normalised keys' gradient, [L, d_qk]
+      std::vector<T> wgt, dlse, w;  // per slot (unsorted row r * L + t): round weight, d lse
+    };
+    std::vector<Scratch> scratches(static_cast<std::size_t>(core::parallel_workers(G)));
     const T* mu = sp.multiplier.defined() ? sp.multiplier.data<T>() : nullptr;
-    for (long s = 0; s < G; ++s) {
+    core::parallel_for(G, [&](long s, int worker) {
+      Scratch& sc = scratches[static_cast<std::size_t>(worker)];
+      if (sc.P.empty()) {
+        sc.P.resize(static_cast<std::size_t>(rb * W));
+        sc.D.resize(static_cast<std::size_t>(rb * W));
+        sc.qbuf.resize(static_cast<std::size_t>(rb * dqk));
+        sc.kbuf.resize(wq);
+        sc.vbuf.resize(wv);
+        sc.dobuf.resize(static_cast<std::size_t>(rb * dv));
+        sc.lse.resize(static_cast<std::size_t>(rb));
+        sc.dqbuf.resize(static_cast<std::size_t>(rb * dqk));
+        sc.dkbuf.resize(wq);
+        sc.dvbuf.resize(wv);
+        sc.dkn.resize(static_cast<std::size_t>(L * dqk));
+        sc.wgt.resize(static_cast<std::size_t>(N));
+        sc.dlse.resize(static_cast<std::size_t>(N));
+        sc.w.resize(static_cast<std::size_t>(sp.n_hashes));
+      }
+      std::vector<T>&P = sc.P, &D = sc.D, &Pd = sc.Pd, &qbuf = sc.qbuf, &kbuf = sc.kbuf,
+      &vbuf = sc.vbuf, &dobuf = sc.dobuf, &lse = sc.lse, &dqbuf = sc.dqbuf, &dkbuf = sc.dkbuf,
+      &dvbuf = sc.dvbuf, &scratch = sc.scratch, &dkn = sc.dkn, &wgt = sc.wgt, &dlse = sc.dlse,
+      &w = sc.w;
       const std::int32_t* pos = sp.pos.data<std::int32_t>() + s * N;
       const std::int32_t* row = sp.row.data<std::int32_t>() + s * N;
       const T* qs = q + offset(s, dqk);
@@ -1086,7 +1129,7 @@ struct LshKernel {
         T* o = dqs + t * sq;
         for (long f = 0; f < dqk; ++f) o[f] += c1 * g[f] - c2 * x[f];
       }
-    }
+    });
   }
 };
 
@@ -1102,14 +1145,18 @@ Var lsh_attention_core(const Var& q, const Var& v, const LshSpec& spec) {
     Tensor out = Tensor::empty(vv.shape(), qv.dtype());
     Tensor lse =
         Tensor::empty({static_cast<std::size_t>(G), static_cast<std::size_t>(N)}, qv.dtype());
-    Tensor rounds = Tensor::empty({static_cast<std::size_t>(keep_rounds ? G : 1),
-                                   static_cast<std::size_t>(N), static_cast<std::size_t>(dv)},
-                                  qv.dtype());
+    // The per-round outputs, kept for the backward pass when there are several rounds
+    // (one round: the kernel uses per-thread scratch rows).
+    Tensor rounds = keep_rounds
+                        ? Tensor::empty({static_cast<std::size_t>(G), static_cast<std::size_t>(N),
+                                         static_cast<std::size_t>(dv)},
+                                        qv.dtype())
+                        : Tensor();
     core::dispatch_floating(qv.dtype(), "lsh_attention_core", [&](auto tag) {
       using T = decltype(tag);
       LshKernel<T>(spec, G, L, dqk, dv)
-          .forward(qv.data<T>(), vv.data<T>(), out.data<T>(), rounds.data<T>(), keep_rounds,
-                   lse.data<T>());
+          .forward(qv.data<T>(), vv.data<T>(), out.data<T>(),
+                   keep_rounds ? rounds.data<T>() : nullptr, keep_rounds, lse.data<T>());
     });
     res = {qv, vv, out, lse};
     if (keep_rounds) res.push_back(rounds);
@@ -1374,9 +1421,11 @@ GroupOut lsh_group(const LSHSelfAttentionLayer& layer, const GroupLayout& lay, l
   long per_round = 1;
   for (long f : o.n_buckets) per_round *= f;
   if (o.masked) per_round += 1;
-  std::vector<std::int32_t> undo(static_cast<std::size_t>(N));
-  std::vector<long> count;
-  for (long s = 0; s < G; ++s) {
+  //    One slice per item (core::parallel_for); the states are collected in slice order.
+  g.states.resize(static_cast<std::size_t>(G));
+  core::parallel_for(G, [&](long s, int) {
+    std::vector<std::int32_t> undo(static_cast<std::size_t>(N));
+    std::vector<long> count;
     const long example = lay.example_lo + s / lay.heads_per;
     const long head = lay.head_lo + s % lay.heads_per;
     const long idx = example * n_heads + head;
@@ -1403,11 +1452,11 @@ GroupOut lsh_group(const LSHSelfAttentionLayer& layer, const GroupLayout& lay, l
               {buckets, Tensor::zeros({static_cast<std::size_t>(full - N)}, DType::i32)}, 0);
         }
       }
-      g.states.push_back({stored, key_to_tensor(hash_keys[0])});
+      g.states[static_cast<std::size_t>(s)] = {stored, key_to_tensor(hash_keys[0])};
     } else {
       buckets = row_of(state[0], idx);
       if (o.max_length_for_buckets) buckets = core::slice(buckets, 0, 0, N);
-      g.states.push_back({row_of(state[0], idx), row_of(state[1], idx)});
+      g.states[static_cast<std::size_t>(s)] = {row_of(state[0], idx), row_of(state[1], idx)};
     }
     if (as_long(buckets.size()) != N) {
       throw ShapeError("the stored buckets cover " + std::to_string(buckets.size()) +
@@ -1427,7 +1476,7 @@ GroupOut lsh_group(const LSHSelfAttentionLayer& layer, const GroupLayout& lay, l
       ppos[s * N + t] = p;
       if (o.masked) pkv[s * N + t] = m[p] != 0 ? p : -p;
     }
-  }
+  });
 
   // 3. Shared-QK chunked attention over the sorted slots, read through the sort, and the
   //    hash rounds combined (each weighted by its share of the softmax mass): one node,

@@ -1,0 +1,41 @@
+/// @file
+/// minitrax's own loop parallelism: `parallel_for` deals independent items (one attention
+/// slice, one tile of rows) to a few threads, each item computed whole by one thread.
+///
+/// Why not just OpenBLAS's threads: the attention kernels call gemm on small tiles
+/// ([128, 1024] x [1024, 64] and smaller), where OpenBLAS's fork/join costs about as much
+/// as it saves, and the softmax, masks and gathers between the gemms run on one thread.
+/// Splitting the independent items across threads instead, with OpenBLAS held at one
+/// thread inside the loop, keeps both cores busy for the whole kernel.
+///
+/// Determinism: an item's result never depends on which thread computes it or on how
+/// many threads there are (items write disjoint outputs, and OpenBLAS splits a gemm by
+/// rows and columns, never along the summed axis), so results are bitwise the same for
+/// any thread count. The workers take the calling thread's flush-to-zero setting.
+#pragma once
+
+#include <functional>
+
+namespace minitrax::core {
+
+/// The number of threads parallel_for uses: set_num_threads's value if one was set, else
+/// MINITRAX_NUM_THREADS from the environment if set (a positive integer), else OpenBLAS's
+/// current thread count (OPENBLAS_NUM_THREADS, or the number of cores).
+int num_threads();
+
+/// Sets the thread count for parallel_for (n >= 1; 0 returns to the default above).
+/// OpenBLAS's own thread count is not changed.
+void set_num_threads(int n);
+
+/// How many threads parallel_for(n_items, ...) would use: min(num_threads(), n_items),
+/// and 1 inside a parallel_for body (no nesting). Size per-thread scratch with it.
+int parallel_workers(long n_items);
+
+/// Runs body(item, worker) once for every item in [0, n_items), on parallel_workers(n_items)
+/// threads (the calling thread is worker 0); items are handed out in order as threads
+/// become free. With one worker it is a plain loop and OpenBLAS keeps its threads;
+/// otherwise OpenBLAS runs single-threaded until the loop ends. The first exception a body
+/// throws stops the hand-out and is rethrown in the calling thread after all threads end.
+void parallel_for(long n_items, const std::function<void(long item, int worker)>& body);
+
+}  // namespace minitrax::core

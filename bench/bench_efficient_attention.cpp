@@ -12,7 +12,7 @@
 //                                  (a fixed 16384 tokens per step; L = 32768: batch 1),
 //                                  n_parallel_heads 4; L = 128, 256, 512 (n_hashes 1, 2)
 //                                  for the crossover
-//   path/<layer>/<ref|fast>/L      fwd+bwd at L = 256, reference loop vs fast path
+//   path/<layer>/<ref|fast>/L      fwd+bwd at L = 256 and 1024, reference loop vs fast path
 //
 // Every benchmark runs one untimed step first (allocator warm-up, as in training).
 // Counters: us_per_token (the time per step divided by batch * L). Run with
@@ -201,7 +201,7 @@ void BM_lsh(benchmark::State& state) {
   run_steps(state, *layer, x, backward, batch * L);
 }
 
-// fwd+bwd at a small size, reference loop vs fast path. layer 0: SelfAttention chunked
+// fwd+bwd, b = 1, reference loop vs fast path. layer 0: SelfAttention chunked
 // (chunk 64, causal, 1 chunk before); 1: LSH n_hashes 2, chunk 64, n_buckets 8.
 void BM_path(benchmark::State& state) {
   const long kind = state.range(0);
@@ -268,16 +268,18 @@ void register_all() {
       }
     }
   }
-  for (long kind : {0L, 1L}) {
-    for (long reference : {1L, 0L}) {
-      benchmark::RegisterBenchmark(("path/" + std::string(kind == 0 ? "self" : "lsh") + "/" +
-                                    (reference ? "ref" : "fast") + "/L:256")
-                                       .c_str(),
-                                   BM_path)
-          ->Args({kind, reference, 256, threads})
-          ->Unit(benchmark::kMillisecond)
-          ->MeasureProcessCPUTime()
-          ->UseRealTime();
+  for (long L : {256L, 1024L}) {
+    for (long kind : {0L, 1L}) {
+      for (long reference : {1L, 0L}) {
+        benchmark::RegisterBenchmark(("path/" + std::string(kind == 0 ? "self" : "lsh") + "/" +
+                                      (reference ? "ref" : "fast") + "/L:" + std::to_string(L))
+                                         .c_str(),
+                                     BM_path)
+            ->Args({kind, reference, L, threads})
+            ->Unit(benchmark::kMillisecond)
+            ->MeasureProcessCPUTime()
+            ->UseRealTime();
+      }
     }
   }
 }

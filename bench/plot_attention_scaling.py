@@ -119,8 +119,9 @@ def main():
         body.append(f'<line x1="{x}" y1="{ly + 10}" x2="{x + 24}" y2="{ly + 10}" '
                     f'stroke="{colour}" stroke-width="2"/>')
         body.append(f'<text x="{x + 30}" y="{ly + 14}" font-size="12">{label}</text>')
-    note = ("b = 1, 4 heads, d_head 64, causal; LSH: chunk_len 64, n_buckets L/64, "
-            "batch 16384/L (16384 tokens per step; 32768 at L = 32k); median of the runs")
+    note = ("b = 1, 4 heads, d_head 64, causal; LSH: chunk_len 64, n_buckets 2L/64 "
+            "(factorised above 128), batch 16384/L (32768 tokens at L = 32k); "
+            "median of the runs")
     body.append(f'<text x="{W}" y="{ly + 36}" text-anchor="middle" font-size="11" '
                 f'fill="#555">{note}</text>')
     svg = (f'<svg xmlns="http://www.w3.org/2000/svg" width="{2 * W}" height="{H + 50}" '

@@ -5,7 +5,7 @@
 #   PARTS="ratio" REPS=5 bash bench/run_attention_bench.sh
 #   MT=path/to/bench_efficient_attention bash bench/run_attention_bench.sh  # no build
 #
-# PARTS (default "ratio crossover scaling memory plot"):
+# PARTS (default "ratio crossover scaling memory path plot"):
 #   ratio      dense causal attention, L = 1024, 2048, 4096, fwd and fwd+bwd: minitrax's
 #              SelfAttention (bench_efficient_attention dense/...) next to LibTorch
 #              (bench/libtorch/attention_libtorch, the core softmax(q k^T/sqrt d + mask) v
@@ -23,6 +23,8 @@
 #              scores), a baseline process; and LibTorch's materialised dense core
 #              (max RSS) at L = 2048, 4096, 8192 and 16384, each under `ulimit -v`
 #              (LIBTORCH_VMEM_GB, default 16) so that it fails instead of exhausting RAM.
+#   path       reference loop vs fast path, fwd+bwd, L = 256 and 1024 (SelfAttention chunk 64
+#              causal; LSH n_hashes 2, chunk 64, 8 buckets), REPS processes each.
 #   plot       docs/attention_scaling.svg from the scaling part's JSON (METRIC)
 #              (bench/plot_attention_scaling.py).
 # b = 1 (LSH: batch 16384 / L), 4 heads, d_head 64, THREADS (2) threads everywhere,
@@ -32,7 +34,7 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
 
-PARTS=${PARTS:-"ratio crossover scaling memory plot"}
+PARTS=${PARTS:-"ratio crossover scaling memory path plot"}
 REPS=${REPS:-3}
 THREADS=${THREADS:-2}
 MIN_TIME=${MIN_TIME:-0.5}
@@ -212,6 +214,29 @@ if [[ " $PARTS " == *" memory "* ]]; then
       echo "libtorch core L=$L failed under ulimit -v ${LIBTORCH_VMEM_GB} GiB" | tee -a "$M"
     fi
   done
+fi
+
+if [[ " $PARTS " == *" path "* ]]; then
+  P="$OUT/path.jsonl"; : > "$P"
+  for rep in $(seq 1 "$REPS"); do
+    echo "-- path round $rep"
+    mt_run '^path/' "$rep" >> "$P"
+  done
+  python3 - "$P" > "$OUT/path.md" <<'PY'
+import json, statistics as st, sys
+rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+def med(prefix, key="ms"):
+    return st.median(r[key] for r in rows if r["name"].startswith(prefix))
+print("| layer | L | reference ms (wall) | fast ms (wall) | reference / fast | reference heap MiB | fast heap MiB |")
+print("|---|---:|---:|---:|---:|---:|---:|")
+for L in (256, 1024):
+    for kind, name in (("self", "SelfAttention, chunk 64, causal"), ("lsh", "LSH, 2 hashes, chunk 64")):
+        r, f = med("path/%s/ref/L:%d/" % (kind, L)), med("path/%s/fast/L:%d/" % (kind, L))
+        print("| %s | %d | %.1f | %.1f | **%.2f** | %.1f | %.1f |" % (
+            name, L, r, f, r / f, med("path/%s/ref/L:%d/" % (kind, L), "heap_peak_MiB"),
+            med("path/%s/fast/L:%d/" % (kind, L), "heap_peak_MiB")))
+PY
+  cat "$OUT/path.md"
 fi
 
 if [[ " $PARTS " == *" plot "* ]]; then

@@ -33,6 +33,9 @@
 ///     output and logsumexps (O(L * d_v) per head) for the recomputation, which then
 ///     skips the core, the most expensive part. Both paths give the same outputs, state
 ///     and gradients, dropout included, for the same rng (tests pin them together).
+///     Its attention kernels deal independent items (row tiles, slices) to
+///     core::num_threads() threads (core/parallel.hpp); results are bitwise the same for
+///     any thread count.
 ///
 /// Randomness, as in Trax: the SAME layer rng goes to every (example, head), so dropout
 /// masks are shared by all heads and examples; forward_unbatched splits it into

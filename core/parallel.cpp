@@ -24,7 +24,8 @@ namespace minitrax::core {
 
 namespace {
 
-std::atomic<int> g_threads{0};            // 0: the default (environment, then OpenBLAS)
+std::atomic<int> g_threads{0};  // 0: the default (environment, then OpenBLAS)
+std::atomic<double> g_min_flops{kParallelMinFlops};
 thread_local bool t_in_parallel = false;  // inside a parallel_for body: no nesting
 
 int env_threads() {
@@ -76,14 +77,28 @@ void set_num_threads(int n) {
   g_threads.store(n, std::memory_order_relaxed);
 }
 
-int parallel_workers(long n_items) {
+double parallel_min_flops() {
+  return g_min_flops.load(std::memory_order_relaxed);
+}
+
+void set_parallel_min_flops(double flops) {
+  if (!(flops >= 0.0)) {
+    throw ValueError("set_parallel_min_flops: the threshold must be >= 0, got " +
+                     std::to_string(flops));
+  }
+  g_min_flops.store(flops, std::memory_order_relaxed);
+}
+
+int parallel_workers(long n_items, double flops_per_item) {
   if (t_in_parallel || n_items <= 1) return 1;
+  if (static_cast<double>(n_items) * flops_per_item < parallel_min_flops()) return 1;
   return static_cast<int>(std::min<long>(num_threads(), n_items));
 }
 
-void parallel_for(long n_items, const std::function<void(long item, int worker)>& body) {
+void parallel_for(long n_items, double flops_per_item,
+                  const std::function<void(long item, int worker)>& body) {
   if (n_items <= 0) return;
-  const int workers = parallel_workers(n_items);
+  const int workers = parallel_workers(n_items, flops_per_item);
   if (workers == 1) {
     for (long i = 0; i < n_items; ++i) body(i, 0);
     return;

@@ -27,15 +27,32 @@ int num_threads();
 /// OpenBLAS's own thread count is not changed.
 void set_num_threads(int n);
 
-/// How many threads parallel_for(n_items, ...) would use: min(num_threads(), n_items),
-/// and 1 inside a parallel_for body (no nesting). Size per-thread scratch with it.
-int parallel_workers(long n_items);
+/// Loops with less work than this in total (floating-point operations, roughly) run on
+/// the calling thread: starting and joining a thread costs tens of microseconds, about
+/// what a few million operations take (measured on the toy Reformer of the main job,
+/// whose attention calls are a few MFLOP each and were slower threaded).
+inline constexpr double kParallelMinFlops = 3e7;
 
-/// Runs body(item, worker) once for every item in [0, n_items), on parallel_workers(n_items)
-/// threads (the calling thread is worker 0); items are handed out in order as threads
-/// become free. With one worker it is a plain loop and OpenBLAS keeps its threads;
-/// otherwise OpenBLAS runs single-threaded until the loop ends. The first exception a body
-/// throws stops the hand-out and is rethrown in the calling thread after all threads end.
-void parallel_for(long n_items, const std::function<void(long item, int worker)>& body);
+/// The current threshold (kParallelMinFlops unless set).
+double parallel_min_flops();
+/// Sets the threshold (>= 0; 0 threads every loop with more than one item, as the tests
+/// do to exercise the threaded code on small inputs).
+void set_parallel_min_flops(double flops);
+
+/// How many threads parallel_for(n_items, flops_per_item, ...) uses: 1 when the loop has
+/// at most one item, less than parallel_min_flops() of work in total, or runs inside a
+/// parallel_for body (no nesting); otherwise min(num_threads(), n_items). Size
+/// per-thread scratch with it.
+int parallel_workers(long n_items, double flops_per_item);
+
+/// Runs body(item, worker) once for every item in [0, n_items), on
+/// parallel_workers(n_items, flops_per_item) threads (the calling thread is worker 0);
+/// items are handed out in order as threads become free. With one worker it is a plain
+/// loop and OpenBLAS keeps its threads; otherwise OpenBLAS runs single-threaded until the
+/// loop ends. The first exception a body throws stops the hand-out and is rethrown in the
+/// calling thread after all threads end. flops_per_item is an estimate of each item's
+/// work, used only for the decision above.
+void parallel_for(long n_items, double flops_per_item,
+                  const std::function<void(long item, int worker)>& body);
 
 }  // namespace minitrax::core

@@ -21,9 +21,12 @@ namespace ea = minitrax::layers::research;
 
 namespace {
 
-// Restores the default thread count when a test case ends.
+// Restores the default thread count and work threshold when a test case ends.
 struct ThreadsGuard {
-  ~ThreadsGuard() { core::set_num_threads(0); }
+  ~ThreadsGuard() {
+    core::set_num_threads(0);
+    core::set_parallel_min_flops(core::kParallelMinFlops);
+  }
 };
 
 }  // namespace
@@ -36,15 +39,18 @@ TEST_CASE("parallel_for: every item once, on up to num_threads() workers") {
     for (long n : {0L, 1L, 2L, 7L, 100L}) {
       std::vector<std::atomic<int>> seen(static_cast<std::size_t>(n));
       std::atomic<int> max_worker{-1};
-      core::parallel_for(n, [&](long i, int worker) {
+      core::parallel_for(n, core::kParallelMinFlops, [&](long i, int worker) {
         ++seen[static_cast<std::size_t>(i)];
         int m = max_worker.load();
         while (worker > m && !max_worker.compare_exchange_weak(m, worker)) {
         }
       });
       for (long i = 0; i < n; ++i) CHECK(seen[static_cast<std::size_t>(i)].load() == 1);
-      CHECK(max_worker.load() < core::parallel_workers(n));
-      CHECK(core::parallel_workers(n) == (n <= 1 ? 1 : std::min<long>(threads, n)));
+      const int workers = core::parallel_workers(n, core::kParallelMinFlops);
+      CHECK(max_worker.load() < workers);
+      CHECK(workers == (n <= 1 ? 1 : std::min<long>(threads, n)));
+      // Too little work in total: the calling thread does it all.
+      CHECK(core::parallel_workers(n, core::kParallelMinFlops / static_cast<double>(n + 1)) == 1);
     }
   }
 }
@@ -52,18 +58,19 @@ TEST_CASE("parallel_for: every item once, on up to num_threads() workers") {
 TEST_CASE("parallel_for: a body's exception reaches the caller; nested loops are serial") {
   ThreadsGuard guard;
   core::set_num_threads(2);
-  CHECK_THROWS_WITH_AS(core::parallel_for(50,
+  CHECK_THROWS_WITH_AS(core::parallel_for(50, core::kParallelMinFlops,
                                           [](long i, int) {
                                             if (i == 17) throw ValueError("item 17 failed");
                                           }),
                        "item 17 failed", ValueError);
   std::atomic<int> inner_workers{0};
-  core::parallel_for(4, [&](long, int) {
-    inner_workers += core::parallel_workers(10);  // 1 inside a body
-    core::parallel_for(3, [](long, int worker) { CHECK(worker == 0); });
+  core::parallel_for(4, core::kParallelMinFlops, [&](long, int) {
+    inner_workers += core::parallel_workers(10, core::kParallelMinFlops);  // 1 inside a body
+    core::parallel_for(3, core::kParallelMinFlops, [](long, int worker) { CHECK(worker == 0); });
   });
   CHECK(inner_workers.load() == 4);
   CHECK_THROWS_AS(core::set_num_threads(-1), ValueError);
+  CHECK_THROWS_AS(core::set_parallel_min_flops(-1.0), ValueError);
 }
 
 namespace {
@@ -109,6 +116,7 @@ void check_bitwise(const Result& a, const Result& b, const std::string& what) {
 
 TEST_CASE("efficient attention: bitwise the same results with 1, 2 and 3 threads") {
   ThreadsGuard guard;
+  core::set_parallel_min_flops(0.0);  // thread every loop, however small
   SUBCASE("SelfAttention, unchunked, causal: tiles of rows dealt to threads") {
     auto layer = ea::SelfAttention({.n_heads = 4,
                                     .d_qk = 16,

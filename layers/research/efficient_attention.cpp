@@ -573,9 +573,11 @@ struct CoreKernel {
   void forward(const T* q, const T* k, const T* v, T* out, T* lse_out) const {
     const long tiles = (sp.chunk + rb - 1) / rb;
     const long items = G * nc * tiles;
-    const auto workers = static_cast<std::size_t>(core::parallel_workers(items));
+    // work per tile: the scores and the product with the values, [rows, window] each
+    const double flops = 2.0 * static_cast<double>(rb * W * (dqk + dv));
+    const auto workers = static_cast<std::size_t>(core::parallel_workers(items, flops));
     std::vector<std::vector<T>> S(workers), kbuf(workers);
-    core::parallel_for(items, [&](long item, int worker) {
+    core::parallel_for(items, flops, [&](long item, int worker) {
       const long s = item / (nc * tiles), ci = item / tiles % nc, r0 = item % tiles * rb;
       std::vector<T>& Sw = S[static_cast<std::size_t>(worker)];
       Sw.resize(static_cast<std::size_t>(rb * W));
@@ -599,7 +601,9 @@ struct CoreKernel {
     // A slice's tiles all add into its dk and dv: the slices (not the tiles) are dealt to
     // the threads, each with its own scratch.
     const T* mu = sp.multiplier.defined() ? sp.multiplier.data<T>() : nullptr;
-    core::parallel_for(G, [&](long s, int) {
+    // work per slice: five [rows, window] x d products per tile
+    const double flops = 5.0 * static_cast<double>(L * W * std::max(dqk, dv));
+    core::parallel_for(G, flops, [&](long s, int) {
       std::vector<T> P(static_cast<std::size_t>(rb * W)), D(static_cast<std::size_t>(rb * W)), Pd;
       std::vector<T> lse(static_cast<std::size_t>(rb)), kbuf;
       for (long ci = 0; ci < nc; ++ci) {
@@ -931,8 +935,10 @@ struct LshKernel {
     struct Scratch {
       std::vector<T> S, qbuf, kbuf, vbuf, obuf, lse, scratch, w, rounds;
     };
-    std::vector<Scratch> scratches(static_cast<std::size_t>(core::parallel_workers(G)));
-    core::parallel_for(G, [&](long s, int worker) {
+    // work per slice: the scores and the product with the values of every sorted slot
+    const double flops = 2.0 * static_cast<double>(N * W * (dqk + dv));
+    std::vector<Scratch> scratches(static_cast<std::size_t>(core::parallel_workers(G, flops)));
+    core::parallel_for(G, flops, [&](long s, int worker) {
       Scratch& sc = scratches[static_cast<std::size_t>(worker)];
       if (sc.S.empty()) {
         sc.S.resize(static_cast<std::size_t>(rb * W));
@@ -1005,9 +1011,11 @@ struct LshKernel {
       std::vector<T> dkn;           // the normalised keys' gradient, [L, d_qk]
       std::vector<T> wgt, dlse, w;  // per slot (unsorted row r * L + t): round weight, d lse
     };
-    std::vector<Scratch> scratches(static_cast<std::size_t>(core::parallel_workers(G)));
+    // work per slice: five [slots, window] x d products
+    const double flops = 5.0 * static_cast<double>(N * W * std::max(dqk, dv));
+    std::vector<Scratch> scratches(static_cast<std::size_t>(core::parallel_workers(G, flops)));
     const T* mu = sp.multiplier.defined() ? sp.multiplier.data<T>() : nullptr;
-    core::parallel_for(G, [&](long s, int worker) {
+    core::parallel_for(G, flops, [&](long s, int worker) {
       Scratch& sc = scratches[static_cast<std::size_t>(worker)];
       if (sc.P.empty()) {
         sc.P.resize(static_cast<std::size_t>(rb * W));
@@ -1423,7 +1431,13 @@ GroupOut lsh_group(const LSHSelfAttentionLayer& layer, const GroupLayout& lay, l
   if (o.masked) per_round += 1;
   //    One slice per item (core::parallel_for); the states are collected in slice order.
   g.states.resize(static_cast<std::size_t>(G));
-  core::parallel_for(G, [&](long s, int) {
+  //    Work per slice: the rotations (when hashing) and the counting sort.
+  long rot_size = 0;
+  for (long f : o.n_buckets) rot_size += f;
+  const double hash_flops =
+      static_cast<double>(N) * (update_state ? static_cast<double>(d_qk * rot_size) : 0.0) +
+      10.0 * static_cast<double>(N);
+  core::parallel_for(G, hash_flops, [&](long s, int) {
     std::vector<std::int32_t> undo(static_cast<std::size_t>(N));
     std::vector<long> count;
     const long example = lay.example_lo + s / lay.heads_per;

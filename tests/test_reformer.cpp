@@ -134,7 +134,10 @@ TEST_CASE("reformer: log-probs are normalised and causal (LSH and chunked attent
       (i <= t ? before : after) = std::max(i <= t ? before : after, d);
     }
   }
-  CHECK(before < 1e-6);
+  // Not bitwise: LSH's sorted order, which the changed token moves, reorders the sums
+  // (a few float32 ulps of log-probs ~2.5, 9.5e-7 measured); a leak of the later token
+  // would show at the scale of `after`.
+  CHECK(before < 1e-5);
   CHECK(after > 1e-4);
 }
 

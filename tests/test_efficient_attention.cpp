@@ -21,6 +21,7 @@
 #include "autodiff/fastmath.hpp"
 #include "core/ops.hpp"
 #include "core/rng.hpp"
+#include "efficient_attention_test_util.hpp"
 #include "layers/layer_gradcheck.hpp"
 #include "layers/research/efficient_attention.hpp"
 
@@ -30,106 +31,13 @@ using base::Mode;
 using base::Signature;
 using base::Stack;
 using core::key_from_seed;
+using namespace minitrax::eatest;
 
 namespace {
-
-using Vec = std::vector<double>;
-
-Vec vals(const Tensor& t) {
-  return t.to_vector<double>();
-}
 
 double max_abs(const Tensor& a, const Tensor& b) {
   REQUIRE(a.shape() == b.shape());
   return core::max_abs_diff(a.astype(DType::f64), b.astype(DType::f64));
-}
-
-// |a - b| <= atol + rtol |b| everywhere; on failure, says where.
-void check_close(const Tensor& a, const Tensor& b, double rtol, double atol,
-                 const std::string& what) {
-  REQUIRE_MESSAGE(a.shape() == b.shape(), what << ": shapes " << core::shape_str(a.shape())
-                                               << " vs " << core::shape_str(b.shape()));
-  const Vec x = vals(a), y = vals(b);
-  std::size_t worst = 0;
-  double worst_ratio = 0;
-  for (std::size_t i = 0; i < x.size(); ++i) {
-    const double r = std::abs(x[i] - y[i]) / (atol + rtol * std::abs(y[i]));
-    if (r > worst_ratio) {
-      worst_ratio = r;
-      worst = i;
-    }
-  }
-  CHECK_MESSAGE(worst_ratio <= 1.0, what << ": element " << worst << " differs: " << x[worst]
-                                         << " vs " << y[worst] << " (ratio to tolerance "
-                                         << worst_ratio << ")");
-}
-
-Signature sig_of(const std::vector<Tensor>& xs) {
-  Signature s;
-  for (const Tensor& x : xs) s.push_back({x.shape(), x.dtype()});
-  return s;
-}
-
-// Everything a forward + backward pass gives (Trax's _run_forward_and_backward):
-// vjp of pure_fn with cotangent ones(output).
-struct RunResult {
-  Tensor out;
-  std::vector<Tensor> state;
-  Tensor x_grad;
-  std::vector<Tensor> w_grads;
-};
-
-RunResult run_forward_backward(base::Layer& layer, const std::vector<Tensor>& inputs,
-                               const std::vector<Tensor>& weights, const base::State& state,
-                               Key rng) {
-  Tape tape;
-  Stack xs;
-  xs.push_back(tape.watch(inputs[0]));
-  for (std::size_t i = 1; i < inputs.size(); ++i) xs.emplace_back(inputs[i]);
-  std::vector<Var> ws;
-  for (const Tensor& w : weights) ws.push_back(tape.watch(w));
-  layer.set_flat_weights(ws);
-  auto [ys, new_state] = layer.pure_fn(xs, layer.weight_vars(), state, rng);
-  Var total = fastmath::sum(ys.at(0));
-  autodiff::VarList wrt{xs[0]};
-  wrt.insert(wrt.end(), ws.begin(), ws.end());
-  std::vector<Tensor> g = tape.gradient(total, wrt);
-  RunResult r;
-  r.out = ys[0].value();
-  r.state = new_state.flatten();
-  r.x_grad = g[0];
-  r.w_grads.assign(g.begin() + 1, g.end());
-  return r;
-}
-
-std::vector<Tensor> flat_values(const base::Layer& layer) {
-  std::vector<Tensor> out;
-  for (const auto& nt : layer.flat_weights()) out.push_back(nt.value);
-  return out;
-}
-
-void check_same_run(const RunResult& ref, const RunResult& test, double rtol, double atol,
-                    const std::string& what) {
-  check_close(test.out, ref.out, rtol, atol, what + " output");
-  REQUIRE(test.state.size() == ref.state.size());
-  for (std::size_t i = 0; i < ref.state.size(); ++i) {
-    CHECK_MESSAGE(core::equal(test.state[i], ref.state[i]), what << " state " << i);
-  }
-  check_close(test.x_grad, ref.x_grad, rtol, atol, what + " input gradient");
-  REQUIRE(test.w_grads.size() == ref.w_grads.size());
-  for (std::size_t i = 0; i < ref.w_grads.size(); ++i) {
-    check_close(test.w_grads[i], ref.w_grads[i], rtol, atol,
-                what + " weight gradient " + std::to_string(i));
-  }
-}
-
-// A mask [B, L] (int32) whose suffix from lengths[b] on is 0.
-Tensor suffix_mask(const std::vector<long>& lengths, long L) {
-  std::vector<std::int32_t> m;
-  for (long len : lengths) {
-    for (long t = 0; t < L; ++t) m.push_back(t < len ? 1 : 0);
-  }
-  return Tensor::from<std::int32_t>({lengths.size(), static_cast<std::size_t>(L)}, m);
 }
 
 // ---- an independent naive multi-head self-attention --------------------------------------

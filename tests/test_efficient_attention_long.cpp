@@ -23,6 +23,7 @@
 #include "autodiff/fastmath.hpp"
 #include "core/ops.hpp"
 #include "core/rng.hpp"
+#include "efficient_attention_test_util.hpp"
 #include "layers/research/efficient_attention.hpp"
 
 using namespace minitrax;
@@ -31,79 +32,25 @@ using base::Mode;
 using base::Signature;
 using base::Stack;
 using core::key_from_seed;
+using namespace minitrax::eatest;
 
 namespace {
-
-void check_close(const Tensor& a, const Tensor& b, double tol, const std::string& what) {
-  REQUIRE(a.shape() == b.shape());
-  const std::vector<double> x = a.to_vector<double>(), y = b.to_vector<double>();
-  double worst = 0;
-  std::size_t at = 0;
-  for (std::size_t i = 0; i < x.size(); ++i) {
-    const double r = std::abs(x[i] - y[i]) / (tol + tol * std::abs(y[i]));
-    if (r > worst) {
-      worst = r;
-      at = i;
-    }
-  }
-  CHECK_MESSAGE(worst <= 1.0, what << ": element " << at << ": " << x[at] << " vs " << y[at]
-                                   << " (ratio to tolerance " << worst << ")");
-}
-
-struct Run {
-  Tensor out;
-  std::vector<Tensor> state, grads;  // grads: x, then the weights
-};
-
-Run run(base::Layer& layer, const std::vector<Tensor>& inputs, const std::vector<Tensor>& weights,
-        const base::State& state) {
-  Tape tape;
-  Stack xs{tape.watch(inputs[0])};
-  for (std::size_t i = 1; i < inputs.size(); ++i) xs.emplace_back(inputs[i]);
-  std::vector<Var> ws;
-  for (const Tensor& w : weights) ws.push_back(tape.watch(w));
-  layer.set_flat_weights(ws);
-  auto [ys, new_state] = layer.pure_fn(xs, layer.weight_vars(), state, key_from_seed(7));
-  // A cotangent that is not constant, so that every output row matters differently.
-  const Tensor ct = core::uniform(key_from_seed(9), ys.at(0).shape(), ys[0].dtype());
-  Var total = fastmath::sum(ys[0] * Var(ct));
-  autodiff::VarList wrt{xs[0]};
-  wrt.insert(wrt.end(), ws.begin(), ws.end());
-  return {ys[0].value(), new_state.flatten(), tape.gradient(total, wrt)};
-}
 
 template <class Make>
 void check_fast_equals_reference(const Make& make, const std::vector<Tensor>& inputs,
                                  const std::string& what) {
-  Signature sig;
-  for (const Tensor& t : inputs) sig.push_back({t.shape(), t.dtype()});
+  const Signature sig = sig_of(inputs);
   auto ref = make(true);
   ref->init(sig, key_from_seed(123));
-  std::vector<Tensor> weights;
-  for (const auto& nt : ref->flat_weights()) weights.push_back(nt.value);
-  const Run r = run(*ref, inputs, weights, ref->state());
+  const std::vector<Tensor> weights = flat_values(*ref);
+  const RunResult r =
+      run_forward_backward(*ref, inputs, weights, ref->state(), key_from_seed(7), key_from_seed(9));
   auto fast = make(false);
   fast->init(sig, key_from_seed(123));
-  const Run f = run(*fast, inputs, weights, fast->state());
+  const RunResult f = run_forward_backward(*fast, inputs, weights, fast->state(), key_from_seed(7),
+                                           key_from_seed(9));
   const double tol = inputs[0].dtype() == DType::f32 ? 1e-5 : 1e-11;
-  check_close(f.out, r.out, tol, what + " output");
-  REQUIRE(f.state.size() == r.state.size());
-  for (std::size_t i = 0; i < r.state.size(); ++i) {
-    CHECK_MESSAGE(core::equal(f.state[i], r.state[i]), what << " state " << i);
-  }
-  REQUIRE(f.grads.size() == r.grads.size());
-  for (std::size_t i = 0; i < r.grads.size(); ++i) {
-    check_close(f.grads[i], r.grads[i], tol, what + " gradient " + std::to_string(i));
-  }
-}
-
-// [B, L] int32: 1 up to lengths[b], 0 after.
-Tensor suffix_mask(const std::vector<long>& lengths, long L) {
-  std::vector<std::int32_t> m;
-  for (long len : lengths) {
-    for (long t = 0; t < L; ++t) m.push_back(t < len ? 1 : 0);
-  }
-  return Tensor::from<std::int32_t>({lengths.size(), static_cast<std::size_t>(L)}, m);
+  check_same_run(r, f, tol, tol, what);
 }
 
 }  // namespace

@@ -816,7 +816,7 @@ void write_file_atomic(const std::string& path, std::string_view bytes) {
   static std::atomic<unsigned> serial{0};
   const bool die_midway = kill_in_write().fires(path);
   const std::string tmp =
-      path + ".tmp." + std::to_string(::getpid()) + "." + std::to_string(serial++);
+      path + ".minitrax-tmp." + std::to_string(::getpid()) + "." + std::to_string(serial++);
   std::string folder = std::filesystem::path(path).parent_path().string();
   if (folder.empty()) folder = ".";
 

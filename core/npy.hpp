@@ -58,7 +58,7 @@ std::string to_npz_bytes(const NpzEntries& entries, bool compress = false);
 // -- whole files ------------------------------------------------------------------
 /// The contents of a file; FileError `"<path>: cannot open: <reason>"` on failure.
 std::string read_file(const std::string& path);
-/// Replaces `path` by `bytes` atomically: writes `"<path>.tmp.<pid>.<n>"` in the same
+/// Replaces `path` by `bytes` atomically: writes `"<path>.minitrax-tmp.<pid>.<n>"` in the same
 /// folder, fsyncs it and renames it over `path`. On failure the temporary is removed,
 /// an existing file is left untouched, and FileError says what failed. (For the crash
 /// tests only: the environment variables MINITRAX_TEST_KILL_IN_WRITE and

@@ -210,13 +210,17 @@ TEST_CASE("checkpoint folder: a killed write's temporary is never listed, and is
   const std::string dead = std::to_string(child), alive = std::to_string(::getpid());
   const std::string half = core::read_file(training::checkpoint_path(d, 10)).substr(0, 100);
   const std::vector<std::string> stale = {
-      training::checkpoint_path(d, 20) + ".tmp." + dead + ".3",
-      (dir.path / ("metrics.jsonl.tmp." + dead + ".0")).string()};
-  const std::string live = training::checkpoint_path(d, 30) + ".tmp." + alive + ".0";
-  const std::string other = (dir.path / "notes.tmp.txt").string();
+      training::checkpoint_path(d, 20) + ".minitrax-tmp." + dead + ".3",
+      (dir.path / ("metrics.jsonl.minitrax-tmp." + dead + ".0")).string()};
+  const std::string live = training::checkpoint_path(d, 30) + ".minitrax-tmp." + alive + ".0";
+  // A user's files: none is a temporary of minitrax's, whatever it looks like (the
+  // second has the shape temporaries had before they were named .minitrax-tmp).
+  const std::vector<std::string> users = {(dir.path / "notes.tmp.txt").string(),
+                                          (dir.path / ("notes.tmp." + dead + ".1")).string(),
+                                          (dir.path / "notes.tmp.99999.1").string()};
   for (const std::string& p : stale) std::ofstream(p) << half;
   std::ofstream(live) << half;
-  std::ofstream(other) << "mine";
+  for (const std::string& p : users) std::ofstream(p) << "mine";
   auto all = training::list_checkpoints(d);
   REQUIRE(all.size() == 1);
   CHECK(all[0].first == 10);
@@ -224,6 +228,6 @@ TEST_CASE("checkpoint folder: a killed write's temporary is never listed, and is
   CHECK(training::remove_stale_temporaries(d) == 2);
   for (const std::string& p : stale) CHECK_FALSE(fs::exists(p));
   CHECK(fs::exists(live));  // a running process may still be writing it
-  CHECK(fs::exists(other));
+  for (const std::string& p : users) CHECK(fs::exists(p));
   CHECK(training::list_checkpoints(d).size() == 1);
 }

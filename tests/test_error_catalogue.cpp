@@ -4,7 +4,7 @@
 // nothing that was on disk before has changed.
 //
 // MINITRAX_PRINT_ERRORS=1 ./test_error_catalogue prints every observed message (with the
-// temporary folder shown as <tmp>, a temporary file's suffix as .tmp.<pid>.<n>): what
+// temporary folder shown as <tmp>, a temporary file's suffix as .minitrax-tmp.<pid>.<n>): what
 // docs/errors.md shows.
 #include <doctest/doctest.h>
 #include <signal.h>
@@ -120,7 +120,8 @@ Observed observe(const std::string& id, F&& f) {
     std::string text = o.thrown ? o.what : "(no error)";
     text = replace_all(text, temp_root().string(), "<tmp>");
     text = std::regex_replace(
-        text, std::regex("\\.tmp\\." + std::to_string(::getpid()) + "\\.[0-9]+"), ".tmp.<pid>.<n>");
+        text, std::regex("\\.minitrax-tmp\\." + std::to_string(::getpid()) + "\\.[0-9]+"),
+        ".minitrax-tmp.<pid>.<n>");
     std::cerr << "==== " << id << " | " << (o.thrown ? o.type : "-") << "\n" << text << "\n";
   }
   return o;
@@ -770,8 +771,8 @@ TEST_CASE("E43 save_npy: a folder whose parent is a regular file") {
   const Observed o = observe(
       "E43", [&] { core::save_npy((fs::path(file) / "x.npy").string(), uniform(18, {2})); });
   CHECK(o.type == "minitrax::core::FileError");
-  CHECK(
-      contains(o.what, file + "/x.npy: cannot create the temporary file '" + file + "/x.npy.tmp."));
+  CHECK(contains(
+      o.what, file + "/x.npy: cannot create the temporary file '" + file + "/x.npy.minitrax-tmp."));
   CHECK(contains(o.what, "': Not a directory"));
   CHECK(read_bytes(file) == "x");
   CHECK(listing(dir.path) == std::vector<std::string>{"notes.txt"});
@@ -806,7 +807,7 @@ TEST_CASE("E45 write_file_atomic: the disk fills up; the old file stays") {
     core::write_file_atomic(path, new_bytes);
   });
   CHECK(o.type == "minitrax::core::FileError");
-  CHECK(contains(o.what, path + ": cannot write '" + path + ".tmp."));
+  CHECK(contains(o.what, path + ": cannot write '" + path + ".minitrax-tmp."));
   CHECK(contains(o.what, "': File too large"));
   CHECK(read_bytes(path) == old_bytes);
   CHECK(listing(dir.path) == std::vector<std::string>{"data.bin"});
@@ -823,7 +824,7 @@ TEST_CASE("E46 save_checkpoint: the disk fills up; the previous checkpoint stays
     training::save_checkpoint(path, snapshot(*bigger, 2));
   });
   CHECK(o.type == "minitrax::core::FileError");
-  CHECK(contains(o.what, path + ": cannot write '" + path + ".tmp."));
+  CHECK(contains(o.what, path + ": cannot write '" + path + ".minitrax-tmp."));
   CHECK(contains(o.what, "': File too large"));
   CHECK(read_bytes(path) == old_bytes);
   CHECK(listing(dir.path) == std::vector<std::string>{"ckpt.npz"});
@@ -843,7 +844,7 @@ TEST_CASE("E47 Loop::run: the disk fills up at a checkpoint; earlier checkpoints
   });
   CHECK(o.type == "minitrax::core::FileError");
   const std::string ckpt3 = training::checkpoint_path(dir.path.string(), 3);
-  CHECK(contains(o.what, ckpt3 + ": cannot write '" + ckpt3 + ".tmp."));
+  CHECK(contains(o.what, ckpt3 + ": cannot write '" + ckpt3 + ".minitrax-tmp."));
   CHECK(contains(o.what, "': File too large"));
   REQUIRE(listing(dir.path) == files);
   for (std::size_t i = 0; i < files.size(); ++i) {
@@ -868,10 +869,12 @@ TEST_CASE("E48 Loop: a model whose output is the log of a negative number (NaN l
   const Observed o = observe("E48", [&] { loop.run(3); });
   CHECK(o.type == "minitrax::autodiff::NonFiniteError");
   // The loop replays the step with debug_nans on and names the first non-finite op.
-  CHECK(contains(o.what, "training stopped: the loss is NaN at step 1; nothing was updated or "
-                         "saved. The first non-finite value: LogOfLogProbs (created at"));
-  CHECK(contains(o.what, "non-finite value (NaN or Inf) in output 0 of op 'log' in "
-                         "Serial/LogOfLogProbs; inputs: [4, 8, 8] float32"));
+  CHECK(contains(o.what,
+                 "training stopped: the loss is NaN at step 1; nothing was updated or "
+                 "saved. The first non-finite value: LogOfLogProbs (created at"));
+  CHECK(contains(o.what,
+                 "non-finite value (NaN or Inf) in output 0 of op 'log' in "
+                 "Serial/LogOfLogProbs; inputs: [4, 8, 8] float32"));
   CHECK(loop.step() == 0);
   CHECK(same_weights(weight_values(*model), before));
   CHECK(listing(dir.path) == files);
@@ -883,8 +886,9 @@ TEST_CASE("E49 Loop: a learning rate that blows the weights up; no checkpoint of
   auto loop = make_loop(lm(8), dir.path.string(), 1e38, &log, 1);
   const Observed o = observe("E49", [&] { loop.run(20); });
   CHECK(o.type == "minitrax::autodiff::NonFiniteError");
-  CHECK(contains(o.what, "training stopped: the loss is NaN at step 2; nothing was updated or "
-                         "saved. The first non-finite value: Dense (created at"));
+  CHECK(contains(o.what,
+                 "training stopped: the loss is NaN at step 2; nothing was updated or "
+                 "saved. The first non-finite value: Dense (created at"));
   CHECK(contains(o.what, "of op 'matmul' in Serial/Dense"));
   CHECK(loop.step() == 1);
   // the checkpoint of step 1 (finite weights) is there; none of the failed step 2
@@ -986,7 +990,7 @@ TEST_CASE("E58 save_checkpoint: a folder stands where the file should go") {
   fs::create_directories(path);
   const Observed o = observe("E58", [&] { training::save_checkpoint(path, snapshot(*mlp(4), 1)); });
   CHECK(o.type == "minitrax::core::FileError");
-  CHECK(contains(o.what, path + ": cannot rename '" + path + ".tmp."));
+  CHECK(contains(o.what, path + ": cannot rename '" + path + ".minitrax-tmp."));
   CHECK(contains(o.what, "' to it: Is a directory"));
   CHECK(listing(dir.path) == std::vector<std::string>{"ckpt.npz"});
   CHECK(fs::is_directory(path));

@@ -214,7 +214,7 @@ TEST_CASE("loop: resume cuts metrics.jsonl back to the checkpoint, as if never k
   CHECK(resumed.history().size() == straight.history().size());
   // Nothing else was left in the folder.
   for (const auto& e : fs::directory_iterator(b.path)) {
-    CHECK(e.path().filename().string().find(".tmp.") == std::string::npos);
+    CHECK(e.path().filename().string().find(".minitrax-tmp.") == std::string::npos);
   }
 }
 

@@ -442,7 +442,9 @@ TEST_CASE("files: writes are atomic") {
   fs::create_directories(dir.path / "folder" / "inside");
   CHECK(file_error([&] {
           save_npz(dir.file("folder"), {{"t", t}});
-        }).starts_with(dir.file("folder") + ": cannot rename '" + dir.file("folder") + ".tmp."));
+        })
+            .starts_with(dir.file("folder") + ": cannot rename '" + dir.file("folder") +
+                         ".minitrax-tmp."));
   CHECK(dir.names() == std::vector<std::string>{"folder"});
 
   // A successful save replaces the file whole.
@@ -463,7 +465,8 @@ TEST_CASE("files: writes are atomic") {
   { std::ofstream(long_path) << "precious"; }
   REQUIRE(read_file(long_path) == "precious");
   const std::string msg = file_error([&] { save_npy(long_path, t); });
-  CHECK(msg.starts_with(long_path + ": cannot create the temporary file '" + long_path + ".tmp."));
+  CHECK(msg.starts_with(long_path + ": cannot create the temporary file '" + long_path +
+                        ".minitrax-tmp."));
   CHECK(msg.ends_with("': File name too long"));
   CHECK(read_file(long_path) == "precious");
   CHECK(dir.names() == std::vector<std::string>{long_name, "folder", "x.npy"});
@@ -569,8 +572,9 @@ TEST_CASE("npy, npz: numpy loads our files, and we load numpy's") {
 TEST_CASE("npz: names that collide or are empty once '.npy' is stripped are refused") {
   const std::string dir = std::string(MINITRAX_SOURCE_DIR) + "/fuzz/regressions/npz/";
   CHECK(file_error([&] { (void)load_npz(dir + "duplicate_name_after_strip.npz"); }) ==
-        dir + "duplicate_name_after_strip.npz: duplicate member 'w' (names are compared "
-              "without their '.npy')");
+        dir +
+            "duplicate_name_after_strip.npz: duplicate member 'w' (names are compared "
+            "without their '.npy')");
   CHECK(file_error([&] { (void)load_npz(dir + "empty_member_name.npz"); }) ==
         dir + "empty_member_name.npz: member '.npy' has an empty name");
 }

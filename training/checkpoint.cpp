@@ -51,6 +51,10 @@ Checkpoint load_checkpoint(const std::string& path) {
                               core::shape_str(t.shape()));
       }
       ckpt.step = t.item<long>();
+      if (ckpt.step < 0) {
+        throw CheckpointError(path + ": 'step' is " + std::to_string(ckpt.step) +
+                              "; a checkpoint's step is a count of completed steps, >= 0");
+      }
       has_step = true;
     } else if (starts_with(name, "weights/")) {
       ckpt.weights.push_back({name.substr(8), t});
@@ -192,13 +196,16 @@ std::size_t remove_stale_temporaries(const std::string& dir) {
   if (!fs::is_directory(dir, ec)) return 0;
   std::vector<fs::path> stale;
   for (const auto& entry : fs::directory_iterator(dir, ec)) {
-    // "<name>.tmp.<pid>.<n>", as core::write_file_atomic names its temporaries.
+    // "<name>.minitrax-tmp.<pid>.<n>", as core::write_file_atomic names its
+    // temporaries; nothing else is touched (a user's "notes.tmp.1.2" stays).
+    static const std::string marker = ".minitrax-tmp.";
     const std::string name = entry.path().filename().string();
     const std::size_t last_dot = name.rfind('.');
     if (last_dot == std::string::npos || last_dot == 0) continue;
     const std::size_t pid_dot = name.rfind('.', last_dot - 1);
-    if (pid_dot == std::string::npos || pid_dot <= 4) continue;  // a name before ".tmp"
-    if (name.compare(pid_dot - 4, 4, ".tmp") != 0) continue;
+    if (pid_dot == std::string::npos || pid_dot + 1 <= marker.size()) continue;
+    const std::size_t marker_at = pid_dot + 1 - marker.size();
+    if (marker_at == 0 || name.compare(marker_at, marker.size(), marker) != 0) continue;
     const std::string pid_text = name.substr(pid_dot + 1, last_dot - pid_dot - 1);
     const std::string serial = name.substr(last_dot + 1);
     auto digits = [](const std::string& t) {

@@ -75,7 +75,7 @@ void restore_model(base::Layer& model, const Checkpoint& ckpt, const std::string
 /// "run1/ckpt_000000100.npz".
 std::string checkpoint_path(const std::string& dir, long step);
 /// Checkpoints in a folder, oldest first, as (step, path). Only complete files named
-/// `ckpt_<9 digits>.npz` count: an atomic write's temporary (`ckpt_....npz.tmp.<pid>.<n>`,
+/// `ckpt_<9 digits>.npz` count: an atomic write's temporary (`ckpt_....npz.minitrax-tmp.<pid>.<n>`,
 /// left behind by a killed process) is never listed.
 std::vector<std::pair<long, std::string>> list_checkpoints(const std::string& dir);
 /// The newest checkpoint in the folder, if any.
@@ -85,7 +85,7 @@ std::optional<std::string> latest_checkpoint(const std::string& dir);
 /// checkpoint that can stays too (and if none can, nothing is deleted).
 void prune_checkpoints(const std::string& dir, std::size_t keep);
 /// Deletes what killed processes left in `dir`: temporaries of atomic writes
-/// (`"<name>.tmp.<pid>.<n>"`) whose process no longer runs. Returns how many it deleted.
+/// (`"<name>.minitrax-tmp.<pid>.<n>"`) whose process no longer runs. Returns how many it deleted.
 std::size_t remove_stale_temporaries(const std::string& dir);
 
 }  // namespace minitrax::training

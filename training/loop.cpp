@@ -14,9 +14,13 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <limits>
+#include <nlohmann/json.hpp>
 #include <sstream>
+#include <string_view>
 
 #include "autodiff/tape.hpp"
+#include "core/format.hpp"
 #include "core/npy.hpp"
 #include "training/checkpoint.hpp"
 
@@ -45,68 +49,79 @@ std::string format_duration(double seconds) {
   return buf;
 }
 
+// The shortest text that reads back (strtod) to exactly `v`, so that values reloaded
+// on resume are the values an uninterrupted run holds; null for NaN and infinities.
 std::string json_number(double v) {
-  if (!std::isfinite(v)) return "null";
-  char buf[32];
-  std::snprintf(buf, sizeof buf, "%.9g", v);
-  return buf;
+  return std::isfinite(v) ? core::shortest(v) : "null";
 }
 
-// Parses one line of metrics.jsonl as record() writes it:
-// {"step": 12, "task": "train", "loss": 1.5, "x": null}. False if it is not one
-// (e.g. the half line a killed process may leave at the end).
-bool parse_metrics_line(const std::string& line, MetricsRecord& r) {
-  std::size_t i = 0;
-  auto space = [&] {
-    while (i < line.size() && (line[i] == ' ' || line[i] == '\t')) ++i;
-  };
-  auto eat = [&](char c) {
-    space();
-    if (i >= line.size() || line[i] != c) return false;
-    ++i;
-    return true;
-  };
-  auto string = [&](std::string& out) {
-    if (!eat('"')) return false;
-    const std::size_t end = line.find('"', i);
-    if (end == std::string::npos) return false;
-    out = line.substr(i, end - i);
-    i = end + 1;
-    return true;
-  };
-  if (!eat('{')) return false;
-  bool has_step = false, has_task = false;
-  r = MetricsRecord{};
-  for (;;) {
-    std::string key;
-    if (!string(key) || !eat(':')) return false;
-    space();
-    if (key == "task") {
-      if (!string(r.task)) return false;
-      has_task = true;
-    } else if (line.compare(i, 4, "null") == 0) {
-      r.values[key] = NAN;
-      i += 4;
-    } else {
-      const char* begin = line.c_str() + i;
-      char* end = nullptr;
-      const double v = std::strtod(begin, &end);
-      if (end == begin) return false;
-      i += static_cast<std::size_t>(end - begin);
-      if (key == "step") {
-        if (v != std::floor(v) || v < 0) return false;
-        r.step = static_cast<long>(v);
-        has_step = true;
-      } else {
-        r.values[key] = v;
+// One line of metrics.jsonl: a JSON object with "step" (an integer >= 0) and "task" (a
+// string); every other member that is a number (or null: NaN) is a value, members of
+// other types are ignored. A CR before the line's end (a file edited on Windows) is
+// allowed. False if the line is not such an object.
+bool parse_metrics_line(std::string_view line, MetricsRecord& r) {
+  if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
+  // Deeply nested text is not a record; refuse it before the parser recurses.
+  long depth = 0, max_depth = 0;
+  bool in_string = false, escaped = false;
+  for (char c : line) {
+    if (in_string) {
+      if (escaped) {
+        escaped = false;
+      } else if (c == '\\') {
+        escaped = true;
+      } else if (c == '"') {
+        in_string = false;
       }
+    } else if (c == '"') {
+      in_string = true;
+    } else if (c == '{' || c == '[') {
+      max_depth = std::max(max_depth, ++depth);
+    } else if (c == '}' || c == ']') {
+      --depth;
     }
-    if (eat(',')) continue;
-    if (!eat('}')) return false;
-    break;
   }
-  space();
-  return i == line.size() && has_step && has_task;
+  if (max_depth > 16) return false;
+  const nlohmann::json j = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
+  if (!j.is_object()) return false;
+  const auto step = j.find("step");
+  const auto task = j.find("task");
+  if (step == j.end() || task == j.end() || !task->is_string()) return false;
+  if (!step->is_number_integer()) return false;
+  if (step->is_number_unsigned()) {
+    if (step->get<unsigned long long>() >
+        static_cast<unsigned long long>(std::numeric_limits<long>::max())) {
+      return false;
+    }
+  } else if (step->get<long long>() < 0) {
+    return false;
+  }
+  r = MetricsRecord{};
+  r.step = step->get<long>();
+  r.task = task->get<std::string>();
+  for (const auto& [key, value] : j.items()) {
+    if (key == "step" || key == "task") continue;
+    if (value.is_number()) {
+      r.values[key] = value.get<double>();
+    } else if (value.is_null()) {
+      r.values[key] = NAN;
+    }
+  }
+  return true;
+}
+
+// A JSON string literal (invalid UTF-8 replaced, not thrown on).
+std::string json_string(const std::string& s) {
+  return nlohmann::json(s).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+}
+
+// A line of text for a message: at most 80 characters, control characters as '?'.
+std::string excerpt(std::string_view line) {
+  std::string s(line.substr(0, 80));
+  for (char& c : s) {
+    if (static_cast<unsigned char>(c) < 32) c = '?';
+  }
+  return "\"" + s + (line.size() > 80 ? "...\"" : "\"");
 }
 
 }  // namespace
@@ -152,6 +167,7 @@ Loop::Loop(base::LayerPtr model, TrainTask train, std::vector<EvalTask> evals, L
       throw FileError("Loop: cannot create the output folder '" + options_.output_dir +
                       "': " + (ec ? ec.message() : std::string("not a folder")));
     }
+    lock_ = RunLock::acquire(options_.output_dir);
   }
   switch (options_.progress) {
     case Progress::automatic:
@@ -281,8 +297,10 @@ void Loop::record(const MetricsRecord& r) {
   history_.push_back(r);
   if (options_.output_dir.empty()) return;
   std::ostringstream line;
-  line << "{\"step\": " << r.step << ", \"task\": \"" << r.task << "\"";
-  for (const auto& [k, v] : r.values) line << ", \"" << k << "\": " << json_number(v);
+  line << "{\"step\": " << r.step << ", \"task\": " << json_string(r.task);
+  for (const auto& [k, v] : r.values) {
+    line << ", " << json_string(k) << ": " << json_number(v);
+  }
   line << "}\n";
   // One write on an O_APPEND descriptor; a short write (a full disk) is undone, so the
   // file never ends in half a line.
@@ -339,11 +357,41 @@ void Loop::progress(long target, double loss, bool force) {
   }
 }
 
+void Loop::check_folder_is_new() {
+  if (folder_checked_ || options_.output_dir.empty()) return;
+  const std::string held = describe_run(options_.output_dir);
+  if (!held.empty()) {
+    throw RunExistsError("Loop: the folder '" + options_.output_dir + "' already holds a run (" +
+                         held +
+                         "); call resume() to continue it, or give another output_dir "
+                         "(nothing was changed)");
+  }
+  folder_checked_ = true;
+}
+
+void Loop::stop(int signal, long target, bool checkpoint_written) {
+  std::string path;
+  if (!options_.output_dir.empty()) {
+    if (!checkpoint_written) save_checkpoint();
+    path = checkpoint_path(options_.output_dir, step_);
+  }
+  if (bar_) out() << "\n";
+  std::string msg = "stopped by " + signal_name(signal) + " after step " + std::to_string(step_) +
+                    " of " + std::to_string(target);
+  msg += path.empty() ? " (no output_dir: nothing was saved)"
+                      : "; checkpoint " + path + " written, metrics.jsonl up to date";
+  out() << std::flush;
+  throw Stopped(signal, step_, path, msg);
+}
+
 void Loop::run(long n_steps) {
   if (n_steps < step_) {
     throw ValueError("Loop::run: asked to run until step " + std::to_string(n_steps) +
                      " but the loop is already at step " + std::to_string(step_));
   }
+  check_folder_is_new();
+  std::optional<StopSignals> graceful;
+  if (options_.graceful_stop) graceful.emplace();
   run_start_ = now_seconds();
   run_start_step_ = step_;
   last_log_ = 0;
@@ -373,9 +421,16 @@ void Loop::run(long n_steps) {
     // Not at the last step: the final checkpoint comes after the final evaluation, so
     // that a checkpoint of step n always follows every metrics line of step n (a run
     // resumed from it has them all; see restore_metrics).
+    bool saved = false;
     if (options_.checkpoint_every > 0 && step_ % options_.checkpoint_every == 0 &&
         step_ != n_steps && !options_.output_dir.empty()) {
       save_checkpoint();
+      saved = true;
+    }
+    // A stop asked for by a signal: at this step boundary every line of the step is
+    // written; the checkpoint makes it the point a resumed run continues from.
+    if (graceful && step_ != n_steps) {
+      if (const int sig = StopSignals::requested(); sig != 0) stop(sig, n_steps, saved);
     }
   }
   eval_all();
@@ -404,6 +459,32 @@ void Loop::save_checkpoint() {
     }
   }
   training::save_checkpoint(checkpoint_path(options_.output_dir, c.step), c);
+  prune(/*newest_known_good=*/true);
+}
+
+void Loop::prune(bool newest_known_good) {
+  // A checkpoint off the checkpoint_every schedule (written at a graceful stop, or the
+  // last one of an earlier run() to a smaller step) is only needed until a newer one
+  // exists: dropping it leaves the folder as an uninterrupted run leaves it.
+  const auto all = list_checkpoints(options_.output_dir);
+  if (all.size() > 1 && options_.checkpoint_every > 0) {
+    const long newest = all.back().first;
+    bool newest_loads = newest_known_good;
+    if (!newest_loads) {
+      try {
+        (void)load_checkpoint(all.back().second);
+        newest_loads = true;
+      } catch (const core::Error&) {
+        // a damaged newest file: keep every older one
+      }
+    }
+    for (const auto& [step, path] : all) {
+      if (newest_loads && step < newest && step % options_.checkpoint_every != 0) {
+        std::error_code ec;
+        fs::remove(path, ec);
+      }
+    }
+  }
   prune_checkpoints(options_.output_dir, options_.keep_checkpoints);
 }
 
@@ -417,47 +498,114 @@ void Loop::restore_metrics(long step) {
   }
   const std::string text = core::read_file(path.string());
   std::string kept;
+  long dropped_later = 0, not_records = 0, first_not_record = 0;
+  std::string first_not_record_text;
   std::size_t begin = 0;
-  while (begin < text.size()) {
+  for (long line_no = 1; begin < text.size(); ++line_no) {
     const std::size_t nl = text.find('\n', begin);
-    if (nl == std::string::npos) break;  // a half line at the end: a killed append
-    const std::string line = text.substr(begin, nl - begin);
-    begin = nl + 1;
+    const bool finished = nl != std::string::npos;
+    const std::string_view line(text.data() + begin, (finished ? nl : text.size()) - begin);
+    begin = finished ? nl + 1 : text.size();
     MetricsRecord r;
-    if (!parse_metrics_line(line, r) || r.step > step) continue;
-    kept += line + "\n";
-    kept_records.push_back(std::move(r));
+    if (parse_metrics_line(line, r)) {
+      if (r.step > step) {
+        ++dropped_later;  // written after the checkpoint; the resumed run writes it again
+        continue;
+      }
+      kept.append(line).append("\n");
+      kept_records.push_back(std::move(r));
+      continue;
+    }
+    if (!finished) {
+      // Half a line at the end: an append cut short by a kill. It cannot be kept (the
+      // next line would be glued to it); say what goes.
+      out() << "resume: " << path.string() << ": dropped the unfinished last line (" << line.size()
+            << " bytes, an append cut short): " << excerpt(line) << "\n";
+      continue;
+    }
+    // Not a metrics record (edited by hand, another tool's line): kept as it is.
+    if (line.find_first_not_of(" \t\r") != std::string_view::npos) {
+      if (not_records++ == 0) {
+        first_not_record = line_no;
+        first_not_record_text = excerpt(line);
+      }
+    }
+    kept.append(line).append("\n");
+  }
+  if (not_records > 0) {
+    out() << "resume: " << path.string() << ": " << not_records << " line"
+          << (not_records == 1 ? " is" : "s are")
+          << " not a metrics record (an object with \"step\" and \"task\"); kept as "
+          << (not_records == 1 ? "it is" : "they are") << ", left out of history() (line "
+          << first_not_record << ": " << first_not_record_text << ")\n";
+  }
+  if (dropped_later > 0) {
+    out() << "resume: " << path.string() << ": " << dropped_later << " line"
+          << (dropped_later == 1 ? "" : "s") << " of steps after " << step
+          << " dropped (the resumed run writes them again)\n";
   }
   // Atomically, so that a kill now leaves either the old file or the new one.
   if (kept != text) core::write_file_atomic(path.string(), kept);
   history_ = std::move(kept_records);
 }
 
-bool Loop::resume() {
+bool Loop::resume(long max_step) {
+  folder_checked_ = true;  // the caller continues whatever the folder holds
   if (options_.output_dir.empty()) return false;
-  const auto path = latest_checkpoint(options_.output_dir);
-  if (!path) {
+  const auto all = list_checkpoints(options_.output_dir);
+  if (all.empty()) {
     // Starting over: lines of a run killed before its first checkpoint are dropped,
     // and what its killed atomic writes left (temporaries of dead processes).
     restore_metrics(0);
     remove_stale_temporaries(options_.output_dir);
     return false;
   }
-  const Checkpoint c = load_checkpoint(*path);
+  const std::string path = all.back().second;
+  Checkpoint c;
+  try {
+    c = load_checkpoint(path);
+  } catch (const core::Error& e) {
+    // Offer the way out: the newest checkpoint that does load.
+    std::string way_out;
+    for (std::size_t i = all.size() - 1; i-- > 0;) {
+      try {
+        (void)load_checkpoint(all[i].second);
+        way_out = "the newest intact checkpoint is " + all[i].second + " (step " +
+                  std::to_string(all[i].first) +
+                  "); to resume from it, move the damaged file aside (mv '" + path + "' '" + path +
+                  ".damaged') and resume again";
+        break;
+      } catch (const core::Error&) {
+        // damaged too: look further back
+      }
+    }
+    if (way_out.empty()) {
+      way_out = "no checkpoint in " + options_.output_dir +
+                " loads; the run cannot be continued (start it anew in another folder)";
+    }
+    throw CheckpointError(std::string(e.what()) + "\nThe newest checkpoint is damaged; " + way_out +
+                          ". Nothing was changed.");
+  }
+  if (max_step >= 0 && c.step > max_step) {
+    throw CheckpointError(path + ": holds step " + std::to_string(c.step) + ", beyond the " +
+                          std::to_string(max_step) +
+                          " steps of this run; a run cannot go back (give at least " +
+                          std::to_string(c.step) + " steps). Nothing was changed.");
+  }
   if (!model_->initialized()) ensure_initialized(train_.stream(c.step));
   if (!train_.optimizer->initialized()) train_.optimizer->init(model_->flat_weights());
   // Check everything before changing anything.
-  check_matches(model_->flat_weights(), c.weights, "weight", *path);
-  check_matches(model_->flat_state(), c.state, "state", *path);
-  check_matches(train_.optimizer->slots(), c.slots, "optimizer slot", *path);
+  check_matches(model_->flat_weights(), c.weights, "weight", path);
+  check_matches(model_->flat_state(), c.state, "state", path);
+  check_matches(train_.optimizer->slots(), c.slots, "optimizer slot", path);
   // metrics.jsonl back to the checkpoint's step (lines written after it, before a
   // kill, are dropped; they will be written again).
   restore_metrics(c.step);
   // And what a killed run may have left undone: temporaries of its atomic writes, and
   // the pruning after its last checkpoint (killed between the two).
   remove_stale_temporaries(options_.output_dir);
-  prune_checkpoints(options_.output_dir, options_.keep_checkpoints);
-  restore_model(*model_, c, *path);
+  prune(/*newest_known_good=*/true);
+  restore_model(*model_, c, path);
   train_.optimizer->set_slots(c.slots);
   for (const auto& [name, key] : c.keys) {
     if (name == "loop") rng_ = key;

@@ -30,7 +30,9 @@
 #include "layers/base.hpp"
 #include "training/data.hpp"
 #include "training/optimizers.hpp"
+#include "training/run_folder.hpp"
 #include "training/schedules.hpp"
+#include "training/stop_signals.hpp"
 
 namespace minitrax::training {
 
@@ -75,6 +77,10 @@ struct LoopOptions {
   long log_every = 50;                      ///< plain log lines (when not drawing a bar)
   Progress progress = Progress::automatic;  ///< bar on a terminal, lines otherwise
   std::ostream* out = nullptr;              ///< default std::cout
+  /// SIGTERM / SIGINT during run() finish the step, write a checkpoint (with an
+  /// output_dir) and throw training::Stopped (training/stop_signals.hpp); false leaves
+  /// the signals' handling to the program.
+  bool graceful_stop = true;
 };
 
 /// One line of metrics.jsonl.
@@ -99,15 +105,24 @@ struct MetricsRecord {
 /// loop.resume();
 /// loop.run(400);
 /// @endcode
+///
+/// The output folder is one run's: the Loop locks it for its lifetime (RunLock; a
+/// second process gets RunLockedError), run() refuses a folder that already holds a
+/// run unless resume() was called first (RunExistsError), and a SIGTERM or SIGINT
+/// during run() ends it cleanly at a step boundary with a checkpoint (Stopped).
 class Loop {
  public:
   /// The model is initialised from the first training batch if it is not yet.
+  /// With an output_dir, the folder is made if needed and locked (RunLockedError if
+  /// another process holds it).
   Loop(base::LayerPtr model, TrainTask train, std::vector<EvalTask> evals, LoopOptions options = {},
        core::Key rng = core::key_from_seed(0));
 
   /// Completed training steps.
   long step() const { return step_; }
   /// Trains until step() == n_steps (evaluating and checkpointing on the way).
+  /// RunExistsError if output_dir already holds a run and resume() was not called;
+  /// Stopped after a graceful stop (LoopOptions::graceful_stop).
   void run(long n_steps);
   /// One training step; returns the loss.
   double train_step();
@@ -117,15 +132,19 @@ class Loop {
   /// prunes old ones.
   void save_checkpoint();
   /// Restores the newest checkpoint of output_dir (weights, state, optimizer
-  /// slots, step, rng). False if there is none; errors if it does not fit.
+  /// slots, step, rng). False if there is none; errors if it does not fit, if its step
+  /// is beyond `max_step` (when >= 0), or if it is damaged (the message then names the
+  /// newest intact checkpoint and how to resume from it). Every check comes before the
+  /// first change to the folder.
   /// Made for continuing a killed run: it first deletes the temporaries of atomic
   /// writes that dead processes left in output_dir and prunes old checkpoints, as the
   /// killed run would have after its last checkpoint; it cuts metrics.jsonl back to
   /// the lines of steps <= the checkpoint's step (all of them if there is no
-  /// checkpoint; rewritten atomically), and history() becomes those lines (values as
-  /// written, to 9 significant digits), so that a resumed run's metrics.jsonl is an
-  /// uninterrupted run's (but for the timing field step_seconds).
-  bool resume();
+  /// checkpoint; rewritten atomically), and history() becomes those lines (values are
+  /// written in the shortest form that reads back to the same double), so that a
+  /// resumed run's metrics.jsonl and history are an uninterrupted run's (but for the
+  /// timing field step_seconds). Lines it cannot read are kept as they are, and said so.
+  bool resume(long max_step = -1);
 
   /// The model being trained (its weights are the current ones).
   const base::LayerPtr& model() const { return model_; }
@@ -136,12 +155,17 @@ class Loop {
 
  private:
   void ensure_initialized(const Batch& batch);
+  void check_folder_is_new();
+  void prune(bool newest_known_good);
+  [[noreturn]] void stop(int signal, long target, bool checkpoint_written);
   void record(const MetricsRecord& r);
   void restore_metrics(long step);
   std::ostream& out() const;
   void progress(long target, double loss, bool force);
 
   base::LayerPtr model_;
+  std::shared_ptr<RunLock> lock_;  // held while the Loop lives (with an output_dir)
+  bool folder_checked_ = false;    // resume() was called, or run() found the folder new
   TrainTask train_;
   std::vector<EvalTask> evals_;
   LoopOptions options_;

@@ -98,6 +98,10 @@ TEST_CASE("duplication config: bad flags and values say what is allowed") {
                  "schedule must be one of \"cosine\", \"rsqrt\", \"constant\""));
   CHECK(contains(error_of({"--reversible", "maybe"}), "--reversible must be true or false"));
   CHECK(contains(error_of({"--steps", "99999999999999999999"}), "--steps must be an integer"));
+  CHECK(error_of({"--steps", "+-5"}) == "--steps must be an integer, got '+-5'");
+  CHECK(error_of({"--steps", "+"}) == "--steps must be an integer, got '+'");
+  CHECK(error_of({"--steps", " 5"}) == "--steps must be an integer, got ' 5'");
+  CHECK(parse_command_line({"--steps", "+50"}).config.steps == 50);
   CHECK(contains(error_of({"positional"}), "unexpected argument 'positional'"));
   CHECK(contains(error_of({"--config", "/nonexistent/minitrax.json"}),
                  "cannot open config file '/nonexistent/minitrax.json'"));

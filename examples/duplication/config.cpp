@@ -125,7 +125,7 @@ long parse_long(const std::string& what, const std::string& v) {
   long x = 0;
   const char* first = v.data();
   const char* last = v.data() + v.size();
-  if (!v.empty() && v[0] == '+') ++first;  // strtol accepted "+5"; keep doing so
+  if (v.size() > 1 && v[0] == '+' && v[1] != '-') ++first;  // "+5", as strtol took it
   const auto r = std::from_chars(first, last, x);
   if (v.empty() || r.ec != std::errc() || r.ptr != last) {
     throw ConfigError(what + " must be an integer, got '" + shorten(v) + "'");

@@ -316,7 +316,8 @@ TEST_CASE("duplication config: --resume takes no value, --help wins wherever it 
   CHECK(error_of({"--"}) == "unexpected argument '--' (flags start with --; try --help)");
 }
 
-TEST_CASE("duplication config: list values as 4, 1,2,4 or [1,2,4] in flags; help shows them") {
+TEST_CASE(
+    "duplication config: list flags take 4, 1,2,4 or a bracketed list, help shows defaults so") {
   using V = std::vector<long>;
   using S = std::vector<std::string>;
   CHECK(parse_command_line({"--eval-n-hashes", "4"}).config.eval_n_hashes == V{4});

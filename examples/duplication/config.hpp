@@ -19,9 +19,14 @@
 //   } else {
 //     c = resolve_new_run(cl);                        // nothing saved: a fresh start
 //   }
-//   write to_json(c) as <output_dir>/config.json     // the run's truth
+//   write to_json(c) as <output_dir>/config.json     // the run's truth (a resumed run
+//                                                    // may have changed a safe key)
+//   model options: o.ff_activation = ff_activation_layer(c.ff_activation)
+//                                                    // duplication/model_choice.hpp
 //
-// The returned config is always complete: validated, warmup_steps a number.
+// The returned config is always complete: validated, warmup_steps a number. Every
+// function throws ConfigError only (never nlohmann's exceptions, never a crash on deep
+// or huge input: the fuzzers fuzz_config_json and fuzz_cli check this).
 #pragma once
 
 #include <cstddef>

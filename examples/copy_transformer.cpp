@@ -112,7 +112,7 @@ std::vector<int> complete(base::Layer& model, std::vector<int> prefix, std::size
 
 }  // namespace
 
-int main(int argc, char** argv) {
+int main(int argc, char** argv) try {
   const Config cfg = parse(argc, argv);
   const auto L = static_cast<std::size_t>(cfg.length);
 
@@ -201,4 +201,9 @@ int main(int argc, char** argv) {
   }
   std::cout << "\n(" << ok << "/" << (L - half - 1) << " symbols copied correctly)\n";
   return 0;
+} catch (const std::exception& e) {
+  // minitrax reports bad input and failed files with exceptions (core/error.hpp): say
+  // what went wrong and exit 1, as the main job does, instead of std::terminate.
+  std::cerr << "copy_transformer: error: " << e.what() << "\n";
+  return 1;
 }

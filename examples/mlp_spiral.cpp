@@ -137,7 +137,7 @@ double accuracy(const Tensor& logits, const Tensor& labels) {
 
 }  // namespace
 
-int main(int argc, char** argv) {
+int main(int argc, char** argv) try {
   const Config cfg = parse_args(argc, argv);
   const auto keys = core::split(core::key_from_seed(cfg.seed), 5);
 
@@ -198,4 +198,9 @@ int main(int argc, char** argv) {
   std::printf("final: loss %.4f, held-out accuracy %.1f%% on %zu fresh points\n", loss,
               100 * test_acc, test_x.dim(0));
   return 0;
+} catch (const std::exception& e) {
+  // minitrax reports bad input and failed files with exceptions (core/error.hpp): say
+  // what went wrong and exit 1, as the main job does, instead of std::terminate.
+  std::cerr << "mlp_spiral: error: " << e.what() << "\n";
+  return 1;
 }

@@ -336,6 +336,9 @@ int main(int argc, char** argv) {
   app::CommandLine cl;
   try {
     cl = app::parse_command_line(std::vector<std::string>(argv + 1, argv + argc));
+    // With --resume, parse_command_line leaves the checks to resolve_resume (the saved
+    // config fills in what was not given); until run() calls it, check as a new run.
+    if (cl.resume && !cl.help) cl.config = app::resolve_new_run(cl);
   } catch (const app::ConfigError& e) {
     std::cerr << "reformer_duplication: " << e.what() << "\n(try --help)\n";
     return 2;

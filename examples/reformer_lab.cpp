@@ -1057,7 +1057,7 @@ int parse_step(const std::string& text) {
 
 }  // namespace
 
-int main(int argc, char** argv) {
+int main(int argc, char** argv) try {
   std::set<int> chosen;
   for (int i = 1; i < argc; ++i) {
     const std::string arg = argv[i];
@@ -1094,5 +1094,10 @@ int main(int argc, char** argv) {
     return 0;
   }
   std::cout << tally.failed << " MISMATCH\n";
+  return 1;
+} catch (const std::exception& e) {
+  // minitrax reports bad input and failed files with exceptions (core/error.hpp): say
+  // what went wrong and exit 1, as the main job does, instead of std::terminate.
+  std::cerr << "reformer_lab: error: " << e.what() << "\n";
   return 1;
 }

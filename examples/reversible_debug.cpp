@@ -46,7 +46,7 @@ using autodiff::VarList;
 using core::DType;
 using core::Tensor;
 
-int main() {
+int main() try {
   // The inputs: the accumulator x1 (the lab's x) and the context x2.
   const Tensor x1 = core::uniform(core::key_from_seed(0), {1, 8, 5});
   const Tensor x2 = core::uniform(core::key_from_seed(1), {1, 8, 5});
@@ -104,4 +104,9 @@ int main() {
   const base::Stack y = model->apply({Var(x1), Var(x2)}, rng);
   std::cout << "loss: " << fm::mean(fm::square(y[0])).value().str() << "\n";
   return 0;
+} catch (const std::exception& e) {
+  // minitrax reports bad input and failed files with exceptions (core/error.hpp): say
+  // what went wrong and exit 1, as the main job does, instead of std::terminate.
+  std::cerr << "reversible_debug: error: " << e.what() << "\n";
+  return 1;
 }

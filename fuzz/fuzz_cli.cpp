@@ -1,14 +1,16 @@
 // fuzz/fuzz_cli.cpp: libFuzzer target for the main job's command line
-// (app::parse_command_line).
+// (app::parse_command_line, and app::resolve_resume for --resume).
 //
 // The input is split on NUL bytes: the first piece is the text of a config file, the
 // others are the arguments (argv without the program name). Whatever the arguments
 // say, --config only ever reads that one file: the value after an argument "--config"
-// and the rest of an argument "--config=..." are replaced by the file's path, so the
-// fuzzer never opens a real file (nor /dev/stdin, nor /dev/zero).
+// and the rest of an argument "--config=..." are replaced by the file's path (an empty
+// value stays empty), so the fuzzer never opens a real file (nor /dev/stdin, nor
+// /dev/zero). With --resume, the first piece is also the run's saved config.json, and
+// the command line goes through resolve_resume.
 //
-// Allowed outcome: a CommandLine or app::ConfigError. A parsed config must round-trip
-// through to_json / apply_json / validate.
+// Allowed outcome: a CommandLine (and a resumed config) or app::ConfigError. A parsed
+// or resumed config must validate and round-trip through to_json / apply_json.
 #include <string>
 #include <vector>
 
@@ -16,6 +18,18 @@
 #include "fuzz_util.hpp"
 
 using namespace minitrax;
+
+namespace {
+
+void check_round_trip(const app::DuplicationConfig& c) {
+  const std::string json = app::to_json(c);
+  app::DuplicationConfig d;
+  app::apply_json(d, json, "round trip");
+  app::validate(d);
+  if (app::to_json(d) != json) fuzz::invariant_failed("apply_json(to_json(c)) differs from c");
+}
+
+}  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   static const fuzz::TempFile file("fuzz_cli_config");
@@ -31,8 +45,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   std::vector<std::string> args(pieces.begin() + 1, pieces.end());
   for (std::size_t i = 0; i < args.size(); ++i) {
     if (args[i] == "--config" && i + 1 < args.size()) {
-      args[++i] = file.path();
-    } else if (args[i].rfind("--config=", 0) == 0) {
+      if (!args[++i].empty()) args[i] = file.path();
+    } else if (args[i].rfind("--config=", 0) == 0 && args[i].size() > 9) {
       args[i] = "--config=" + file.path();
     }
   }
@@ -42,10 +56,19 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   } catch (const app::ConfigError&) {
     return 0;
   }
-  const std::string json = app::to_json(cl.config);
-  app::DuplicationConfig d;
-  app::apply_json(d, json, "round trip");
-  app::validate(d);
-  if (app::to_json(d) != json) fuzz::invariant_failed("apply_json(to_json(c)) differs from c");
+  if (cl.help) return 0;  // nothing else was parsed
+  if (!cl.resume) {
+    check_round_trip(cl.config);
+    return 0;
+  }
+  app::DuplicationConfig resumed;
+  try {
+    resumed = app::resolve_resume(pieces[0], "saved.json", cl);
+  } catch (const app::ConfigError&) {
+    return 0;
+  }
+  if (resumed.warmup_steps == app::kAutoWarmup) fuzz::invariant_failed("warmup_steps unresolved");
+  if (resumed.output_dir != cl.config.output_dir) fuzz::invariant_failed("output_dir not kept");
+  check_round_trip(resumed);
   return 0;
 }

@@ -122,6 +122,14 @@ put("config_json", "empty_object", "{}")
 put("config_json", "bad_unknown_key", '{"lenght": 64}')
 put("config_json", "bad_type", '{"steps": "many", "lr": 1e400}')
 put("config_json", "bad_syntax", '{"steps": 3,')
+# Deep nesting: 100,000 levels once overflowed the stack while the error message printed
+# the value (nlohmann::json's dump recurses); 63 levels inside the object pass the depth
+# check and reach the type check.
+DEEP = '{"attention": ' + "[" * 100000 + "]" * 100000 + "}"
+put("config_json", "deep_nesting", DEEP)
+put("config_json", "nesting_at_limit", '{"eval_n_hashes": ' + "[" * 63 + "1" + "]" * 63 + "}")
+put("config_json", "new_keys", json.dumps({"ff_activation": "gelu", "warmup_steps": "auto",
+                                           "steps": 50, "eval_n_hashes": 4}))
 
 # ---- command line: config file text, then NUL-separated arguments --------------------
 def cli(config_text, *args):
@@ -135,3 +143,10 @@ put("cli", "lists", cli("", "--attention=lsh,self", "--eval-n-hashes", "1,2,4", 
 put("cli", "help", cli("", "--help"))
 put("cli", "bad_flag", cli("", "--no-such-flag", "1"))
 put("cli", "bad_value", cli("", "--lr", "nan", "--steps"))
+put("cli", "deep_nesting", cli(DEEP, "--config", "x.json"))
+put("cli", "list_forms", cli("", "--eval-n-hashes", "[4]", "--attention", '["lsh", "self"]',
+                             "--ff-activation=tanh", "--steps", "50"))
+# With --resume the first piece is also the run's saved config (fuzz_cli.cpp).
+put("cli", "resume_changes", cli('{"steps": 5, "length": 32, "chunk_len": 8, "schedule": "rsqrt"}',
+                                 "--resume", "--steps", "7", "--eval-every=1", "--n-hashes", "2"))
+put("cli", "resume_value", cli("", "--resume=yes", "--help"))

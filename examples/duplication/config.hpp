@@ -5,8 +5,32 @@
 // Precedence: defaults < --config FILE < the other flags (in any order).
 // Validation names the setting and says what is allowed; unknown keys and flags
 // are errors that list what exists.
+//
+// How the main job uses this file:
+//
+//   CommandLine cl = parse_command_line(args);       // ConfigError on bad input
+//   if (cl.help) { print usage(); exit 0 }            // nothing else was checked
+//   DuplicationConfig c;
+//   if (!cl.resume) {
+//     c = cl.config;                                  // validated, warm-up resolved
+//   } else if (<output_dir>/config.json exists) {
+//     const std::string path = cl.config.output_dir + "/config.json";
+//     c = resolve_resume(read_config_file(path), path, cl);
+//   } else {
+//     c = resolve_new_run(cl);                        // nothing saved: a fresh start
+//   }
+//   write to_json(c) as <output_dir>/config.json     // the run's truth (a resumed run
+//                                                    // may have changed a safe key)
+//   model options: o.ff_activation = ff_activation_layer(c.ff_activation)
+//                                                    // duplication/model_choice.hpp
+//
+// The returned config is always complete: validated, warmup_steps a number. Every
+// function throws ConfigError only (never nlohmann's exceptions, never a crash on deep
+// or huge input: the fuzzers fuzz_config_json and fuzz_cli check this).
 #pragma once
 
+#include <cstddef>
+#include <set>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -19,6 +43,13 @@ class ConfigError : public std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
+/// warmup_steps' "auto": min(100, steps / 10), resolved once steps is known.
+inline constexpr long kAutoWarmup = -1;
+/// The largest config text (a file or a string given to apply_json), in bytes.
+inline constexpr std::size_t kMaxConfigBytes = 1 << 20;
+/// The deepest nesting of [ ] and { } a config may have (a config needs 2).
+inline constexpr int kMaxConfigDepth = 64;
+
 struct DuplicationConfig {
   // task
   long length = 64;  // total sequence length L: "0 w 0 w" with |w| = L/2 - 1
@@ -26,6 +57,10 @@ struct DuplicationConfig {
   // model
   long d_model = 128;
   long d_ff = 256;
+  /// The feed-forward non-linearity: "relu", "gelu", "fast_gelu", "sigmoid" or "tanh"
+  /// (model_choice.hpp maps it to the layer). Runs saved before this setting existed
+  /// used relu.
+  std::string ff_activation = "relu";
   long n_layers = 2;
   long n_heads = 4;
   long d_attention_key = 32;
@@ -43,7 +78,9 @@ struct DuplicationConfig {
   long batch = 16;
   long steps = 1200;
   double lr = 2e-3;
-  long warmup_steps = 100;
+  /// kAutoWarmup ("auto") until resolved: parse_command_line, resolve_resume and
+  /// resolve_new_run return it as a number; to_json always writes the number.
+  long warmup_steps = kAutoWarmup;
   std::string schedule = "cosine";  // "cosine", "rsqrt", "constant"
   long seed = 0;
   // evaluation, output
@@ -58,21 +95,78 @@ struct DuplicationConfig {
 
 /// What the command line asked for.
 struct CommandLine {
+  /// Defaults < --config FILE < flags. Without --resume: validated, warmup_steps
+  /// resolved. With --resume: each value is well-formed (type, syntax) but the whole
+  /// is not validated yet (the saved config fills in what was not given): call
+  /// resolve_resume or resolve_new_run. With --help: the defaults, nothing checked.
   DuplicationConfig config;
   bool resume = false;      // --resume: continue from the newest checkpoint in output_dir
-  bool help = false;        // --help
+  bool help = false;        // --help (or -h) anywhere: print usage(), nothing else parsed
   std::string config_file;  // --config FILE (already applied)
+  /// The keys set by --config FILE or by a flag (JSON names, e.g. "n_hashes").
+  std::set<std::string> given_keys;
 };
 
-/// Parses argv (flags and --config FILE); throws ConfigError.
+/// Parses argv without the program name (flags and --config FILE); throws ConfigError.
+/// --help or -h anywhere wins: the result has help = true and nothing else is read.
 CommandLine parse_command_line(const std::vector<std::string>& args);
-/// Applies a JSON object's keys on top of `config`; throws ConfigError.
+
+/// Reads a config file: a regular file (not a directory, FIFO or device: checked before
+/// opening and again on the open descriptor, which is opened non-blocking so a FIFO
+/// swapped in never blocks), non-empty, at most kMaxConfigBytes. Throws ConfigError
+/// naming the file.
+std::string read_config_file(const std::string& path);
+
+/// Applies a JSON object's keys on top of `config`; throws ConfigError, leaving `config`
+/// unchanged. `source` names the text in messages (a file name). Text over
+/// kMaxConfigBytes or nested deeper than kMaxConfigDepth is refused before parsing.
+/// A key absent from the text keeps its value in `config`. "warmup_steps" may be "auto".
 void apply_json(DuplicationConfig& config, const std::string& json_text,
                 const std::string& source = "config");
-/// Checks ranges and the cross-setting rules; throws ConfigError.
+
+/// Checks ranges and the cross-setting rules; throws ConfigError. warmup_steps may be
+/// kAutoWarmup (it is then min(100, steps / 10), always valid).
 void validate(const DuplicationConfig& config);
-/// The config as a JSON object (what --config accepts), pretty-printed.
+
+/// warmup_steps as a number: kAutoWarmup becomes min(100, steps / 10).
+long effective_warmup_steps(const DuplicationConfig& config);
+
+/// The config as a JSON object (what --config accepts), pretty-printed; every key, with
+/// warmup_steps as a number (effective_warmup_steps).
 std::string to_json(const DuplicationConfig& config);
+
+/// The settings of the run saved at `saved_path` (its config.json, whose text is
+/// `saved_json`), continued with the command line `cl` (which has resume = true).
+///
+/// - The saved text is applied over the defaults of the code that wrote old runs (a
+///   key missing from it, e.g. ff_activation in runs saved before it existed, takes the
+///   value that code used: "relu"). Bad JSON, an unknown key or an invalid saved config
+///   is a ConfigError whose message starts with "saved config '<saved_path>': ".
+/// - output_dir is always cl.config.output_dir: where the run's files are now (a
+///   moved folder keeps working).
+/// - Each key in cl.given_keys whose value equals the saved one is fine. One that
+///   differs is applied if it is resume-safe: it does not change the training
+///   computation nor the meaning of what is already in metrics.jsonl: eval_every,
+///   checkpoint_every, eval_n_hashes, progress, output_dir, and steps unless the saved
+///   schedule is "cosine" (the cosine decay spans steps, so a new steps value would
+///   change the learning rate of every remaining step; "rsqrt" and "constant" do not
+///   depend on steps, so there steps may grow or shrink). Every other differing key
+///   (the task, the model, batch, lr, warmup_steps, schedule, seed, and eval_batch /
+///   eval_batches, whose saved values produced the evaluations already in
+///   metrics.jsonl) is collected, and if there is any, ONE ConfigError lists them all:
+///   key, saved value, given value (as JSON), why, and how to go on.
+/// - The result is validated (ConfigError) and returned with warmup_steps a number.
+DuplicationConfig resolve_resume(const std::string& saved_json, const std::string& saved_path,
+                                 const CommandLine& cl);
+
+/// cl.config validated and with warmup_steps resolved: for --resume in a folder that
+/// has no saved config (a new run). Throws ConfigError.
+DuplicationConfig resolve_new_run(const CommandLine& cl);
+
+/// Whether changing `key` when resuming a run saved with `saved` keeps its computation
+/// (see resolve_resume). Unknown keys are not safe.
+bool resume_safe(const std::string& key, const DuplicationConfig& saved);
+
 /// The --help text.
 std::string usage();
 

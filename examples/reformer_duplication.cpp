@@ -17,21 +17,26 @@
 #include <filesystem>
 #include <iostream>
 #include <map>
+#include <optional>
 #include <sstream>
 #include <string>
 #include <vector>
 
 #include "autodiff/tape.hpp"
+#include "core/format.hpp"
 #include "core/kernels.hpp"
 #include "core/npy.hpp"
 #include "core/ops.hpp"
 #include "duplication/config.hpp"
+#include "duplication/model_choice.hpp"
 #include "duplication/plot.hpp"
 #include "models/decoding.hpp"
 #include "models/reformer.hpp"
 #include "training/checkpoint.hpp"
 #include "training/loop.hpp"
 #include "training/losses.hpp"
+#include "training/run_folder.hpp"
+#include "training/stop_signals.hpp"
 
 using namespace minitrax;
 namespace fs = std::filesystem;
@@ -57,7 +62,7 @@ models::ReformerLMOptions model_options(const app::DuplicationConfig& c, Attenti
   o.dropout = c.dropout;
   o.max_len = c.length;
   o.ff_chunk_size = c.ff_chunk_size;
-  o.ff_activation = layers::Relu;
+  o.ff_activation = app::ff_activation_layer(c.ff_activation);
   o.reversible = c.reversible;
   o.mode = mode;
   // Predict mode (sampling) keeps the whole sequence in each attention's memory.
@@ -141,31 +146,55 @@ std::string percent(double x) {
   return buf;
 }
 
-int run(const app::CommandLine& cl) {
-  const app::DuplicationConfig& c = cl.config;
-  const auto L = static_cast<std::size_t>(c.length);
+// Reads the folder's config.json, the run's settings (empty if there is none).
+std::optional<std::string> saved_config(const std::string& dir) {
+  const fs::path path = fs::path(dir) / "config.json";
+  std::error_code ec;
+  if (!fs::exists(path, ec) && !fs::is_symlink(path, ec)) return std::nullopt;
+  return app::read_config_file(path.string());
+}
+
+int run(const app::CommandLine& cl, const std::string& program) {
+  app::DuplicationConfig c = cl.config;
   const auto started = std::chrono::steady_clock::now();
 
-  // ---- output folder ----
+  // ---- output folder: one writer, and nothing written before every check passed ----
   std::error_code ec;
   fs::create_directories(c.output_dir, ec);
   if (ec || !fs::is_directory(c.output_dir)) {
     std::cerr << "reformer_duplication: cannot create output_dir '" << c.output_dir
-              << "': " << ec.message() << "\n";
+              << "': " << (ec ? ec.message() : std::string("not a folder")) << "\n";
     return 1;
   }
+  // Held until the process ends (the kernel drops it even on kill -9); the Loop below
+  // shares it.
+  const auto lock = training::RunLock::acquire(c.output_dir);
   // A folder with checkpoints, or with the metrics of a run killed before its first
   // checkpoint, belongs to a run: continue it (--resume) or go elsewhere.
-  const bool has_metrics = fs::exists(fs::path(c.output_dir) / "metrics.jsonl", ec);
-  if (!cl.resume && (training::latest_checkpoint(c.output_dir) || has_metrics)) {
-    std::cerr << "reformer_duplication: '" << c.output_dir << "' already holds "
-              << (training::latest_checkpoint(c.output_dir) ? "checkpoints" : "metrics.jsonl")
-              << " of a run; pass --resume to continue it, or "
-                 "--output-dir to start a new run elsewhere (nothing was changed)\n";
+  const std::string held = training::describe_run(c.output_dir);
+  if (!cl.resume && !held.empty()) {
+    std::cerr << "reformer_duplication: '" << c.output_dir << "' already holds a run (" << held
+              << "); pass --resume to continue it, or --output-dir to start a new run "
+                 "elsewhere (nothing was changed)\n";
     return 2;
   }
-  core::write_file_atomic((fs::path(c.output_dir) / "config.json").string(),
-                          app::to_json(c) + "\n");
+  const std::optional<std::string> saved = cl.resume ? saved_config(c.output_dir) : std::nullopt;
+  if (!cl.resume) c = app::resolve_new_run(cl);  // warmup "auto" made a number
+  if (cl.resume) {
+    if (saved) {
+      // The saved config is the run's truth: flags may change only what leaves the
+      // computation done so far as it is (steps, cadences, display); anything else is
+      // refused here, before a file is touched.
+      c = app::resolve_resume(*saved, (fs::path(c.output_dir) / "config.json").string(), cl);
+    } else if (!held.empty()) {
+      std::cerr << "reformer_duplication: '" << c.output_dir << "' holds a run (" << held
+                << ") but no config.json, so its settings are unknown; nothing was changed\n";
+      return 2;
+    } else {
+      c = app::resolve_new_run(cl);  // nothing to continue: a new run with these flags
+    }
+  }
+  const auto L = static_cast<std::size_t>(c.length);
 
   // ---- model, data, training ----
   const AttentionChoice trained_choice{false, c.n_hashes};
@@ -221,13 +250,44 @@ int run(const app::CommandLine& cl) {
 
   training::Loop loop(model, task, {eval}, options, keys[2]);
   if (cl.resume) {
-    if (loop.resume()) {
+    // Every check (the checkpoint loads, fits the model and is not beyond c.steps)
+    // comes before the first change to the folder.
+    if (loop.resume(c.steps)) {
       std::cout << "resumed from step " << loop.step() << "\n";
     } else {
       std::cout << "--resume: no checkpoint in " << c.output_dir << ", starting at step 0\n";
     }
   }
-  if (loop.step() < c.steps) loop.run(c.steps);
+  const std::string config_text = app::to_json(c) + "\n";
+  if (!saved || *saved != config_text) {
+    core::write_file_atomic((fs::path(c.output_dir) / "config.json").string(), config_text);
+  }
+  auto resume_hint = [&] {
+    return "to continue: " + program + " --resume --output-dir " + c.output_dir;
+  };
+  // SIGTERM (preemption) and SIGINT (Ctrl-C): the Loop finishes its step and writes a
+  // checkpoint; a second signal ends the process at once.
+  training::StopSignals graceful;
+  try {
+    if (loop.step() < c.steps) loop.run(c.steps);
+  } catch (const training::Stopped& stop) {
+    std::cout << std::flush;
+    std::cerr << "reformer_duplication: " << stop.what() << "\n" << resume_hint() << "\n";
+    return stop.exit_status();
+  }
+  // A stop asked for after training: the final checkpoint is written, so the run is
+  // safe; the evaluations below are repeated by --resume.
+  auto stopped_after_training = [&]() -> int {
+    const int sig = training::StopSignals::requested();
+    if (sig == 0) return 0;
+    std::cout << std::flush;
+    std::cerr << "reformer_duplication: stopped by " << training::signal_name(sig)
+              << " after training (step " << loop.step()
+              << ", checkpointed) during the final evaluation\n"
+              << resume_hint() << " (it repeats the evaluation)\n";
+    return 128 + sig;
+  };
+  if (int status = stopped_after_training()) return status;
 
   // ---- Table 2 row: full attention and LSH with several n_hashes ----
   const std::vector<base::NamedTensor> trained = model->flat_weights();
@@ -243,6 +303,7 @@ int run(const app::CommandLine& cl) {
   std::map<std::string, double> table;
   std::vector<std::string> columns;
   for (const AttentionChoice& ch : choices) {
+    if (int status = stopped_after_training()) return status;
     auto m = eval_model(c, ch, trained, c.eval_batch);
     const std::string name = attention_name(c, ch);
     table[name] = accuracy(*m, eval_stream, 1000, final_batches);
@@ -289,21 +350,28 @@ int run(const app::CommandLine& cl) {
             << " symbols of w copied correctly"
             << (copied == L - half - 1 ? " (a correct copy)" : "") << "\n";
 
+  if (int status = stopped_after_training()) return status;
+
   // ---- results.json and the plot ----
   std::vector<app::PlotSeries> series(3);
   series[0].name = "train loss";
   series[1].name = "eval loss";
   series[2].name = "eval accuracy";
   series[2].right_axis = true;
+  // From the history (what metrics.jsonl holds): a record without a value for a
+  // series (a line edited by hand) is left out of that series.
+  auto add = [](app::PlotSeries& s, const training::MetricsRecord& r, const char* key) {
+    const auto it = r.values.find(key);
+    if (it == r.values.end()) return;
+    s.x.push_back(static_cast<double>(r.step));
+    s.y.push_back(it->second);
+  };
   for (const training::MetricsRecord& r : loop.history()) {
     if (r.task == "train") {
-      series[0].x.push_back(static_cast<double>(r.step));
-      series[0].y.push_back(r.values.at("loss"));
-    } else {
-      series[1].x.push_back(static_cast<double>(r.step));
-      series[1].y.push_back(r.values.at("loss"));
-      series[2].x.push_back(static_cast<double>(r.step));
-      series[2].y.push_back(r.values.at("accuracy"));
+      add(series[0], r, "loss");
+    } else if (r.task == "eval") {
+      add(series[1], r, "loss");
+      add(series[2], r, "accuracy");
     }
   }
   const std::string svg_path = (fs::path(c.output_dir) / "curves.svg").string();
@@ -318,7 +386,7 @@ int run(const app::CommandLine& cl) {
           << ",\n  \"held_out_sequences\": " << final_batches * c.eval_batch
           << ",\n  \"accuracy\": {";
   for (std::size_t i = 0; i < columns.size(); ++i) {
-    results << (i ? ", " : "") << "\"" << columns[i] << "\": " << table[columns[i]];
+    results << (i ? ", " : "") << "\"" << columns[i] << "\": " << core::shortest(table[columns[i]]);
   }
   results << "},\n  \"sample_copied\": " << copied << ",\n  \"sample_length\": " << (L - half - 1)
           << "\n}\n";
@@ -335,10 +403,9 @@ int run(const app::CommandLine& cl) {
 int main(int argc, char** argv) {
   app::CommandLine cl;
   try {
+    // With --resume, only the values' types are checked here: run() reads the saved
+    // config (resolve_resume) under the folder's lock.
     cl = app::parse_command_line(std::vector<std::string>(argv + 1, argv + argc));
-    // With --resume, parse_command_line leaves the checks to resolve_resume (the saved
-    // config fills in what was not given); until run() calls it, check as a new run.
-    if (cl.resume && !cl.help) cl.config = app::resolve_new_run(cl);
   } catch (const app::ConfigError& e) {
     std::cerr << "reformer_duplication: " << e.what() << "\n(try --help)\n";
     return 2;
@@ -348,7 +415,13 @@ int main(int argc, char** argv) {
     return 0;
   }
   try {
-    return run(cl);
+    return run(cl, argv[0]);
+  } catch (const app::ConfigError& e) {
+    std::cerr << "reformer_duplication: " << e.what() << "\n";
+    return 2;
+  } catch (const training::RunLockedError& e) {
+    std::cerr << "reformer_duplication: " << e.what() << "\n";
+    return 2;
   } catch (const std::exception& e) {
     std::cerr << "reformer_duplication: error: " << e.what() << "\n";
     return 1;

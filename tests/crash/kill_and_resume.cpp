@@ -104,15 +104,17 @@ std::vector<std::string> job_args(const std::string& dir, long checkpoint_every,
 
 struct Outcome {
   bool killed = false;  // ended by SIGKILL (ours or its own)
+  int died_of = 0;      // ended by this other signal (a second SIGINT)
   int exit_code = -1;   // if it exited
   double seconds = 0;
 };
 
 // Runs the job; `env` is added to the child's environment; `kill_after` > 0 sends
-// SIGKILL after that many seconds if it is still running.
+// `signal` (SIGKILL unless told) after that many seconds if it is still running, and
+// `repeat` > 0 sends it once more that many seconds later (Ctrl-C pressed twice).
 Outcome run_job(const std::string& binary, const std::vector<std::string>& args,
                 const std::vector<std::pair<std::string, std::string>>& env, double kill_after,
-                const fs::path& log, double hang_limit) {
+                const fs::path& log, double hang_limit, int signal = SIGKILL, double repeat = 0) {
   const double t0 = now();
   const pid_t pid = ::fork();
   if (pid < 0) fail("fork failed");
@@ -133,25 +135,34 @@ Outcome run_job(const std::string& binary, const std::vector<std::string>& args,
     std::_Exit(127);
   }
   int status = 0;
-  bool sent = false;
+  bool sent = false, resent = false;
   for (;;) {
     const pid_t r = ::waitpid(pid, &status, WNOHANG);
     if (r == pid) break;
     const double t = now() - t0;
-    if (!sent && ((kill_after > 0 && t >= kill_after) || t >= hang_limit)) {
+    if (t >= hang_limit) {
       ::kill(pid, SIGKILL);
+      ::waitpid(pid, &status, 0);
+      fail("the job ran longer than " + std::to_string(hang_limit) + " s (log: " + log.string() +
+           ")");
+    }
+    if (!sent && kill_after > 0 && t >= kill_after) {
+      ::kill(pid, signal);
       sent = true;
-      if (t >= hang_limit) {
-        ::waitpid(pid, &status, 0);
-        fail("the job ran longer than " + std::to_string(hang_limit) + " s (log: " + log.string() +
-             ")");
-      }
+    }
+    if (sent && !resent && repeat > 0 && t >= kill_after + repeat) {
+      ::kill(pid, signal);
+      resent = true;
     }
     std::this_thread::sleep_for(std::chrono::microseconds(300));
   }
   Outcome o;
   o.seconds = now() - t0;
-  if (WIFSIGNALED(status)) {
+  if (WIFSIGNALED(status) && signal != SIGKILL && sent && WTERMSIG(status) == signal) {
+    // A second signal ends the process at once, as it should; so does one that comes
+    // before the program has installed its handlers (in its first milliseconds).
+    o.died_of = signal;
+  } else if (WIFSIGNALED(status)) {
     if (WTERMSIG(status) != SIGKILL) {
       fail("the job died of signal " + std::to_string(WTERMSIG(status)) + " (log: " + log.string() +
            "):\n" + slurp(log));
@@ -163,7 +174,7 @@ Outcome run_job(const std::string& binary, const std::vector<std::string>& args,
   return o;
 }
 
-// "<name>.tmp.<pid>.<n>", as core::write_file_atomic names its temporaries.
+// "<name>.minitrax-tmp.<pid>.<n>", as core::write_file_atomic names its temporaries.
 bool is_temporary(const std::string& name) {
   auto digits = [](const std::string& t) {
     return !t.empty() &&
@@ -172,7 +183,11 @@ bool is_temporary(const std::string& name) {
   const std::size_t last = name.rfind('.');
   if (last == std::string::npos || last == 0) return false;
   const std::size_t pid = name.rfind('.', last - 1);
-  if (pid == std::string::npos || pid <= 4 || name.compare(pid - 4, 4, ".tmp") != 0) return false;
+  const std::string marker = ".minitrax-tmp";
+  if (pid == std::string::npos || pid <= marker.size() ||
+      name.compare(pid - marker.size(), marker.size(), marker) != 0) {
+    return false;
+  }
   return digits(name.substr(pid + 1, last - pid - 1)) && digits(name.substr(last + 1));
 }
 
@@ -276,6 +291,7 @@ void compare_with_reference(const fs::path& dir, const std::string& final_out, c
          "]");
   }
   for (const std::string& n : names) {
+    if (n == ".minitrax.lock") continue;  // the pid of whoever held the folder last
     // The run folder's own name (config.json's output_dir) aside.
     const std::string a = replace_all(slurp(dir / n), dir.string(), "<dir>"),
                       b = replace_all(slurp(ref.dir / n), ref.dir.string(), "<dir>");
@@ -347,11 +363,67 @@ int main(int argc, char** argv) {
   }
   const double t_ref = std::max(refs[1].seconds, refs[3].seconds);
 
+  // ---- one writer per folder: a second job into a running job's folder is refused ----
+  {
+    const fs::path dir = work / "concurrent";
+    const fs::path log_a = work / "logs" / "concurrent_a.txt";
+    const pid_t a = ::fork();
+    if (a < 0) fail("fork failed");
+    if (a == 0) {
+      const int fd = ::open(log_a.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+      if (fd >= 0) {
+        ::dup2(fd, 1);
+        ::dup2(fd, 2);
+        ::close(fd);
+      }
+      const auto args = job_args(dir.string(), 3, false);
+      std::vector<char*> argv{const_cast<char*>(binary.c_str())};
+      for (const std::string& x : args) argv.push_back(const_cast<char*>(x.c_str()));
+      argv.push_back(nullptr);
+      ::execv(binary.c_str(), argv.data());
+      std::_Exit(127);
+    }
+    // Wait until A holds the lock, then freeze it (SIGSTOP) so that it is surely still
+    // running while B tries.
+    const std::string holder = "pid " + std::to_string(a) + " ";
+    const double t0 = now();
+    for (;;) {
+      std::ifstream f(dir / ".minitrax.lock");
+      std::string text((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+      if (text.rfind(holder, 0) == 0) break;
+      if (now() - t0 > 60) fail("the first job never took its folder's lock");
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+    ::kill(a, SIGSTOP);
+    const auto before = listing(dir);
+    for (bool resume : {false, true}) {
+      const fs::path log_b =
+          work / "logs" / (std::string("concurrent_b") + (resume ? "_resume" : "") + ".txt");
+      const Outcome b = run_job(binary, job_args(dir.string(), 3, resume), {}, 0, log_b, 60);
+      const std::string said = slurp(log_b);
+      if (b.exit_code != 2 ||
+          said.find("is in use by another process (" + holder) == std::string::npos) {
+        fail("a second job into a running job's folder was not refused (exit " +
+             std::to_string(b.exit_code) + "):\n" + said);
+      }
+    }
+    if (listing(dir) != before) fail("the refused second job changed the folder");
+    ::kill(a, SIGCONT);
+    int status = 0;
+    ::waitpid(a, &status, 0);
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+      fail("the first job failed:\n" + slurp(log_a));
+    compare_with_reference(dir, slurp(log_a), refs[3], "concurrent");
+    std::cout << "concurrent: a second job (with and without --resume) into a running job's "
+                 "folder was refused, naming its pid; the first ended identical to the reference\n";
+  }
+
   // ---- scenarios of kills and resumes ----
   std::mt19937 rng(seed);
   std::uniform_real_distribution<double> unit(0.0, 1.0);
   long kills = 0, timed = 0, in_write = 0, after_write = 0, in_ckpt_write = 0, resumes = 0;
   long timed_in_ckpt_write = 0;
+  long graceful = 0, died_of_signal = 0;
   long scenarios = 0, max_kills_in_scenario = 0;
   std::map<std::string, long> landed;  // in-write kills by file
   // The first run's kill points (with --checkpoint-every 3), in order: halfway through
@@ -382,7 +454,8 @@ int main(int argc, char** argv) {
       const long newest = check_checkpoints_load(dir.string(), name);
       const bool last_attempt = scenario_kills >= 6 || (scenarios > 0 && kills >= target_kills);
       std::vector<std::pair<std::string, std::string>> env;
-      double delay = 0;
+      double delay = 0, repeat = 0;
+      int signal = SIGKILL;
       std::string kind = "finish";
       if (scenarios == 0 && attempt < static_cast<int>(opening.size())) {
         // The first run goes through the windows that random timing rarely hits.
@@ -392,11 +465,22 @@ int main(int argc, char** argv) {
       } else if (!last_attempt) {
         const double u = unit(rng);
         const long left_ckpts = std::max<long>(1, (kSteps - newest) / every);
-        if (u < 0.55) {
+        // Over what is left of the run (a resumed job has fewer steps to go).
+        const double left = 0.3 + 0.7 * static_cast<double>(kSteps - newest) / kSteps;
+        if (u < 0.30) {
           kind = "timed";
-          // Over what is left of the run (a resumed job has fewer steps to go).
-          const double left = 0.3 + 0.7 * static_cast<double>(kSteps - newest) / kSteps;
           delay = unit(rng) * t_ref * left;
+        } else if (u < 0.55) {
+          // A graceful stop: preemption (SIGTERM) or Ctrl-C (SIGINT).
+          signal = unit(rng) < 0.5 ? SIGTERM : SIGINT;
+          kind = signal == SIGTERM ? "SIGTERM" : "SIGINT";
+          delay = 0.02 + unit(rng) * t_ref * left;
+        } else if (u < 0.62) {
+          // Ctrl-C twice, 1 ms apart: the second ends the process at once.
+          signal = SIGINT;
+          kind = "SIGINT twice";
+          delay = 0.02 + unit(rng) * t_ref * left;
+          repeat = 0.001;
         } else if (u < 0.85) {
           // Halfway through a write: mostly checkpoints, sometimes the other files.
           const double v = unit(rng);
@@ -416,10 +500,53 @@ int main(int argc, char** argv) {
         }
       }
       const fs::path log = work / "logs" / (name + "_" + std::to_string(attempt) + ".txt");
-      const Outcome o =
-          run_job(binary, job_args(dir.string(), every, !first), env, delay, log, 60 * t_ref + 60);
+      const Outcome o = run_job(binary, job_args(dir.string(), every, !first), env, delay, log,
+                                60 * t_ref + 60, signal, repeat);
       if (!first) ++resumes;
       first = false;
+      if (signal != SIGKILL && o.exit_code == 128 + signal) {
+        // Stopped gracefully: it says so and how to resume, left no temporary, and its
+        // newest checkpoint holds the last step metrics.jsonl has a line of.
+        ++graceful;
+        ++scenario_kills;
+        ++kills;
+        const std::string said = slurp(log);
+        if (said.find("stopped by " + kind.substr(0, 7)) == std::string::npos ||
+            said.find("to continue: ") == std::string::npos) {
+          fail(name + ": a graceful stop (" + kind + ") did not say so:\n" + said);
+        }
+        for (const std::string& n : listing(dir)) {
+          if (is_temporary(n)) fail(name + ": a graceful stop left a temporary: " + n);
+        }
+        const long ckpt = check_checkpoints_load(dir.string(), name + " after a graceful stop");
+        long last_train = 0;
+        {
+          std::istringstream lines(slurp(dir / "metrics.jsonl"));
+          std::string line;
+          while (std::getline(lines, line)) {
+            if (line.find("\"task\": \"train\"") == std::string::npos) continue;
+            last_train = std::atol(line.c_str() + line.find("\"step\": ") + 8);
+          }
+        }
+        if (ckpt != last_train || ckpt == 0) {
+          fail(name + ": after a graceful stop (" + kind + ") the newest checkpoint is step " +
+               std::to_string(ckpt) + " but metrics.jsonl goes to step " +
+               std::to_string(last_train));
+        }
+        std::cout << "  " << name << " stop " << scenario_kills << " (" << kind;
+        std::printf(" %.3f s", delay);
+        std::cout << "): exit " << o.exit_code << ", checkpoint " << ckpt << "\n";
+        continue;
+      }
+      if (o.died_of != 0) {
+        ++died_of_signal;
+        ++kills;
+        ++scenario_kills;
+        std::cout << "  " << name << " kill " << scenario_kills << " (" << kind
+                  << "): ended by the signal at once\n";
+        check_checkpoints_load(dir.string(), name + " after " + kind);
+        continue;
+      }
       if (o.killed) {
         ++kills;
         ++scenario_kills;
@@ -480,6 +607,7 @@ int main(int argc, char** argv) {
     max_kills_in_scenario = std::max(max_kills_in_scenario, scenario_kills);
     ++scenarios;
   }
+  if (graceful == 0) fail("no graceful stop (SIGTERM/SIGINT) landed during the runs");
   std::cout << "\nkill_and_resume: " << kills << " kills (" << timed << " timed, of which "
             << timed_in_ckpt_write << " landed in a checkpoint write; " << in_write
             << " halfway through a write [";
@@ -489,8 +617,10 @@ int main(int argc, char** argv) {
     comma = true;
   }
   std::cout << "], " << after_write << " right after a checkpoint's rename); " << in_ckpt_write
-            << " in all left a checkpoint half-written; " << resumes << " resumes over "
-            << scenarios
+            << " in all left a checkpoint half-written; " << graceful
+            << " graceful stops (SIGTERM/SIGINT: exit 143/130, checkpoint at the last step); "
+            << died_of_signal << " ended at once by a second SIGINT (or before the handlers); "
+            << resumes << " resumes over " << scenarios
             << " runs, each ending byte-identical to an uninterrupted run; every checkpoint on "
                "disk loaded after every kill; "
             << static_cast<long>(now() - started) << " s in all\n";

@@ -274,6 +274,36 @@ std::string checkpoint_difference(const fs::path& a, const fs::path& b) {
   return out.empty() ? " (same members and values; the archives' bytes differ)" : out;
 }
 
+// Every file of a folder with its bytes (to check that a refused job changed nothing);
+// the lock file only by name (it records the pid of whoever locked the folder last).
+std::map<std::string, std::string> snapshot(const fs::path& dir) {
+  std::map<std::string, std::string> out;
+  for (const std::string& n : listing(dir)) out[n] = n == ".minitrax.lock" ? "" : slurp(dir / n);
+  return out;
+}
+
+// Runs the job on a copy of a finished run with extra flags; it must be refused with
+// `code`, say each of `expected`, and leave every file as it was.
+void expect_refused(const std::string& binary, const fs::path& dir,
+                    const std::vector<std::string>& extra, int code,
+                    const std::vector<std::string>& expected, const fs::path& log,
+                    const std::string& what) {
+  const auto before = snapshot(dir);
+  std::vector<std::string> args = {"--resume", "--output-dir", dir.string()};
+  args.insert(args.end(), extra.begin(), extra.end());
+  const Outcome o = run_job(binary, args, {}, 0, log, 120);
+  const std::string said = slurp(log);
+  if (o.exit_code != code) {
+    fail(what + ": exit " + std::to_string(o.exit_code) + ", expected " + std::to_string(code) +
+         ":\n" + said);
+  }
+  for (const std::string& e : expected) {
+    if (said.find(e) == std::string::npos) fail(what + ": the message lacks '" + e + "':\n" + said);
+  }
+  if (snapshot(dir) != before) fail(what + ": the refused job changed the folder");
+  std::cout << "  " << what << ": refused (exit " << code << "), nothing changed\n";
+}
+
 struct Reference {
   fs::path dir;
   std::string out;
@@ -416,6 +446,65 @@ int main(int argc, char** argv) {
     compare_with_reference(dir, slurp(log_a), refs[3], "concurrent");
     std::cout << "concurrent: a second job (with and without --resume) into a running job's "
                  "folder was refused, naming its pid; the first ended identical to the reference\n";
+  }
+
+  // ---- --resume never guesses: refusals before any file is touched ----
+  {
+    const fs::path dir = work / "rules";
+    fs::copy(refs[3].dir, dir, fs::copy_options::recursive);
+    const fs::path logs = work / "logs";
+    expect_refused(
+        binary, dir, {"--d-model", "48", "--lr", "0.5", "--seed", "3", "--chunk-len", "8"}, 2,
+        {"these settings differ from the run saved in", "d_model: saved 16, given 48",
+         "lr: saved 0.002, given 0.5", "seed: saved 0, given 3", "chunk_len: saved 4, given 8"},
+        logs / "rules_model.txt", "--resume with other model and training settings");
+    expect_refused(
+        binary, dir, {"--n-hashes", "1", "--batch", "8", "--steps", "60"}, 2,
+        {"n_hashes: saved 2, given 1", "batch: saved 4, given 8", "steps: saved 40, given 60"},
+        logs / "rules_hashes.txt", "--resume with other n_hashes, batch and steps");
+    // The newest checkpoint damaged: the way out is named.
+    const fs::path newest = training::checkpoint_path(dir.string(), kSteps);
+    const fs::path older = training::checkpoint_path(dir.string(), 39);
+    const std::string whole = slurp(newest);
+    {
+      std::ofstream(newest, std::ios::binary | std::ios::trunc)
+          << whole.substr(0, whole.size() / 2);
+    }
+    expect_refused(binary, dir, {}, 1,
+                   {"The newest checkpoint is damaged; the newest intact checkpoint is " +
+                        older.string() + " (step 39)",
+                    "mv '" + newest.string() + "' '" + newest.string() + ".damaged'"},
+                   logs / "rules_damaged.txt", "--resume with the newest checkpoint damaged");
+    fs::rename(newest, newest.string() + ".damaged");
+    // A user's file shaped like the temporaries of old (and a dead pid's): never touched.
+    { std::ofstream(dir / "notes.tmp.99999.1") << "mine"; }
+    {
+      const Outcome o = run_job(binary, {"--resume", "--output-dir", dir.string()}, {}, 0,
+                                logs / "rules_after_mv.txt", 120);
+      if (o.exit_code != 0 || slurp(newest) != slurp(refs[3].dir / newest.filename()) ||
+          slurp(dir / "notes.tmp.99999.1") != "mine") {
+        fail(
+            "resuming from the older checkpoint after moving the damaged one aside did not "
+            "end as the reference:\n" +
+            slurp(logs / "rules_after_mv.txt"));
+      }
+      std::cout << "  following that advice: resumed from step 39, final checkpoint identical "
+                   "to the reference's; the user's notes.tmp.99999.1 untouched\n";
+    }
+    // A checkpoint beyond the run's steps (copied from a longer run, say).
+    training::Checkpoint c = training::load_checkpoint(newest.string());
+    c.step = 50;
+    const std::string beyond = training::checkpoint_path(dir.string(), 50);
+    training::save_checkpoint(beyond, c);
+    expect_refused(binary, dir, {}, 1,
+                   {beyond + ": holds step 50, beyond the 40 steps of this run"},
+                   logs / "rules_beyond.txt", "--resume from a checkpoint beyond the run's steps");
+    fs::remove(beyond);
+    c.step = -2;
+    training::save_checkpoint(beyond, c);
+    expect_refused(binary, dir, {}, 1, {beyond + ": 'step' is -2"}, logs / "rules_negative.txt",
+                   "--resume from a checkpoint with a negative step");
+    fs::remove_all(dir);
   }
 
   // ---- scenarios of kills and resumes ----

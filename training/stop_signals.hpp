@@ -49,6 +49,7 @@ class StopSignals {
 /// A run stopped on request (SIGTERM, SIGINT) after a clean checkpoint.
 class Stopped : public core::Error {
  public:
+  /// A stop by `signal` after `step` steps, with the checkpoint written then.
   Stopped(int signal, long step, std::string checkpoint, const std::string& message)
       : core::Error(message), signal_(signal), step_(step), checkpoint_(std::move(checkpoint)) {}
   /// The signal that asked for the stop.

@@ -91,7 +91,8 @@ std::size_t checked_size(const Shape& shape, std::string_view what, DType dtype)
     const std::string item = std::to_string(dtype_size(dtype)) + "-byte";
     const std::string limit = std::to_string(kMaxTensorBytes) + " bytes (PTRDIFF_MAX)";
     throw ShapeError(std::string(what.empty() ? std::string_view("Tensor") : what) + ": shape " +
-                     shape_str(shape) + " is too large for a " + std::string(dtype_name(dtype)) +
+                     shape_str(shape) + " is too large for " +
+                     (dtype_name(dtype)[0] == 'i' ? "an " : "a ") + std::string(dtype_name(dtype)) +
                      " tensor: " +
                      (empty ? "its nonzero extents times " + item + " elements exceed " + limit +
                                   ", even though an extent is 0"

@@ -262,7 +262,7 @@ TEST_CASE("S09 Tensor::arange: counts past the dtype or the byte limit") {
   const Observed o = observe("S09", [] { Tensor::arange(std::size_t{1} << 62, DType::i64); });
   CHECK(o.type == "minitrax::core::ShapeError");
   CHECK(o.what ==
-        "Tensor::arange: shape [4611686018427387904] is too large for a int64 tensor: its 8-byte "
+        "Tensor::arange: shape [4611686018427387904] is too large for an int64 tensor: its 8-byte "
         "elements would take more than " +
             kLimit);
   const Observed o2 =

@@ -143,7 +143,7 @@ Var matmul(const Var& a, const Var& b, Trans ta, Trans tb) {
     if (ctx.needs(1)) {
       if (b_shared) {
         // b was shared by every batch item: fold the batch into rows, one gemm.
-        const std::size_t rows = g.size() / g.dim(-1);
+        const std::size_t rows = core::shape_size(Shape(g.shape().begin(), g.shape().end() - 1));
         Tensor g2 = g.reshape(Shape{rows, g.dim(-1)});
         Tensor a2 = ta == Trans::N ? av.reshape(Shape{rows, av.dim(-1)})
                                    : core::swap_last_two(av).reshape(Shape{rows, av.dim(-2)});
@@ -178,7 +178,9 @@ Var dense(const Var& x, const Var& w, const Var& b) {
   }
   Shape out_shape = x.shape();
   out_shape.back() = w.dim(1);
-  const long rows = static_cast<long>(x.size() / w.dim(0));
+  // The leading extents' product, not x.size() / d_in: d_in may be 0.
+  const long rows =
+      static_cast<long>(core::shape_size(Shape(x.shape().begin(), x.shape().end() - 1)));
   Var y = matmul(reshape(x, {rows, static_cast<long>(w.dim(0))}), w);
   std::vector<long> back(out_shape.begin(), out_shape.end());
   y = reshape(y, back);

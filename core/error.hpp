@@ -49,9 +49,19 @@ class FileError : public Error {
   using Error::Error;
 };
 
+/// Memory for a tensor could not be allocated (the system refused it): the message names
+/// what was being allocated, its dtype, shape and byte size, e.g. "matmul: cannot allocate
+/// 4.0 GiB for a float32 tensor [32768, 32768] (out of memory)". Shapes too large to
+/// address at all are a ShapeError instead (see core::checked_size).
+class AllocationError : public Error {
+ public:
+  using Error::Error;
+};
+
 }  // namespace minitrax::core
 
 namespace minitrax {
+using core::AllocationError;
 using core::DTypeError;
 using core::Error;
 using core::FileError;

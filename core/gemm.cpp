@@ -167,6 +167,8 @@ MatmulPlan plan_matmul(const std::string& op, const Tensor& a, const Tensor& b, 
   p.batch = shape_size(p.out_shape);
   p.out_shape.push_back(p.m);
   p.out_shape.push_back(p.n);
+  // [2^32, 1] @ [1, 2^32]: the product of valid operands can be too large to address.
+  (void)checked_size(p.out_shape, op, a.dtype());
   p.lda = as[ra - 1];
   p.ldb = bs[rb - 1];
   p.ldc = p.n;
@@ -219,7 +221,7 @@ void gemm_batched(Trans ta, Trans tb, std::size_t batch, std::size_t m, std::siz
 Tensor matmul(const Tensor& a, const Tensor& b, Trans ta, Trans tb) {
   const std::string op = "matmul";
   const MatmulPlan p = plan_matmul(op, a, b, ta, tb);
-  Tensor out = Tensor::empty(p.out_shape, a.dtype());
+  Tensor out = Tensor::empty(p.out_shape, a.dtype(), op);
   run_plan(p, out, a, b, ta, tb, 1.0, 0.0, op);  // beta = 0: the empty buffer is never read
   return out;
 }

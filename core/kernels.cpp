@@ -223,6 +223,7 @@ void logsumexp_rows(const T* x, T* out, std::size_t rows, std::size_t d, std::ve
 
 template <class T>
 void softmax_backward_rows(const T* y, const T* gy, T* gx, std::size_t rows, std::size_t d) {
+  if (d == 0) return;  // [2^40, 0]: no work, and no 2^40 empty iterations
   for (std::size_t r = 0; r < rows; ++r) {
     const T* yr = y + r * d;
     const T* gr = gy + r * d;
@@ -234,6 +235,7 @@ void softmax_backward_rows(const T* y, const T* gy, T* gx, std::size_t rows, std
 
 template <class T>
 void log_softmax_backward_rows(const T* y, const T* gy, T* gx, std::size_t rows, std::size_t d) {
+  if (d == 0) return;
   for (std::size_t r = 0; r < rows; ++r) {
     const T* yr = y + r * d;
     const T* gr = gy + r * d;
@@ -460,7 +462,7 @@ std::size_t checked_axis(const std::string& op, const Tensor& x, long axis) {
 Tensor softmax(const Tensor& x) {
   const std::string op = "softmax";
   const Rows r = last_axis_rows(op, x);
-  Tensor y = Tensor::empty(x.shape(), x.dtype());
+  Tensor y = Tensor::empty(x.shape(), x.dtype(), op);
   dispatch_floating(x.dtype(), op, [&](auto tag) {
     using T = decltype(tag);
     softmax_rows(x.data<T>(), y.data<T>(), r.rows, r.d);
@@ -471,7 +473,7 @@ Tensor softmax(const Tensor& x) {
 Tensor log_softmax(const Tensor& x) {
   const std::string op = "log_softmax";
   const Rows r = last_axis_rows(op, x);
-  Tensor y = Tensor::empty(x.shape(), x.dtype());
+  Tensor y = Tensor::empty(x.shape(), x.dtype(), op);
   dispatch_floating(x.dtype(), op, [&](auto tag) {
     using T = decltype(tag);
     log_softmax_rows(x.data<T>(), y.data<T>(), r.rows, r.d);
@@ -484,7 +486,7 @@ Tensor logsumexp_last(const Tensor& x, bool keepdims) {
   const Rows r = last_axis_rows(op, x);
   Shape out_shape(x.shape().begin(), x.shape().end() - 1);
   if (keepdims) out_shape.push_back(1);
-  Tensor out = Tensor::empty(out_shape, x.dtype());
+  Tensor out = Tensor::empty(out_shape, x.dtype(), op);
   dispatch_floating(x.dtype(), op, [&](auto tag) {
     using T = decltype(tag);
     std::vector<T> scratch;
@@ -497,7 +499,7 @@ Tensor softmax_backward(const Tensor& y, const Tensor& gy) {
   const std::string op = "softmax_backward";
   const Rows r = last_axis_rows(op, y);
   check_same(op, "y", y, "gy", gy);
-  Tensor gx = Tensor::empty(y.shape(), y.dtype());
+  Tensor gx = Tensor::empty(y.shape(), y.dtype(), op);
   dispatch_floating(y.dtype(), op, [&](auto tag) {
     using T = decltype(tag);
     softmax_backward_rows(y.data<T>(), gy.data<T>(), gx.data<T>(), r.rows, r.d);
@@ -509,7 +511,7 @@ Tensor log_softmax_backward(const Tensor& y, const Tensor& gy) {
   const std::string op = "log_softmax_backward";
   const Rows r = last_axis_rows(op, y);
   check_same(op, "y", y, "gy", gy);
-  Tensor gx = Tensor::empty(y.shape(), y.dtype());
+  Tensor gx = Tensor::empty(y.shape(), y.dtype(), op);
   dispatch_floating(y.dtype(), op, [&](auto tag) {
     using T = decltype(tag);
     log_softmax_backward_rows(y.data<T>(), gy.data<T>(), gx.data<T>(), r.rows, r.d);
@@ -535,8 +537,9 @@ LayerNormResult layer_norm(const Tensor& x, const Tensor& scale, const Tensor& b
     }
   }
   const Shape row_shape(x.shape().begin(), x.shape().end() - 1);
-  LayerNormResult res{Tensor::empty(x.shape(), x.dtype()), Tensor::empty(row_shape, x.dtype()),
-                      Tensor::empty(row_shape, x.dtype())};
+  LayerNormResult res{Tensor::empty(x.shape(), x.dtype(), op),
+                      Tensor::empty(row_shape, x.dtype(), op),
+                      Tensor::empty(row_shape, x.dtype(), op)};
   dispatch_floating(x.dtype(), op, [&](auto tag) {
     using T = decltype(tag);
     layer_norm_rows(x.data<T>(), scale.data<T>(), bias.data<T>(), res.y.data<T>(),
@@ -566,8 +569,8 @@ LayerNormGrads layer_norm_backward(const Tensor& x, const Tensor& scale, const T
                        shape_str(x.shape()) + ", got " + shape_str(t->shape()));
     }
   }
-  LayerNormGrads g{Tensor::empty(x.shape(), x.dtype()), Tensor::empty(param, x.dtype()),
-                   Tensor::empty(param, x.dtype())};
+  LayerNormGrads g{Tensor::empty(x.shape(), x.dtype(), op), Tensor::empty(param, x.dtype(), op),
+                   Tensor::empty(param, x.dtype(), op)};
   dispatch_floating(x.dtype(), op, [&](auto tag) {
     using T = decltype(tag);
     layer_norm_backward_rows(x.data<T>(), scale.data<T>(), mean.data<T>(), rstd.data<T>(),
@@ -589,7 +592,9 @@ Tensor take(const Tensor& x, const Tensor& indices, long axis) {
   Shape out_shape(x.shape().begin(), x.shape().begin() + static_cast<long>(ax));
   out_shape.insert(out_shape.end(), indices.shape().begin(), indices.shape().end());
   out_shape.insert(out_shape.end(), x.shape().begin() + static_cast<long>(ax) + 1, x.shape().end());
-  Tensor out = Tensor::empty(out_shape, x.dtype());
+  Tensor out = Tensor::empty(out_shape, x.dtype(), op);
+  // An empty result has nothing to copy (and [2^40, 0] would loop 2^40 times over nothing).
+  if (out.size() == 0) return out;
   dispatch_all(x.dtype(), [&](auto tag) {
     using T = decltype(tag);
     gather_blocks(x.data<T>(), out.data<T>(), idx, v);
@@ -610,7 +615,8 @@ Tensor take_backward(const Tensor& g, const Tensor& indices, const Shape& shape,
   check_shape(op, want, g.shape());
   const AxisView v = axis_view(shape, ax);
   const std::vector<std::size_t> idx = checked_indices(op, indices, ax, v.n, shape);
-  Tensor out = Tensor::zeros(shape, g.dtype());
+  Tensor out = Tensor::zeros(shape, g.dtype(), op);
+  if (g.size() == 0) return out;
   dispatch_all(g.dtype(), [&](auto tag) {
     using T = decltype(tag);
     scatter_add_blocks(g.data<T>(), out.data<T>(), idx, v);
@@ -637,7 +643,8 @@ Tensor take_along_axis(const Tensor& x, const Tensor& indices, long axis) {
   check_index_dtype(op, "indices", indices.dtype());
   check_along_axis_shapes(op, x.shape(), indices.shape(), ax, "x");
   const AxisView v = axis_view(x.shape(), ax);
-  Tensor out = Tensor::empty(indices.shape(), x.dtype());
+  Tensor out = Tensor::empty(indices.shape(), x.dtype(), op);
+  if (out.size() == 0) return out;
   dispatch_all(x.dtype(), [&](auto tag) {
     using T = decltype(tag);
     dispatch_integer(indices.dtype(), op, [&](auto itag) {
@@ -660,7 +667,8 @@ Tensor take_along_axis_backward(const Tensor& g, const Tensor& indices, const Sh
   check_along_axis_shapes(op, shape, indices.shape(), ax, "the target");
   check_shape(op, indices.shape(), g.shape());
   const AxisView v = axis_view(shape, ax);
-  Tensor out = Tensor::zeros(shape, g.dtype());
+  Tensor out = Tensor::zeros(shape, g.dtype(), op);
+  if (g.size() == 0) return out;
   dispatch_all(g.dtype(), [&](auto tag) {
     using T = decltype(tag);
     dispatch_integer(indices.dtype(), op, [&](auto itag) {
@@ -679,7 +687,10 @@ Tensor argsort(const Tensor& keys, long axis, DType index_dtype) {
   const std::size_t ax = checked_axis(op, keys, axis);
   check_index_dtype(op, "index_dtype", index_dtype);
   const AxisView v = axis_view(keys.shape(), ax);
-  Tensor out = Tensor::empty(keys.shape(), index_dtype);
+  Tensor out = Tensor::empty(keys.shape(), index_dtype, op);
+  // Nothing to sort; and a line buffer of the axis's extent ([2^40, 0] along axis 0)
+  // would be allocated for nothing.
+  if (out.size() == 0) return out;
   dispatch_all(keys.dtype(), [&](auto ktag) {
     using K = decltype(ktag);
     dispatch_integer(index_dtype, op, [&](auto itag) {
@@ -705,8 +716,9 @@ std::pair<Tensor, Tensor> sort_key_val(const Tensor& keys, const Tensor& values,
                      shape_str(values.shape()) + " must have the same shape");
   }
   const AxisView v = axis_view(keys.shape(), ax);
-  Tensor sk = Tensor::empty(keys.shape(), keys.dtype());
-  Tensor sv = Tensor::empty(values.shape(), values.dtype());
+  Tensor sk = Tensor::empty(keys.shape(), keys.dtype(), op);
+  Tensor sv = Tensor::empty(values.shape(), values.dtype(), op);
+  if (sk.size() == 0) return {sk, sv};
   dispatch_all(keys.dtype(), [&](auto ktag) {
     using K = decltype(ktag);
     dispatch_all(values.dtype(), [&](auto vtag) {
@@ -736,7 +748,8 @@ Tensor argmax(const Tensor& x, long axis, DType index_dtype) {
     throw ValueError(op + ": axis " + std::to_string(ax) + " of shape " + shape_str(x.shape()) +
                      " is empty (no maximum)");
   }
-  Tensor out = Tensor::empty(without_axis(x.shape(), ax), index_dtype);
+  Tensor out = Tensor::empty(without_axis(x.shape(), ax), index_dtype, op);
+  if (out.size() == 0) return out;  // e.g. [2^40, 0] along axis 0: no lines to scan
   dispatch_all(x.dtype(), [&](auto tag) {
     using T = decltype(tag);
     dispatch_integer(index_dtype, op, [&](auto itag) {
@@ -753,7 +766,7 @@ Tensor one_hot(const Tensor& indices, std::size_t depth, DType dtype) {
   check_index_dtype(op, "indices", indices.dtype());
   Shape out_shape = indices.shape();
   out_shape.push_back(depth);
-  Tensor out = Tensor::zeros(out_shape, dtype);
+  Tensor out = Tensor::zeros(out_shape, dtype, op);
   dispatch_all(dtype, [&](auto tag) {
     using T = decltype(tag);
     T* po = out.data<T>();

@@ -28,7 +28,6 @@ namespace minitrax::core {
 namespace {
 
 using u64 = std::uint64_t;
-constexpr std::size_t kSizeMax = std::numeric_limits<std::size_t>::max();
 
 [[noreturn]] void fail(std::string_view what, const std::string& msg) {
   throw FileError(std::string(what) + ": " + msg);
@@ -455,26 +454,22 @@ Tensor parse_npy(std::string_view b, std::string_view what) {
   const Layout layout = parse_descr(h.descr, what);
   const std::size_t esize = dtype_size(layout.dtype);
 
-  // Elements and bytes, refusing overflow; an extent 0 makes any shape empty.
-  std::size_t count = 1;
-  bool overflow = false;
-  for (const std::size_t d : h.shape) {
-    if (d != 0 && count > kSizeMax / d) overflow = true;
-    count *= d;
-  }
-  if (std::find(h.shape.begin(), h.shape.end(), 0) != h.shape.end()) {
-    count = 0;
-    overflow = false;
-  }
+  // Elements and bytes: the shape must be one a Tensor can have (core::checked_size, the
+  // rule every tensor is made under, so that whatever save_npy writes loads back).
   const std::string type = std::string(dtype_name(layout.dtype)) + " shape " + shape_repr(h.shape);
-  if (overflow || count > kSizeMax / esize) fail(what, type + " is too large: corrupt header");
+  std::size_t count = 0;
+  try {
+    count = checked_size(h.shape, "parse_npy", layout.dtype);
+  } catch (const ShapeError&) {
+    fail(what, type + " is too large: corrupt header");
+  }
   const std::size_t nbytes = count * esize, have = b.size() - data_off;
   const std::string sizes = type + " needs " + std::to_string(nbytes) +
                             " bytes of data, file has " + std::to_string(have);
   if (have < nbytes) fail(what, "truncated: " + sizes);
   if (have > nbytes) fail(what, sizes + " (extra bytes at the end)");
 
-  Tensor t = Tensor::empty(h.shape, layout.dtype);
+  Tensor t = Tensor::empty(h.shape, layout.dtype, "parse_npy");
   if (nbytes == 0) return t;
   auto* dst = static_cast<char*>(t.raw_data());
   const char* src = b.data() + data_off;

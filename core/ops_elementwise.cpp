@@ -45,7 +45,7 @@ Tensor broadcast_to(const Tensor& x, const Shape& shape) {
                      shape_str(shape));
   }
   if (x.shape() == shape) return x.clone();
-  Tensor out = Tensor::empty(shape, x.dtype());
+  Tensor out = Tensor::empty(shape, x.dtype(), "broadcast_to");
   if (out.size() == 0) return out;
   dispatch_all(x.dtype(), [&](auto tag) {
     using T = decltype(tag);
@@ -227,7 +227,7 @@ Tensor binary(std::string_view op, const Tensor& a, const Tensor& b) {
                      "); convert with astype");
   }
   const Shape shape = broadcast_shapes(a.shape(), b.shape(), op);
-  Tensor out = Tensor::empty(shape, K == Kind::compare ? DType::i32 : a.dtype());
+  Tensor out = Tensor::empty(shape, K == Kind::compare ? DType::i32 : a.dtype(), op);
   dispatch_all(a.dtype(), [&](auto tag) {
     using T = decltype(tag);
     if constexpr (K != Kind::floating || std::is_floating_point_v<T>) {
@@ -289,7 +289,7 @@ Tensor where(const Tensor& cond, const Tensor& a, const Tensor& b) {
     throw ShapeError("where: cannot broadcast shapes " + shape_str(cond.shape()) + " (cond), " +
                      shape_str(a.shape()) + " (a) and " + shape_str(b.shape()) + " (b)");
   }
-  Tensor out = Tensor::empty(shape, a.dtype());
+  Tensor out = Tensor::empty(shape, a.dtype(), "where");
   const std::size_t n = out.size();
   if (n == 0) return out;
   dispatch_all(cond.dtype(), [&](auto ctag) {
@@ -337,7 +337,7 @@ namespace {
 template <class F>
 Tensor map_any(std::string_view op, const Tensor& x, F&& f) {
   need_defined(op, x);
-  Tensor out = Tensor::empty(x.shape(), x.dtype());
+  Tensor out = Tensor::empty(x.shape(), x.dtype(), op);
   if (x.size() == 0) return out;
   dispatch_all(x.dtype(), [&](auto tag) {
     using T = decltype(tag);
@@ -349,7 +349,7 @@ Tensor map_any(std::string_view op, const Tensor& x, F&& f) {
 template <class F>
 Tensor map_float(std::string_view op, const Tensor& x, F&& f) {
   need_floating(op, x);
-  Tensor out = Tensor::empty(x.shape(), x.dtype());
+  Tensor out = Tensor::empty(x.shape(), x.dtype(), op);
   if (x.size() == 0) return out;
   dispatch_floating(x.dtype(), op, [&](auto tag) {
     using T = decltype(tag);

@@ -219,7 +219,7 @@ Tensor transpose(const Tensor& x, const std::vector<std::size_t>& perm_in) {
   }
   Shape out_shape(r);
   for (std::size_t k = 0; k < r; ++k) out_shape[k] = x.shape()[perm[k]];
-  Tensor out = Tensor::empty(out_shape, x.dtype());
+  Tensor out = Tensor::empty(out_shape, x.dtype(), "transpose");
   if (out.size() == 0) return out;
   if (dtype_size(x.dtype()) == 4) {
     permute_copy(static_cast<const std::uint32_t*>(x.raw_data()),
@@ -311,11 +311,11 @@ Tensor concatenate(const std::vector<Tensor>& xs, long axis) {
                        " with rank " + std::to_string(x0.ndim()) +
                        " and matching extents except axis " + std::to_string(ax));
     }
-    total += xi.shape()[ax];
+    total = checked_add(total, xi.shape()[ax], "concatenate");
   }
   Shape shape = x0.shape();
   shape[ax] = total;
-  Tensor out = Tensor::empty(shape, x0.dtype());
+  Tensor out = Tensor::empty(shape, x0.dtype(), "concatenate");
   if (out.size() == 0) return out;
   const auto [outer, inner] = outer_inner(shape, ax);
   const std::size_t es = dtype_size(x0.dtype());
@@ -338,7 +338,7 @@ namespace {
 Tensor take_range(const Tensor& x, std::size_t ax, std::size_t start, std::size_t len) {
   Shape shape = x.shape();
   shape[ax] = len;
-  Tensor out = Tensor::empty(shape, x.dtype());
+  Tensor out = Tensor::empty(shape, x.dtype(), "split");
   if (out.size() == 0) return out;
   const auto [outer, inner] = outer_inner(x.shape(), ax);
   const std::size_t es = dtype_size(x.dtype());
@@ -354,15 +354,19 @@ Tensor take_range(const Tensor& x, std::size_t ax, std::size_t start, std::size_
 std::vector<Tensor> split(const Tensor& x, const std::vector<std::size_t>& sizes, long axis) {
   need_defined("split", x);
   const std::size_t ax = normalize_axis(axis, x.ndim(), "split");
-  const std::size_t total = std::accumulate(sizes.begin(), sizes.end(), std::size_t{0});
-  if (total != x.shape()[ax]) {
+  std::size_t total = 0;
+  bool overflow = false;
+  for (std::size_t len : sizes) overflow |= __builtin_add_overflow(total, len, &total);
+  if (overflow || total != x.shape()[ax]) {
     std::string list = "[";
     for (std::size_t i = 0; i < sizes.size(); ++i) {
       list += (i ? ", " : "") + std::to_string(sizes[i]);
     }
-    throw ShapeError("split: sizes " + list + "] add up to " + std::to_string(total) +
-                     ", but axis " + std::to_string(ax) + " of shape " + shape_str(x.shape()) +
-                     " has extent " + std::to_string(x.shape()[ax]));
+    throw ShapeError(
+        "split: sizes " + list + "] add up to " +
+        (overflow ? std::string("more than a 64-bit count holds") : std::to_string(total)) +
+        ", but axis " + std::to_string(ax) + " of shape " + shape_str(x.shape()) + " has extent " +
+        std::to_string(x.shape()[ax]));
   }
   std::vector<Tensor> parts;
   parts.reserve(sizes.size());
@@ -384,7 +388,15 @@ std::vector<Tensor> split(const Tensor& x, std::size_t n, long axis) {
                      " has extent " + std::to_string(e) + ", which does not divide into " +
                      std::to_string(n) + " equal parts");
   }
-  return split(x, std::vector<std::size_t>(n, e / n), axis);
+  std::vector<std::size_t> sizes;
+  try {
+    sizes.assign(n, e / n);          // n can be huge only when e is 0 (n empty parts)
+  } catch (const std::exception&) {  // bad_alloc, length_error
+    throw AllocationError("split: cannot make " + std::to_string(n) + " parts of axis " +
+                          std::to_string(ax) + " of shape " + shape_str(x.shape()) +
+                          " (out of memory)");
+  }
+  return split(x, sizes, axis);
 }
 
 // ---- slices ------------------------------------------------------------------------
@@ -452,7 +464,7 @@ Tensor slice(const Tensor& x, long axis, long start, long stop, long step) {
   const SliceSpec sp = slice_spec("slice", x.shape(), axis, start, stop, step);
   Shape shape = x.shape();
   shape[sp.axis] = sp.count;
-  Tensor out = Tensor::empty(shape, x.dtype());
+  Tensor out = Tensor::empty(shape, x.dtype(), "slice");
   if (out.size() == 0) return out;
   slice_copy(sp, x.shape(), dtype_size(x.dtype()), static_cast<const char*>(x.raw_data()),
              static_cast<char*>(out.raw_data()), true);
@@ -471,7 +483,7 @@ Tensor slice_backward(const Tensor& src, const Shape& shape, long axis, long sta
                      std::to_string(start) + ":" + std::to_string(stop) + ":" +
                      std::to_string(step) + " gives " + shape_str(want));
   }
-  Tensor out = Tensor::zeros(shape, src.dtype());
+  Tensor out = Tensor::zeros(shape, src.dtype(), "slice_backward");
   if (src.size() == 0) return out;
   slice_copy(sp, shape, dtype_size(src.dtype()), static_cast<const char*>(src.raw_data()),
              static_cast<char*>(out.raw_data()), false);
@@ -490,8 +502,10 @@ Tensor pad(const Tensor& x, const std::vector<std::pair<std::size_t, std::size_t
                      " (shape " + shape_str(x.shape()) + "); give one pair per axis");
   }
   Shape shape = x.shape();
-  for (std::size_t i = 0; i < r; ++i) shape[i] += pads[i].first + pads[i].second;
-  Tensor out = Tensor::empty(shape, x.dtype());
+  for (std::size_t i = 0; i < r; ++i) {
+    shape[i] = checked_add(checked_add(shape[i], pads[i].first, "pad"), pads[i].second, "pad");
+  }
+  Tensor out = Tensor::empty(shape, x.dtype(), "pad");
   dispatch_all(x.dtype(), [&](auto tag) {
     using T = decltype(tag);
     const T v = scalar_as<T>(value, "pad", "value");
@@ -526,7 +540,7 @@ Tensor roll(const Tensor& x, long shift, long axis) {
   if (x.size() == 0) return x.clone();
   const std::size_t k = static_cast<std::size_t>(((shift % n) + n) % n);
   if (k == 0) return x.clone();
-  Tensor out = Tensor::empty(x.shape(), x.dtype());
+  Tensor out = Tensor::empty(x.shape(), x.dtype(), "roll");
   const auto [outer, inner] = outer_inner(x.shape(), ax);
   const std::size_t es = dtype_size(x.dtype());
   const std::size_t row = static_cast<std::size_t>(n) * inner * es;

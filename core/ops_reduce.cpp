@@ -285,7 +285,7 @@ void run_kernel(const T* x, T* y, std::size_t outer, std::size_t R, std::size_t 
 
 /// Reduces x over the axes flagged in `reduce` (same rank as x); keeps them as size 1.
 template <Red K>
-Tensor reduce_keep(const Tensor& x, const std::vector<bool>& reduce) {
+Tensor reduce_keep(std::string_view op, const Tensor& x, const std::vector<bool>& reduce) {
   const std::size_t r = x.ndim();
   Tensor cur = x;
   Shape shape = x.shape();
@@ -304,7 +304,7 @@ Tensor reduce_keep(const Tensor& x, const std::vector<bool>& reduce) {
     for (std::size_t i = p; i < q; ++i) R *= shape[i];
     for (std::size_t i = q; i < r; ++i) inner *= shape[i];
     for (std::size_t i = p; i < q; ++i) shape[i] = 1;
-    Tensor next = Tensor::empty(shape, x.dtype());
+    Tensor next = Tensor::empty(shape, x.dtype(), op);
     if (next.size() > 0) {
       dispatch_all(x.dtype(), [&](auto tag) {
         using T = decltype(tag);
@@ -333,7 +333,7 @@ Tensor reduce(std::string_view op, const Tensor& x, const std::vector<long>& axe
     throw ValueError(s(op) + ": cannot reduce over zero elements (shape " + shape_str(x.shape()) +
                      ", axes " + longs_str(axes) + "): the reduction has no identity");
   }
-  Tensor out = reduce_keep<K>(x, flag);
+  Tensor out = reduce_keep<K>(op, x, flag);
   if (keepdims) return out;
   Shape shape;
   for (std::size_t i = 0; i < x.ndim(); ++i) {
@@ -390,7 +390,7 @@ Tensor sum_to(const Tensor& x, const Shape& shape) {
     any = any || flag[i];
   }
   if (!any) return x.clone().reshape(shape);
-  return reduce_keep<Red::sum>(x, flag).reshape(shape);
+  return reduce_keep<Red::sum>("sum_to", x, flag).reshape(shape);
 }
 
 }  // namespace minitrax::core

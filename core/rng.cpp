@@ -223,7 +223,7 @@ std::vector<std::uint64_t> random_bits64(Key key, std::size_t n) {
 
 Tensor uniform(Key key, const Shape& shape, DType dtype, double minval, double maxval) {
   require_floating("uniform", dtype);
-  Tensor out = Tensor::empty(shape, dtype);
+  Tensor out = Tensor::empty(shape, dtype, "uniform");
   dispatch_floating(dtype, "uniform", [&](auto tag) {
     using T = decltype(tag);
     const T lo = static_cast<T>(minval);
@@ -241,7 +241,7 @@ Tensor uniform(Key key, const Shape& shape, DType dtype, double minval, double m
 
 Tensor normal(Key key, const Shape& shape, DType dtype) {
   require_floating("normal", dtype);
-  Tensor out = Tensor::empty(shape, dtype);
+  Tensor out = Tensor::empty(shape, dtype, "normal");
   dispatch_floating(dtype, "normal", [&](auto tag) {
     using T = decltype(tag);
     // u uniform in [nextafter(-1, 0), 1): erfinv(u) is finite for every draw.
@@ -259,8 +259,8 @@ Tensor bernoulli(Key key, double p, const Shape& shape) {
   if (!(p >= 0.0 && p <= 1.0)) {
     throw ValueError("bernoulli: p must be in [0, 1], got " + num(p));
   }
-  check_word_count("bernoulli", shape_size(shape));
-  Tensor out = Tensor::empty(shape, DType::i32);
+  check_word_count("bernoulli", checked_size(shape, "bernoulli", DType::i32));
+  Tensor out = Tensor::empty(shape, DType::i32, "bernoulli");
   std::int32_t* o = out.data<std::int32_t>();
   const auto pf = static_cast<float>(p);
   for_each_word(key, out.size(),
@@ -274,7 +274,7 @@ Tensor bernoulli(Key key, const Tensor& p) {
     throw DTypeError("bernoulli: p must be float32 or float64, got " +
                      std::string(dtype_name(p.dtype())));
   }
-  Tensor out = Tensor::empty(p.shape(), DType::i32);
+  Tensor out = Tensor::empty(p.shape(), DType::i32, "bernoulli");
   std::int32_t* o = out.data<std::int32_t>();
   dispatch_floating(p.dtype(), "bernoulli", [&](auto tag) {
     using T = decltype(tag);
@@ -313,7 +313,7 @@ Tensor randint(Key key, const Shape& shape, std::int64_t minval, std::int64_t ma
     throw ValueError("randint: need minval < maxval, got minval " + std::to_string(minval) +
                      ", maxval " + std::to_string(maxval));
   }
-  const std::size_t n = shape_size(shape);
+  const std::size_t n = checked_size(shape, "randint", dtype);
   // Two independent words per element, one from each half of split(key): hi and lo.
   // The value is (hi * 2^w + lo) mod span (w = 32 or 64), computed exactly as
   // ((hi mod span) * (2^w mod span) + lo mod span) mod span. This is JAX's formula;
@@ -321,7 +321,7 @@ Tensor randint(Key key, const Shape& shape, std::int64_t minval, std::int64_t ma
   // span > 2^(w/2), so JAX falls back to lo mod span there. We use wider arithmetic,
   // giving the same values for span <= 2^(w/2) and less biased ones above.
   const auto [k1, k2] = split2(key);
-  Tensor out = Tensor::empty(shape, dtype);
+  Tensor out = Tensor::empty(shape, dtype, "randint");
   if (dtype == DType::i32) {
     constexpr std::int64_t lo32 = std::numeric_limits<std::int32_t>::min();
     constexpr std::int64_t hi32 = std::int64_t{std::numeric_limits<std::int32_t>::max()} + 1;

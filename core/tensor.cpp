@@ -3,10 +3,14 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <cstring>
 #include <iomanip>
+#include <iterator>
+#include <new>
 #include <ostream>
 #include <sstream>
+#include <stdexcept>
 #include <variant>
 
 #include <xsimd/xsimd.hpp>
@@ -59,8 +63,51 @@ std::size_t dtype_size(DType dtype) {
 
 std::size_t shape_size(const Shape& shape) {
   std::size_t n = 1;
-  for (std::size_t d : shape) n *= d;
+  bool overflow = false;
+  for (std::size_t d : shape) {
+    if (d == 0) return 0;
+    overflow |= __builtin_mul_overflow(n, d, &n);
+  }
+  if (overflow) {
+    throw ShapeError("shape_size: shape " + shape_str(shape) +
+                     " has more elements than a 64-bit count holds");
+  }
   return n;
+}
+
+std::size_t checked_size(const Shape& shape, std::string_view what, DType dtype) {
+  // The product of the nonzero extents, times the item size, must stay within
+  // kMaxTensorBytes; the element count is 0 if any extent is 0.
+  std::size_t bytes = dtype_size(dtype);
+  bool overflow = false, empty = false;
+  for (std::size_t d : shape) {
+    if (d == 0) {
+      empty = true;
+    } else {
+      overflow |= __builtin_mul_overflow(bytes, d, &bytes);
+    }
+  }
+  if (overflow || bytes > kMaxTensorBytes) {
+    const std::string item = std::to_string(dtype_size(dtype)) + "-byte";
+    const std::string limit = std::to_string(kMaxTensorBytes) + " bytes (PTRDIFF_MAX)";
+    throw ShapeError(std::string(what.empty() ? std::string_view("Tensor") : what) + ": shape " +
+                     shape_str(shape) + " is too large for " +
+                     (dtype_name(dtype)[0] == 'i' ? "an " : "a ") + std::string(dtype_name(dtype)) +
+                     " tensor: " +
+                     (empty ? "its nonzero extents times " + item + " elements exceed " + limit +
+                                  ", even though an extent is 0"
+                            : "its " + item + " elements would take more than " + limit));
+  }
+  return empty ? 0 : bytes / dtype_size(dtype);
+}
+
+std::size_t checked_add(std::size_t a, std::size_t b, std::string_view what) {
+  std::size_t r;
+  if (__builtin_add_overflow(a, b, &r)) {
+    throw ShapeError(std::string(what) + ": the extent " + std::to_string(a) + " + " +
+                     std::to_string(b) + " overflows a 64-bit count");
+  }
+  return r;
 }
 
 std::string shape_str(const Shape& shape) {
@@ -82,28 +129,60 @@ std::size_t normalize_axis(long axis, std::size_t ndim, std::string_view op) {
   return static_cast<std::size_t>(axis < 0 ? axis + n : axis);
 }
 
-Tensor Tensor::empty(const Shape& shape, DType dtype) {
+namespace {
+
+/// "4.0 GiB", "512 bytes".
+std::string byte_str(std::size_t bytes) {
+  static const char* const units[] = {"KiB", "MiB", "GiB", "TiB", "PiB", "EiB"};
+  if (bytes < 1024) return std::to_string(bytes) + " bytes";
+  double v = static_cast<double>(bytes) / 1024.0;
+  std::size_t u = 0;
+  while (v >= 1024.0 && u + 1 < std::size(units)) {
+    v /= 1024.0;
+    ++u;
+  }
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.1f %s", v, units[u]);
+  return buf;
+}
+
+}  // namespace
+
+Tensor Tensor::empty(const Shape& shape, DType dtype, std::string_view what) {
+  if (what.empty()) what = "Tensor::empty";
   Tensor t;
+  t.size_ = checked_size(shape, what, dtype);
   t.shape_ = shape;
-  t.size_ = shape_size(shape);
   t.dtype_ = dtype;
-  t.buffer_ = std::make_shared<detail::Buffer>();
-  dispatch_all(dtype, [&](auto tag) {
-    using T = decltype(tag);
-    t.buffer_->data = detail::Storage<T>(t.size_);
-  });
+  try {
+    t.buffer_ = std::make_shared<detail::Buffer>();
+    dispatch_all(dtype, [&](auto tag) {
+      using T = decltype(tag);
+      t.buffer_->data = detail::Storage<T>(t.size_);
+    });
+  } catch (const std::bad_alloc&) {
+    throw AllocationError(std::string(what) + ": cannot allocate " +
+                          byte_str(t.size_ * dtype_size(dtype)) + " for a " +
+                          std::string(dtype_name(dtype)) + " tensor " + shape_str(shape) +
+                          " (out of memory)");
+  } catch (const std::length_error&) {
+    throw AllocationError(std::string(what) + ": cannot allocate " +
+                          byte_str(t.size_ * dtype_size(dtype)) + " for a " +
+                          std::string(dtype_name(dtype)) + " tensor " + shape_str(shape) +
+                          " (larger than the allocator allows)");
+  }
   t.ptr_ = t.buffer_->ptr();
   return t;
 }
 
-Tensor Tensor::zeros(const Shape& shape, DType dtype) {
-  Tensor t = empty(shape, dtype);
+Tensor Tensor::zeros(const Shape& shape, DType dtype, std::string_view what) {
+  Tensor t = empty(shape, dtype, what.empty() ? std::string_view("Tensor::zeros") : what);
   if (t.size_ > 0) std::memset(t.ptr_, 0, t.nbytes());
   return t;
 }
 
-Tensor Tensor::full(const Shape& shape, double value, DType dtype) {
-  Tensor t = empty(shape, dtype);
+Tensor Tensor::full(const Shape& shape, double value, DType dtype, std::string_view what) {
+  Tensor t = empty(shape, dtype, what.empty() ? std::string_view("Tensor::full") : what);
   dispatch_all(dtype, [&](auto tag) {
     using T = decltype(tag);
     std::fill_n(static_cast<T*>(t.ptr_), t.size_, static_cast<T>(value));
@@ -111,8 +190,8 @@ Tensor Tensor::full(const Shape& shape, double value, DType dtype) {
   return t;
 }
 
-Tensor Tensor::ones(const Shape& shape, DType dtype) {
-  return full(shape, 1.0, dtype);
+Tensor Tensor::ones(const Shape& shape, DType dtype, std::string_view what) {
+  return full(shape, 1.0, dtype, what.empty() ? std::string_view("Tensor::ones") : what);
 }
 
 Tensor Tensor::scalar(double value, DType dtype) {
@@ -120,7 +199,11 @@ Tensor Tensor::scalar(double value, DType dtype) {
 }
 
 Tensor Tensor::arange(std::size_t n, DType dtype) {
-  Tensor t = empty({n}, dtype);
+  if (dtype == DType::i32 && n > std::size_t{1} << 31) {
+    throw ValueError("Tensor::arange: n = " + std::to_string(n) +
+                     " counts past the largest int32 (2147483647); use DType::i64");
+  }
+  Tensor t = empty({n}, dtype, "Tensor::arange");
   dispatch_all(dtype, [&](auto tag) {
     using T = decltype(tag);
     T* p = static_cast<T*>(t.ptr_);
@@ -131,12 +214,12 @@ Tensor Tensor::arange(std::size_t n, DType dtype) {
 
 template <class T>
 Tensor Tensor::from(const Shape& shape, const std::vector<T>& values) {
-  if (shape_size(shape) != values.size()) {
-    throw ShapeError("Tensor::from: shape " + shape_str(shape) + " holds " +
-                     std::to_string(shape_size(shape)) + " elements, but " +
-                     std::to_string(values.size()) + " values were given");
+  const std::size_t n = checked_size(shape, "Tensor::from", dtype_of<T>());
+  if (n != values.size()) {
+    throw ShapeError("Tensor::from: shape " + shape_str(shape) + " holds " + std::to_string(n) +
+                     " elements, but " + std::to_string(values.size()) + " values were given");
   }
-  Tensor t = empty(shape, dtype_of<T>());
+  Tensor t = empty(shape, dtype_of<T>(), "Tensor::from");
   std::copy(values.begin(), values.end(), static_cast<T*>(t.ptr_));
   return t;
 }
@@ -216,7 +299,7 @@ template std::vector<std::int64_t> Tensor::to_vector<std::int64_t>() const;
 
 Tensor Tensor::clone() const {
   if (!defined()) return Tensor();
-  Tensor t = empty(shape_, dtype_);
+  Tensor t = empty(shape_, dtype_, "Tensor::clone");
   if (size_ > 0) std::memcpy(t.ptr_, ptr_, nbytes());
   return t;
 }
@@ -224,7 +307,7 @@ Tensor Tensor::clone() const {
 Tensor Tensor::astype(DType dtype) const {
   if (!defined()) throw ValueError("Tensor::astype: undefined tensor");
   if (dtype == dtype_) return clone();
-  Tensor t = empty(shape_, dtype);
+  Tensor t = empty(shape_, dtype, "Tensor::astype");
   dispatch_all(dtype_, [&](auto src_tag) {
     using S = decltype(src_tag);
     dispatch_all(dtype, [&](auto dst_tag) {
@@ -241,6 +324,7 @@ Tensor Tensor::reshape(const std::vector<long>& shape) const {
   Shape out(shape.size());
   long infer = -1;
   std::size_t known = 1;
+  bool known_overflow = false;
   for (std::size_t i = 0; i < shape.size(); ++i) {
     if (shape[i] == -1) {
       if (infer >= 0) throw ValueError("Tensor::reshape: more than one extent is -1");
@@ -249,11 +333,11 @@ Tensor Tensor::reshape(const std::vector<long>& shape) const {
       throw ValueError("Tensor::reshape: negative extent " + std::to_string(shape[i]));
     } else {
       out[i] = static_cast<std::size_t>(shape[i]);
-      known *= out[i];
+      known_overflow |= __builtin_mul_overflow(known, out[i], &known);
     }
   }
   if (infer >= 0) {
-    if (known == 0 || size_ % known != 0) {
+    if (known_overflow || known == 0 || size_ % known != 0) {
       std::string want = "[";
       for (std::size_t i = 0; i < shape.size(); ++i) {
         want += (i ? ", " : "") + std::to_string(shape[i]);
@@ -267,10 +351,11 @@ Tensor Tensor::reshape(const std::vector<long>& shape) const {
 }
 
 Tensor Tensor::reshape(const Shape& shape) const {
-  if (shape_size(shape) != size_) {
+  const std::size_t n = checked_size(shape, "Tensor::reshape", dtype_);
+  if (n != size_) {
     throw ShapeError("Tensor::reshape: cannot reshape " + shape_str(shape_) + " (" +
                      std::to_string(size_) + " elements) into " + shape_str(shape) + " (" +
-                     std::to_string(shape_size(shape)) + " elements)");
+                     std::to_string(n) + " elements)");
   }
   Tensor t = *this;
   t.shape_ = shape;

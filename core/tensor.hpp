@@ -79,8 +79,26 @@ inline bool is_floating(DType d) {
 /// A shape: the extent of each axis, outermost first.
 using Shape = std::vector<std::size_t>;
 
-/// Number of elements of a shape (1 for a scalar shape `{}`).
+/// Number of elements of a shape (1 for a scalar shape `{}`). ShapeError if the product
+/// does not fit in a std::size_t.
 std::size_t shape_size(const Shape& shape);
+/// The largest byte size of a tensor's elements: PTRDIFF_MAX (pointer differences
+/// within one buffer must be representable).
+inline constexpr std::size_t kMaxTensorBytes = static_cast<std::size_t>(PTRDIFF_MAX);
+/// Number of elements of `shape`, checked for a tensor of `dtype` (default: the widest,
+/// 8 bytes): ShapeError naming `what` and the shape unless the product of its nonzero
+/// extents, times the item size, is at most kMaxTensorBytes. Extents of 0 are not
+/// skipped blindly: [2^40, 2^40, 0] is refused too (as numpy does), so that strides
+/// computed from any tensor's shape never overflow. Every tensor's storage goes
+/// through this check (Tensor::empty); ops call it with their own name.
+/// @code
+/// checked_size({1ull << 32, 1ull << 32}, "my_op", DType::f32);
+/// // ShapeError: "my_op: shape [4294967296, 4294967296] is too large for a float32
+/// // tensor: its 4-byte elements would take more than 9223372036854775807 bytes (PTRDIFF_MAX)"
+/// @endcode
+std::size_t checked_size(const Shape& shape, std::string_view what, DType dtype = DType::f64);
+/// a + b for extents, with a ShapeError naming `what` if the sum overflows.
+std::size_t checked_add(std::size_t a, std::size_t b, std::string_view what);
 /// A shape as text, as in error messages: `shape_str({2, 3, 4}) == "[2, 3, 4]"`, `"[]"` for a
 /// scalar.
 std::string shape_str(const Shape& shape);
@@ -116,17 +134,21 @@ class Tensor {
 
   // -- factories ----------------------------------------------------------
   /// Uninitialised storage of the given shape and dtype (for results that are then
-  /// written in full).
-  static Tensor empty(const Shape& shape, DType dtype = DType::f32);
-  /// All zeros: `Tensor::zeros({2, 3})` is a [2, 3] float32 tensor of 0.
-  static Tensor zeros(const Shape& shape, DType dtype = DType::f32);
-  /// All ones.
-  static Tensor ones(const Shape& shape, DType dtype = DType::f32);
-  /// Every element `value`, converted to `dtype`: `Tensor::full({4}, -1e9)`.
-  static Tensor full(const Shape& shape, double value, DType dtype = DType::f32);
+  /// written in full). `what` names the op in errors (default "Tensor::empty", "Tensor::zeros",
+  /// ...): a shape too large to address is a ShapeError (checked_size), memory the system refuses
+  /// an AllocationError ("cannot allocate 4.0 GiB for a float32 tensor [32768, 32768]").
+  static Tensor empty(const Shape& shape, DType dtype = DType::f32, std::string_view what = {});
+  /// All zeros: `Tensor::zeros({2, 3})` is a [2, 3] float32 tensor of 0. Errors as empty.
+  static Tensor zeros(const Shape& shape, DType dtype = DType::f32, std::string_view what = {});
+  /// All ones. Errors as empty.
+  static Tensor ones(const Shape& shape, DType dtype = DType::f32, std::string_view what = {});
+  /// Every element `value`, converted to `dtype`: `Tensor::full({4}, -1e9)`. Errors as empty.
+  static Tensor full(const Shape& shape, double value, DType dtype = DType::f32,
+                     std::string_view what = {});
   /// A rank-0 tensor holding `value`.
   static Tensor scalar(double value, DType dtype = DType::f32);
-  /// 0, 1, ..., n-1 as a rank-1 tensor of shape [n] (int32 by default).
+  /// 0, 1, ..., n-1 as a rank-1 tensor of shape [n] (int32 by default). ValueError if
+  /// n - 1 is not representable in an integer `dtype` (n > 2^31 for int32).
   static Tensor arange(std::size_t n, DType dtype = DType::i32);
   /// Copies `values` (row-major) into a new tensor of dtype `dtype_of<T>()`; the sizes
   /// must agree (ShapeError otherwise): `Tensor::from<float>({2, 2}, {1, 2, 3, 4})`.

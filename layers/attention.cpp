@@ -101,7 +101,7 @@ Tensor causal_mask(std::size_t n_queries, std::size_t n_keys) {
     throw ValueError("causal_mask: n_queries (" + std::to_string(n_queries) +
                      ") must not exceed n_keys (" + std::to_string(n_keys) + ")");
   }
-  Tensor m = Tensor::empty({1, n_queries, n_keys}, DType::i32);
+  Tensor m = Tensor::empty({1, n_queries, n_keys}, DType::i32, "causal_mask");
   std::int32_t* p = m.data<std::int32_t>();
   const std::size_t offset = n_keys - n_queries;
   for (std::size_t i = 0; i < n_queries; ++i) {
@@ -181,11 +181,14 @@ Stack PureAttentionLayer::forward(const Stack& inputs) {
   const auto d = static_cast<long>(q.dim(2));
   const long d_head = d / heads;
   // [B, L, d] -> [B, H, L, d_head] and back, as Trax's _split_into_heads/_merge_heads.
+  // The lengths are given, not inferred (-1): with batch 0 there is nothing to infer from.
   auto split = [&](const Var& x) {
-    return fm::transpose(fm::reshape(x, {batch, -1, heads, d_head}), {0, 2, 1, 3});
+    const auto len = static_cast<long>(x.dim(1));
+    return fm::transpose(fm::reshape(x, {batch, len, heads, d_head}), {0, 2, 1, 3});
   };
   Var out = dot_product_attention(split(q), split(k), split(v), mask, dropout_, mode_, rng_);
-  Var merged = fm::reshape(fm::transpose(out, {0, 2, 1, 3}), {batch, -1, d});
+  Var merged =
+      fm::reshape(fm::transpose(out, {0, 2, 1, 3}), {batch, static_cast<long>(q.dim(1)), d});
   return {merged, mask};
 }
 

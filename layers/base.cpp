@@ -154,11 +154,30 @@ void Layer::set_own_weights(std::vector<Tensor> ws) {
 }
 
 const Var& Layer::weight(std::size_t i) const {
-  if (weights_.is_leaf() || i >= weights_.size()) {
+  if (weights_.size() == 0) {  // a leaf (marker) or an empty list: never given weights
+    throw core::ValueError(name_ + " (created at " + where() +
+                           ") has no weights: it was called before init(); call init with the "
+                           "input signature first (or set its weights)");
+  }
+  if (i >= weights_.size()) {
     throw core::ValueError(name_ + ": weight " + std::to_string(i) +
-                           " does not exist (was the layer initialised?)");
+                           " does not exist (the layer has " + std::to_string(weights_.size()) +
+                           " weights)");
   }
   return weights_[i].leaf();
+}
+
+// The first leaf at or under this layer that names weights but holds none: it was
+// never initialised and no weights were set. Layers without weights name none.
+const Layer* Layer::first_without_weights() const {
+  if (sublayers_.empty()) {
+    if (weights_.size() > 0) return nullptr;
+    return weight_names().empty() ? nullptr : this;
+  }
+  for (const LayerPtr& l : sublayers_) {
+    if (const Layer* missing = l->first_without_weights()) return missing;
+  }
+  return nullptr;
 }
 
 // ---- weights and state trees -------------------------------------------------------
@@ -377,14 +396,29 @@ Stack Layer::apply(const Stack& inputs, Key rng) {
                             (n_in_ == 1 ? "" : "s") + ", got " + std::to_string(inputs.size());
     throw LayerError(frame + ": " + msg, msg);
   }
+  if (!initialized_) {  // after init() this costs one test
+    if (const Layer* missing = first_without_weights()) {
+      // Inputs that are wrong whatever the weights are reported as such (shape rules need
+      // no weights); only inputs the layer would accept get the init message.
+      (void)output_signature(signature_of(inputs));
+      std::string msg = name_ + " (created at " + where() +
+                        ") was called before init(): call init with the input signature first "
+                        "(or set its weights)";
+      if (missing != this) {
+        msg += "; its sublayer " + missing->name_ + " (created at " + missing->where() +
+               ") has no weights";
+      }
+      throw LayerError(msg, msg);
+    }
+  }
   rng_ = rng;
   autodiff::NameScope scope(name_);
   try {
     Stack out = forward(inputs);
     if (static_cast<int>(out.size()) != n_out_) {
       throw core::ValueError("forward returned " + std::to_string(out.size()) + " output" +
-                             (out.size() == 1 ? "" : "s") + ", the layer promises n_out = " +
-                             std::to_string(n_out_));
+                             (out.size() == 1 ? "" : "s") +
+                             ", the layer promises n_out = " + std::to_string(n_out_));
     }
     return out;
   } catch (const LayerError& e) {

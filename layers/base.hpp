@@ -195,6 +195,10 @@ class Layer : public std::enable_shared_from_this<Layer> {
 
   /// Applies the layer inside a forward pass: checks the inputs, sets the rng,
   /// names the scope, and turns exceptions into LayerErrors. Combinators call it.
+  /// A layer that was never initialised, and under which some layer with weights
+  /// (a non-empty weight_names()) has none, is a LayerError naming both: "Serial
+  /// (created at m.cpp:3) was called before init(): call init with the input signature
+  /// first (or set its weights); its sublayer Dense (created at m.cpp:2) has no weights".
   Stack apply(const Stack& inputs, Key rng);
 
   // ---- mode and rng -----------------------------------------------------------------
@@ -239,6 +243,7 @@ class Layer : public std::enable_shared_from_this<Layer> {
 
  private:
   void clear_init_cache();
+  const Layer* first_without_weights() const;
   void collect_flat_weights(const std::string& prefix, std::vector<NamedTensor>& out,
                             std::vector<const Layer*>& seen) const;
   void collect_flat_state(const std::string& prefix, std::vector<NamedTensor>& out,

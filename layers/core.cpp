@@ -326,7 +326,7 @@ void PositionalEncodingLayer::init_weights_and_state(const Signature& input_sign
   const std::size_t d = in.shape[2];
   // pe[p, j] = sin(p * f) for even j, cos(p * f) for odd j, f = exp(-(j - j % 2) ln(1e4) / d):
   // Trax's div_term, computed in double as numpy does, then stored in the weights' dtype.
-  Tensor pe = Tensor::empty({1, max_len_, d}, DType::f64);
+  Tensor pe = Tensor::empty({1, max_len_, d}, DType::f64, "PositionalEncoding");
   double* out = pe.data<double>();
   const double k = -std::log(10000.0) / static_cast<double>(d);
   for (std::size_t p = 0; p < max_len_; ++p) {

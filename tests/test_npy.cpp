@@ -301,11 +301,16 @@ TEST_CASE("npy: errors name the file and say what is wrong") {
                      std::string(33 * 3, ' ') +
                      "1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,), }")
             .starts_with("h.npy: bad header: more than 32 dimensions"));
-  // ... but a huge extent next to a zero one is a valid empty array, and Python 2 "L" is fine.
+  // ... but a large extent next to a zero one is a valid empty array (while the other
+  // extents times the item size stay within PTRDIFF_MAX, as numpy requires), and Python 2
+  // "L" is fine.
   CHECK(parse_npy(npy_with_header("{'descr': '<i4', 'fortran_order': False, 'shape': "
-                                  "(9223372036854775807, 0), }",
+                                  "(2305843009213693951, 0), }",
                                   ""))
-            .shape() == Shape{9223372036854775807ull, 0});
+            .shape() == Shape{2305843009213693951ull, 0});
+  CHECK(header_error("{'descr': '<i4', 'fortran_order': False, 'shape': "
+                     "(9223372036854775807, 0), }") ==
+        "h.npy: int32 shape (9223372036854775807, 0) is too large: corrupt header");
   CHECK(parse_npy(npy_with_header("{\"shape\": (2L,), \"fortran_order\": True, \"descr\": \"<i4\"}",
                                   std::string("\x01\0\0\0\x02\0\0\0", 8)))
             .to_vector<int>() == std::vector<int>{1, 2});

@@ -980,8 +980,10 @@ TEST_CASE("E57 Embedding: called before init") {
     (*emb)(Var(Tensor::from<std::int32_t>({1, 2}, {1, 2})));
   });
   CHECK(o.type == "minitrax::base::LayerError");
-  CHECK(o.original == "Embedding: weight 0 does not exist (was the layer initialised?)");
-  CHECK(contains(o.what, "Embedding (created at tests/test_error_catalogue.cpp:"));
+  CHECK(o.original == "Embedding (created at tests/test_error_catalogue.cpp:978) was called "
+                      "before init(): call init with the input signature first (or set its "
+                      "weights)");
+  CHECK(contains(o.what, "Embedding (created at tests/test_error_catalogue.cpp:978)"));
 }
 
 TEST_CASE("E58 save_checkpoint: a folder stands where the file should go") {

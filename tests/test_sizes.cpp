@@ -1,6 +1,7 @@
 // tests/test_sizes.cpp: no shape, size or file crashes the process (issue 12, part 6).
 //
-// Four groups, each case a TEST_CASE named by its id in docs/errors_sizes.md:
+// Four groups, each case a TEST_CASE named by its id in docs/errors.md (part "Sizes, empty axes,
+// memory and layers before init"):
 //  * S..: sizes that overflow (element counts, byte counts, extents): a ShapeError naming
 //    the op and the shape, never a wrapped-around size;
 //  * A..: sizes that are valid but cannot be allocated: an AllocationError saying what
@@ -10,7 +11,7 @@
 //  * L..: layers with weights called before init().
 //
 // MINITRAX_PRINT_ERRORS=1 ./test_sizes prints every observed message (what
-// docs/errors_sizes.md shows).
+// docs/errors.md (part "Sizes, empty axes, memory and layers before init") shows).
 #include <doctest/doctest.h>
 #include <sys/resource.h>
 #include <sys/wait.h>

@@ -504,6 +504,12 @@ int main(int argc, char** argv) {
     training::save_checkpoint(beyond, c);
     expect_refused(binary, dir, {}, 1, {beyond + ": 'step' is -2"}, logs / "rules_negative.txt",
                    "--resume from a checkpoint with a negative step");
+    fs::remove(beyond);
+    // Checkpoints but no config.json: the settings are unknown, nothing is guessed.
+    fs::remove(dir / "config.json");
+    expect_refused(binary, dir, {}, 2,
+                   {"holds a run (", "but no config.json, so its settings are unknown"},
+                   logs / "rules_no_config.txt", "--resume with checkpoints but no config.json");
     fs::remove_all(dir);
   }
 

@@ -60,7 +60,9 @@ inline constexpr double kParallelMinFlops = 3e7;
 /// The current threshold (kParallelMinFlops unless set).
 double parallel_min_flops();
 /// Sets the threshold (>= 0; 0 threads every loop with more than one item, as the tests
-/// do to exercise the threaded code on small inputs).
+/// do to exercise the threaded code on small inputs). Unlike the thread count, it can
+/// change the bits of a result: it decides whether a loop's products run on OpenBLAS's
+/// own threads (serial loop) or on one (parallel loop).
 void set_parallel_min_flops(double flops);
 
 /// How many threads parallel_for(n_items, flops_per_item, ...) uses: 1 when the loop is

@@ -52,9 +52,10 @@ static void threads_part(int m, int n) {
     free(c1);
     free(c2);
   }
-  printf("  [%d, k] x [k, %d], 1 vs 2 OpenBLAS threads: %d of %d values k = 8, 12, ... 1100 "
-         "give different bits\n",
-         m, n, differ, total);
+  printf(
+      "  [%d, k] x [k, %d], 1 vs 2 OpenBLAS threads: %d of %d values k = 8, 12, ... 1100 "
+      "give different bits\n",
+      m, n, differ, total);
 }
 
 static void rows_part(int m, int n, int k) {
@@ -64,9 +65,10 @@ static void rows_part(int m, int n, int k) {
   float* split = calloc((size_t)m * n, sizeof(float));
   openblas_set_num_threads(1);
   product(m, n, k, a, b, whole);
-  printf("  [%d, %d] x [%d, %d] on 1 thread, rows cut into [0, a) and [a, %d): the same bits "
-         "for a =",
-         m, k, k, n, m);
+  printf(
+      "  [%d, %d] x [%d, %d] on 1 thread, rows cut into [0, a) and [a, %d): the same bits "
+      "for a =",
+      m, k, k, n, m);
   int same = 0;
   for (int cut = 1; cut < m; cut++) {
     product(cut, n, k, a, b, split);
@@ -117,8 +119,8 @@ int main(int argc, char** argv) {
         const float d = c[i] > other[i] ? c[i] - other[i] : other[i] - c[i];
         if (d > worst) worst = d;
       }
-      printf("  compared with %s: %d of %d elements differ, by up to %g\n", argv[2], differ,
-             m * n, (double)worst);
+      printf("  compared with %s: %d of %d elements differ, by up to %g\n", argv[2], differ, m * n,
+             (double)worst);
       free(other);
     }
     free(a);

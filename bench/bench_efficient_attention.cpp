@@ -15,9 +15,12 @@
 //   path/<layer>/<ref|fast>/L      fwd+bwd at L = 256 and 1024, reference loop vs fast path
 //
 // Every benchmark runs one untimed step first (allocator warm-up, as in training).
-// Counters: us_per_token (the time per step divided by batch * L). Run with
-// OPENBLAS_CORETYPE=SkylakeX (OpenBLAS falls back to Prescott kernels on this CPU
-// otherwise, see "OpenBLAS does not recognise this CPU" in docs/performance.md).
+// Counters: us_per_token (the time per step divided by batch * L). On the AVX-512 machine
+// of docs/performance.md, run with OPENBLAS_CORETYPE=SkylakeX (OpenBLAS falls back to
+// Prescott kernels on that CPU otherwise, see "OpenBLAS does not recognise this CPU");
+// on a CPU without AVX-512 that setting dies with SIGILL (OpenBLAS does not check), and
+// OpenBLAS's own choice (e.g. Haswell on AVX2) is the one to use. Results are bitwise
+// the same for any thread count whatever the kernels (core/parallel.hpp).
 // MINITRAX_EFFICIENT_ATTENTION_PER_HEAD=1 runs the memory-lean path head by head (the
 // path before batching) for comparison.
 //
@@ -294,6 +297,9 @@ int main(int argc, char** argv) {
     mallopt(M_TRIM_THRESHOLD, std::atoi(t));
   }
   register_all();
+  // Which OpenBLAS kernels ran (OPENBLAS_CORETYPE or OpenBLAS's own choice): the figures
+  // depend on it.
+  benchmark::AddCustomContext("openblas_core", openblas_get_corename());
   benchmark::Initialize(&argc, argv);
   if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
   benchmark::RunSpecifiedBenchmarks();

@@ -61,6 +61,18 @@ class BlasThreadsScope {
 
 }  // namespace
 
+int blas_num_threads() {
+  return openblas_get_num_threads();
+}
+
+void set_blas_num_threads(int n) {
+  if (n < 1) {
+    throw ValueError("set_blas_num_threads: the thread count must be >= 1, got " +
+                     std::to_string(n));
+  }
+  openblas_set_num_threads(n);
+}
+
 int num_threads() {
   const int set = g_threads.load(std::memory_order_relaxed);
   if (set > 0) return set;
@@ -89,20 +101,35 @@ void set_parallel_min_flops(double flops) {
   g_min_flops.store(flops, std::memory_order_relaxed);
 }
 
+namespace {
+
+// Whether a loop runs as a parallel loop (on num_threads() workers, OpenBLAS held at one
+// thread): a decision that does not depend on the thread count.
+bool parallel_loop(long n_items, double flops_per_item) {
+  if (t_in_parallel || n_items <= 1) return false;
+  return static_cast<double>(n_items) * flops_per_item >= parallel_min_flops();
+}
+
+}  // namespace
+
 int parallel_workers(long n_items, double flops_per_item) {
-  if (t_in_parallel || n_items <= 1) return 1;
-  if (static_cast<double>(n_items) * flops_per_item < parallel_min_flops()) return 1;
+  if (!parallel_loop(n_items, flops_per_item)) return 1;
   return static_cast<int>(std::min<long>(num_threads(), n_items));
 }
 
 void parallel_for(long n_items, double flops_per_item,
                   const std::function<void(long item, int worker)>& body) {
   if (n_items <= 0) return;
-  const int workers = parallel_workers(n_items, flops_per_item);
-  if (workers == 1) {
+  if (!parallel_loop(n_items, flops_per_item)) {
+    // Serial whatever the thread count: the items see OpenBLAS as the code around does.
     for (long i = 0; i < n_items; ++i) body(i, 0);
     return;
   }
+  // OpenBLAS at one thread for every item, also when this loop gets a single worker
+  // (num_threads() == 1): a product split among OpenBLAS's threads rounds differently
+  // from the same product on one (see parallel.hpp), so the items must not see a BLAS
+  // thread count that depends on how many workers the loop has.
+  const int workers = static_cast<int>(std::min<long>(num_threads(), n_items));
   BlasThreadsScope blas_single;
   std::atomic<long> next{0};
   std::atomic<bool> failed{false};

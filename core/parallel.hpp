@@ -8,15 +8,39 @@
 /// Splitting the independent items across threads instead, with OpenBLAS held at one
 /// thread inside the loop, keeps both cores busy for the whole kernel.
 ///
-/// Determinism: an item's result never depends on which thread computes it or on how
-/// many threads there are (items write disjoint outputs, and OpenBLAS splits a gemm by
-/// rows and columns, never along the summed axis), so results are bitwise the same for
-/// any thread count. The workers take the calling thread's flush-to-zero setting.
+/// Determinism: results are bitwise the same for any thread count (num_threads()), under
+/// every OpenBLAS kernel family. Why:
+/// - the caller cuts the work into items whose boundaries do not depend on the thread
+///   count (a slice, a tile of a fixed number of rows), so every gemm call has the same
+///   operands and sizes whatever the thread count; an item's result does not depend on
+///   which thread computes it (items write disjoint outputs, scratch is fully rewritten);
+/// - inside every parallel loop OpenBLAS runs at one thread, also when the loop gets a
+///   single worker (num_threads() == 1). OpenBLAS's threads split a product into parts
+///   whose shapes depend on its thread count, and its kernels round an element
+///   differently depending on the part that holds it: measured with OpenBLAS 0.3.21,
+///   most products large enough to be threaded give other bits on 2 threads than on 1,
+///   under the Haswell and the Prescott kernels alike. So a gemm must never see a BLAS
+///   thread count that follows the loop's worker count;
+/// - whether a loop is parallel at all (more than one item, at least
+///   parallel_min_flops() of work, not nested) does not depend on the thread count; a
+///   serial loop leaves OpenBLAS's own thread count alone, as the code around it does.
+/// Changing OpenBLAS's own thread count (OPENBLAS_NUM_THREADS) can change the bits of
+/// the products made outside parallel loops, and results differ between kernel families
+/// (OPENBLAS_CORETYPE): each family sums in its own order (its own blocking, unrolling,
+/// FMA or not). The workers take the calling thread's flush-to-zero setting.
 #pragma once
 
 #include <functional>
 
 namespace minitrax::core {
+
+/// OpenBLAS's own thread count (openblas_get_num_threads): the threads it splits a
+/// product among, outside parallel loops (inside them it is 1).
+int blas_num_threads();
+
+/// Sets OpenBLAS's own thread count (n >= 1; openblas_set_num_threads). minitrax's
+/// thread count follows it unless set_num_threads or MINITRAX_NUM_THREADS set one.
+void set_blas_num_threads(int n);
 
 /// The number of threads parallel_for uses: set_num_threads's value if one was set, else
 /// MINITRAX_NUM_THREADS from the environment if set (a positive integer), else OpenBLAS's
@@ -36,22 +60,25 @@ inline constexpr double kParallelMinFlops = 3e7;
 /// The current threshold (kParallelMinFlops unless set).
 double parallel_min_flops();
 /// Sets the threshold (>= 0; 0 threads every loop with more than one item, as the tests
-/// do to exercise the threaded code on small inputs).
+/// do to exercise the threaded code on small inputs). Unlike the thread count, it can
+/// change the bits of a result: it decides whether a loop's products run on OpenBLAS's
+/// own threads (serial loop) or on one (parallel loop).
 void set_parallel_min_flops(double flops);
 
-/// How many threads parallel_for(n_items, flops_per_item, ...) uses: 1 when the loop has
-/// at most one item, less than parallel_min_flops() of work in total, or runs inside a
-/// parallel_for body (no nesting); otherwise min(num_threads(), n_items). Size
+/// How many threads parallel_for(n_items, flops_per_item, ...) uses: 1 when the loop is
+/// serial (at most one item, less than parallel_min_flops() of work in total, or inside a
+/// parallel_for body: no nesting); otherwise min(num_threads(), n_items). Size
 /// per-thread scratch with it.
 int parallel_workers(long n_items, double flops_per_item);
 
 /// Runs body(item, worker) once for every item in [0, n_items), on
 /// parallel_workers(n_items, flops_per_item) threads (the calling thread is worker 0);
-/// items are handed out in order as threads become free. With one worker it is a plain
-/// loop and OpenBLAS keeps its threads; otherwise OpenBLAS runs single-threaded until the
-/// loop ends. The first exception a body throws stops the hand-out and is rethrown in the
-/// calling thread after all threads end. flops_per_item is an estimate of each item's
-/// work, used only for the decision above.
+/// items are handed out in order as threads become free. A serial loop (see
+/// parallel_workers) is a plain loop and OpenBLAS keeps its threads; otherwise OpenBLAS
+/// runs single-threaded until the loop ends, whatever the number of workers (also one). The first
+/// exception a body throws stops the hand-out and is rethrown in the calling thread after all
+/// threads end. flops_per_item is an estimate of each item's work, used only for the decision
+/// above.
 void parallel_for(long n_items, double flops_per_item,
                   const std::function<void(long item, int worker)>& body);
 

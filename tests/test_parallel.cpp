@@ -1,9 +1,17 @@
 // core::parallel_for (core/parallel.hpp) and the attention kernels that use it: every
-// item runs exactly once, errors reach the caller, nested loops run serially, and the
-// efficient attention layers give bitwise the same outputs, states and gradients with
-// one thread and with several (each item is computed whole by one thread).
+// item runs exactly once, errors reach the caller, nested loops run serially, OpenBLAS
+// runs at one thread inside every parallel loop (whatever its worker count), and products
+// cut into fixed tiles and the efficient attention layers give bitwise the same outputs,
+// states and gradients with one thread and with several.
+//
+// The bitwise checks must be able to fail: OpenBLAS is set to 2 threads outside the
+// loops (a product split among OpenBLAS's threads rounds differently from the same
+// product on one thread, under the Haswell and the Prescott kernels alike), the row
+// counts are not multiples of the tiles, and the summed lengths are not multiples of 16.
+// Run this program under each OPENBLAS_CORETYPE the CPU can run.
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstring>
 #include <stdexcept>
@@ -12,6 +20,7 @@
 
 #include "autodiff/fastmath.hpp"
 #include "core/error.hpp"
+#include "core/kernels.hpp"
 #include "core/parallel.hpp"
 #include "core/rng.hpp"
 #include "layers/research/efficient_attention.hpp"
@@ -21,11 +30,14 @@ namespace ea = minitrax::layers::research;
 
 namespace {
 
-// Restores the default thread count and work threshold when a test case ends.
+// Restores the default thread count, work threshold and OpenBLAS's thread count when a
+// test case ends.
 struct ThreadsGuard {
+  int blas = core::blas_num_threads();
   ~ThreadsGuard() {
     core::set_num_threads(0);
     core::set_parallel_min_flops(core::kParallelMinFlops);
+    core::set_blas_num_threads(blas);
   }
 };
 
@@ -73,6 +85,102 @@ TEST_CASE("parallel_for: a body's exception reaches the caller; nested loops are
   CHECK_THROWS_AS(core::set_parallel_min_flops(-1.0), ValueError);
 }
 
+TEST_CASE("parallel_for: OpenBLAS at one thread inside every parallel loop, whatever its workers") {
+  ThreadsGuard guard;
+  core::set_blas_num_threads(2);
+  const int blas = core::blas_num_threads();  // 2 unless OpenBLAS caps it
+  MESSAGE("OpenBLAS kernels: " << core::blas_core_name() << ", threads outside loops: " << blas);
+  // The BLAS thread counts seen by a loop's bodies: {min, max}.
+  auto seen = [](long n, double flops) {
+    std::atomic<int> lo{1 << 20}, hi{0};
+    core::parallel_for(n, flops, [&](long, int) {
+      const int b = core::blas_num_threads();
+      int m = lo.load();
+      while (b < m && !lo.compare_exchange_weak(m, b)) {
+      }
+      m = hi.load();
+      while (b > m && !hi.compare_exchange_weak(m, b)) {
+      }
+    });
+    return std::pair<int, int>{lo.load(), hi.load()};
+  };
+  for (int threads : {1, 2, 3}) {
+    CAPTURE(threads);
+    core::set_num_threads(threads);
+    // A parallel loop: one BLAS thread in every body, also on a single worker.
+    CHECK(seen(6, core::kParallelMinFlops) == std::pair<int, int>{1, 1});
+    CHECK(core::blas_num_threads() == blas);  // restored after the loop
+    // Serial loops (one item; too little work) leave OpenBLAS's count alone, whatever
+    // the thread count, as the code around them does.
+    CHECK(seen(1, 1e12) == std::pair<int, int>{blas, blas});
+    CHECK(seen(6, 1.0) == std::pair<int, int>{blas, blas});
+  }
+  CHECK_THROWS_AS(core::set_blas_num_threads(0), ValueError);
+}
+
+namespace {
+
+// C = A B, [m, k] x [k, n], in tiles of `tile` rows dealt to `threads` threads.
+template <class T>
+std::vector<T> tiled_product(const std::vector<T>& a, const std::vector<T>& b, long m, long n,
+                             long k, long tile, int threads) {
+  core::set_num_threads(threads);
+  std::vector<T> c(static_cast<std::size_t>(m * n));
+  const long tiles = (m + tile - 1) / tile;
+  core::parallel_for(tiles, 2.0 * static_cast<double>(tile * n * k), [&](long t, int) {
+    const long r0 = t * tile, rows = std::min(tile, m - r0);
+    core::gemm(core::Trans::N, core::Trans::N, static_cast<std::size_t>(rows),
+               static_cast<std::size_t>(n), static_cast<std::size_t>(k), T(1), a.data() + r0 * k,
+               static_cast<std::size_t>(k), b.data(), static_cast<std::size_t>(n), T(0),
+               c.data() + r0 * n, static_cast<std::size_t>(n));
+  });
+  return c;
+}
+
+template <class T>
+void check_tiled_product(long m, long n, long k, long tile) {
+  CAPTURE(m);
+  CAPTURE(n);
+  CAPTURE(k);
+  CAPTURE(tile);
+  const core::DType dt = core::dtype_of<T>();
+  const core::Tensor at =
+      core::uniform(core::key_from_seed(11), {std::size_t(m), std::size_t(k)}, dt);
+  const core::Tensor bt =
+      core::uniform(core::key_from_seed(12), {std::size_t(k), std::size_t(n)}, dt);
+  const std::vector<T> a(at.data<T>(), at.data<T>() + m * k), b(bt.data<T>(), bt.data<T>() + k * n);
+  // The reference: the same tiles, one after the other, OpenBLAS at one thread.
+  core::set_blas_num_threads(1);
+  std::vector<T> ref(static_cast<std::size_t>(m * n));
+  for (long r0 = 0; r0 < m; r0 += tile) {
+    const long rows = std::min(tile, m - r0);
+    core::gemm(core::Trans::N, core::Trans::N, static_cast<std::size_t>(rows),
+               static_cast<std::size_t>(n), static_cast<std::size_t>(k), T(1), a.data() + r0 * k,
+               static_cast<std::size_t>(k), b.data(), static_cast<std::size_t>(n), T(0),
+               ref.data() + r0 * n, static_cast<std::size_t>(n));
+  }
+  core::set_blas_num_threads(2);
+  for (int threads : {1, 2, 3}) {
+    CAPTURE(threads);
+    const std::vector<T> c = tiled_product(a, b, m, n, k, tile, threads);
+    CHECK(std::memcmp(c.data(), ref.data(), c.size() * sizeof(T)) == 0);
+  }
+}
+
+}  // namespace
+
+TEST_CASE("parallel_for: a product in tiles of rows is bitwise the same with 1, 2 and 3 threads") {
+  ThreadsGuard guard;
+  core::set_parallel_min_flops(0.0);  // a parallel loop even for 3 tiles of 5 MFLOP
+  // Tiles of 128 rows with a short last one; OpenBLAS would split each tile's product
+  // among its threads (m * n * k far above its threshold) if the loop let it.
+  for (long k : {64L, 300L}) {
+    check_tiled_product<float>(300, 300, k, 128);
+    check_tiled_product<double>(300, 300, k, 128);
+  }
+  check_tiled_product<float>(300, 64, 300, 128);  // the attention kernels' P V shape
+}
+
 namespace {
 
 struct Result {
@@ -112,12 +220,21 @@ void check_bitwise(const Result& a, const Result& b, const std::string& what) {
   }
 }
 
+// The three runs of a layer, with 1, 2 and 3 threads, bitwise the same.
+void check_threads(base::Layer& layer, const core::Tensor& x, const std::string& what) {
+  const Result one = run(layer, x, 1);
+  check_bitwise(one, run(layer, x, 2), what + ", 2 threads");
+  check_bitwise(one, run(layer, x, 3), what + ", 3 threads");
+}
+
 }  // namespace
 
 TEST_CASE("efficient attention: bitwise the same results with 1, 2 and 3 threads") {
   ThreadsGuard guard;
+  core::set_blas_num_threads(2);      // what a single-worker loop must not hand to its gemms
   core::set_parallel_min_flops(0.0);  // thread every loop, however small
   SUBCASE("SelfAttention, unchunked, causal: tiles of rows dealt to threads") {
+    // L = 384: tiles of 128 rows, windows of 128, 256 and 384 keys.
     auto layer = ea::SelfAttention({.n_heads = 4,
                                     .d_qk = 16,
                                     .d_v = 16,
@@ -127,9 +244,32 @@ TEST_CASE("efficient attention: bitwise the same results with 1, 2 and 3 threads
                                     .output_dropout = 0.1});
     const core::Tensor x = core::normal(core::key_from_seed(1), {2, 384, 32});
     layer->init({{x.shape(), x.dtype()}}, core::key_from_seed(2));
-    const Result one = run(*layer, x, 1);
-    check_bitwise(one, run(*layer, x, 2), "SelfAttention, 2 threads");
-    check_bitwise(one, run(*layer, x, 3), "SelfAttention, 3 threads");
+    check_threads(*layer, x, "SelfAttention");
+  }
+  SUBCASE("SelfAttention, unchunked, causal, L = 300: a short last tile, windows of 300") {
+    // Tiles of 128, 128 and 44 rows; the last windows sum over 300 keys (not a multiple
+    // of 16: Prescott's kernels round that differently on 2 OpenBLAS threads).
+    auto layer = ea::SelfAttention({.n_heads = 2,
+                                    .d_qk = 32,
+                                    .d_v = 64,
+                                    .causal = true,
+                                    .mode = base::Mode::train,
+                                    .attention_dropout = 0.1});
+    const core::Tensor x = core::normal(core::key_from_seed(6), {2, 300, 48});
+    layer->init({{x.shape(), x.dtype()}}, core::key_from_seed(7));
+    check_threads(*layer, x, "SelfAttention L = 300");
+  }
+  SUBCASE("SelfAttention, chunked (100, one chunk before), not causal: chunks dealt to threads") {
+    auto layer = ea::SelfAttention({.n_heads = 2,
+                                    .d_qk = 32,
+                                    .d_v = 32,
+                                    .chunk_len = 100,
+                                    .n_chunks_before = 1,
+                                    .mode = base::Mode::train,
+                                    .attention_dropout = 0.1});
+    const core::Tensor x = core::normal(core::key_from_seed(8), {2, 300, 32});
+    layer->init({{x.shape(), x.dtype()}}, core::key_from_seed(9));
+    check_threads(*layer, x, "chunked SelfAttention");
   }
   SUBCASE("LSHSelfAttention, 2 rounds, factorised buckets, dropout: slices dealt to threads") {
     auto layer = ea::LSHSelfAttention({.n_heads = 3,
@@ -146,8 +286,44 @@ TEST_CASE("efficient attention: bitwise the same results with 1, 2 and 3 threads
                                        .n_parallel_heads = 3});
     const core::Tensor x = core::normal(core::key_from_seed(3), {2, 128, 24});
     layer->init({{x.shape(), x.dtype()}}, core::key_from_seed(4));
-    const Result one = run(*layer, x, 1);
-    check_bitwise(one, run(*layer, x, 2), "LSHSelfAttention, 2 threads");
-    check_bitwise(one, run(*layer, x, 3), "LSHSelfAttention, 3 threads");
+    check_threads(*layer, x, "LSHSelfAttention");
+  }
+}
+
+TEST_CASE(
+    "efficient attention at the default work threshold: bitwise the same with 1, 2, 3 threads") {
+  // Sizes whose loops pass kParallelMinFlops by far, so the layers take their threaded
+  // paths as they do in use.
+  ThreadsGuard guard;
+  core::set_blas_num_threads(2);
+  // The dense forward's loop: 2 x 2 slices of 5 tiles of about 2 * 128 * 600 * 128 flops.
+  CHECK(20.0 * 2 * 128 * 600 * 128 > core::kParallelMinFlops);
+  SUBCASE("SelfAttention, unchunked, causal, L = 600") {
+    auto layer = ea::SelfAttention({.n_heads = 2,
+                                    .d_qk = 64,
+                                    .d_v = 64,
+                                    .causal = true,
+                                    .mode = base::Mode::train,
+                                    .attention_dropout = 0.1});
+    const core::Tensor x = core::normal(core::key_from_seed(13), {2, 600, 64});
+    layer->init({{x.shape(), x.dtype()}}, core::key_from_seed(14));
+    check_threads(*layer, x, "SelfAttention L = 600");
+  }
+  SUBCASE("LSHSelfAttention, 2 rounds, L = 1024") {
+    // 2 slices of 2000 sorted slots, windows of 128: about 2 * 2000 * 128 * 64 flops each.
+    auto layer = ea::LSHSelfAttention({.n_heads = 2,
+                                       .d_qk = 32,
+                                       .d_v = 32,
+                                       .causal = true,
+                                       .chunk_len = 64,
+                                       .n_chunks_before = 1,
+                                       .n_hashes = 2,
+                                       .n_buckets = {8, 4},
+                                       .mode = base::Mode::train,
+                                       .attention_dropout = 0.1,
+                                       .n_parallel_heads = 2});
+    const core::Tensor x = core::normal(core::key_from_seed(15), {1, 1024, 32});
+    layer->init({{x.shape(), x.dtype()}}, core::key_from_seed(16));
+    check_threads(*layer, x, "LSHSelfAttention L = 1024");
   }
 }

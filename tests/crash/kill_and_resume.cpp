@@ -513,6 +513,44 @@ int main(int argc, char** argv) {
     fs::remove_all(dir);
   }
 
+  // ---- metrics.jsonl edited by hand or on Windows: read tolerantly ----
+  {
+    const fs::path dir = work / "metrics_edited";
+    fs::copy(refs[3].dir, dir, fs::copy_options::recursive);
+    fs::remove(dir / "results.json");  // as if killed during the final evaluation
+    // CRLF line ends everywhere, and an extra member of another type on one line.
+    std::istringstream lines(slurp(dir / "metrics.jsonl"));
+    std::string line, edited;
+    for (int i = 0; std::getline(lines, line); ++i) {
+      if (i == 3) line.insert(line.size() - 1, ", \"note\": \"edited by hand\"");
+      edited += line + "\r\n";
+    }
+    { std::ofstream(dir / "metrics.jsonl", std::ios::binary | std::ios::trunc) << edited; }
+    const fs::path log = work / "logs" / "metrics_edited.txt";
+    Outcome o = run_job(binary, {"--resume", "--output-dir", dir.string()}, {}, 0, log, 120);
+    if (o.exit_code != 0 || slurp(dir / "curves.svg") != slurp(refs[3].dir / "curves.svg") ||
+        slurp(dir / "metrics.jsonl") != edited) {
+      fail(
+          "a resume over a CRLF metrics.jsonl with an extra member did not keep it and plot "
+          "the reference's curves:\n" +
+          slurp(log));
+    }
+    // A train record without "loss": kept, left out of the loss curve, no crash.
+    std::string no_loss = slurp(dir / "metrics.jsonl");
+    const std::size_t at = no_loss.find("\"loss\": ", no_loss.find("\"step\": 2,"));
+    no_loss.erase(at, no_loss.find(", ", at) + 2 - at);
+    { std::ofstream(dir / "metrics.jsonl", std::ios::binary | std::ios::trunc) << no_loss; }
+    fs::remove(dir / "results.json");
+    o = run_job(binary, {"--resume", "--output-dir", dir.string()}, {}, 0, log, 120);
+    if (o.exit_code != 0 || slurp(dir / "metrics.jsonl") != no_loss ||
+        slurp(dir / "results.json") != slurp(refs[3].dir / "results.json")) {
+      fail("a resume over a metrics.jsonl with a record without \"loss\" failed:\n" + slurp(log));
+    }
+    fs::remove_all(dir);
+    std::cout << "metrics.jsonl with CRLF ends, an extra member, a record without \"loss\": "
+                 "kept as written, resumed, curves as the reference's\n";
+  }
+
   // ---- scenarios of kills and resumes ----
   std::mt19937 rng(seed);
   std::uniform_real_distribution<double> unit(0.0, 1.0);

@@ -14,22 +14,13 @@
 #include <string>
 #include <vector>
 
+#include "config_round_trip.hpp"
 #include "duplication/config.hpp"
 #include "fuzz_util.hpp"
 
 using namespace minitrax;
+using fuzz::check_round_trip;
 
-namespace {
-
-void check_round_trip(const app::DuplicationConfig& c) {
-  const std::string json = app::to_json(c);
-  app::DuplicationConfig d;
-  app::apply_json(d, json, "round trip");
-  app::validate(d);
-  if (app::to_json(d) != json) fuzz::invariant_failed("apply_json(to_json(c)) differs from c");
-}
-
-}  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   static const fuzz::TempFile file("fuzz_cli_config");

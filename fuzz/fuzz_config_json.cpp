@@ -8,22 +8,13 @@
 // must round-trip: apply_json(defaults, to_json(c)) gives c again.
 #include <string>
 
+#include "config_round_trip.hpp"
 #include "duplication/config.hpp"
 #include "fuzz_util.hpp"
 
 using namespace minitrax;
+using fuzz::check_round_trip;
 
-namespace {
-
-void check_round_trip(const app::DuplicationConfig& c) {
-  const std::string json = app::to_json(c);
-  app::DuplicationConfig d;
-  app::apply_json(d, json, "round trip");
-  app::validate(d);
-  if (app::to_json(d) != json) fuzz::invariant_failed("apply_json(to_json(c)) differs from c");
-}
-
-}  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   const std::string text(fuzz::as_bytes(data, size));

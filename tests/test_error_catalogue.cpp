@@ -11,7 +11,6 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
-#include <cxxabi.h>
 #include <cmath>
 #include <cstdlib>
 #include <filesystem>
@@ -88,43 +87,20 @@ std::string replace_all(std::string s, const std::string& from, const std::strin
   return s;
 }
 
-/// What a bad input gave: the exception's dynamic type, what() and, for a LayerError,
-/// the original message.
-struct Observed {
-  bool thrown = false;
-  std::string type;      // e.g. "minitrax::core::ShapeError"
-  std::string what;      // what the user sees
-  std::string original;  // LayerError: the message of the exception inside
-};
-
-std::string type_name(const std::type_info& t) {
-  int status = 0;
-  char* name = abi::__cxa_demangle(t.name(), nullptr, nullptr, &status);
-  std::string out = status == 0 && name ? name : t.name();
-  std::free(name);
-  return out;
+// What the catalogue prints: the temporary folder as <tmp>, an atomic write's
+// temporary as .minitrax-tmp.<pid>.<n>.
+std::string printable(const std::string& what) {
+  std::string text = replace_all(what, temp_root().string(), "<tmp>");
+  return std::regex_replace(
+      text, std::regex("\\.minitrax-tmp\\." + std::to_string(::getpid()) + "\\.[0-9]+"),
+      ".minitrax-tmp.<pid>.<n>");
 }
 
-/// Runs f and records what it throws; with MINITRAX_PRINT_ERRORS set, prints it.
+using testutil::Observed;
+
 template <class F>
 Observed observe(const std::string& id, F&& f) {
-  Observed o;
-  try {
-    f();
-  } catch (const base::LayerError& e) {
-    o = {true, type_name(typeid(e)), e.what(), e.original()};
-  } catch (const std::exception& e) {
-    o = {true, type_name(typeid(e)), e.what(), e.what()};
-  }
-  if (std::getenv("MINITRAX_PRINT_ERRORS")) {
-    std::string text = o.thrown ? o.what : "(no error)";
-    text = replace_all(text, temp_root().string(), "<tmp>");
-    text = std::regex_replace(
-        text, std::regex("\\.minitrax-tmp\\." + std::to_string(::getpid()) + "\\.[0-9]+"),
-        ".minitrax-tmp.<pid>.<n>");
-    std::cerr << "==== " << id << " | " << (o.thrown ? o.type : "-") << "\n" << text << "\n";
-  }
-  return o;
+  return testutil::observe(id, std::forward<F>(f), printable);
 }
 
 // ---- files ------------------------------------------------------------------------------
@@ -975,15 +951,16 @@ TEST_CASE("E56 set_flat_weights: a weight of the wrong shape") {
 }
 
 TEST_CASE("E57 Embedding: called before init") {
+  const std::string made_at = "tests/test_error_catalogue.cpp:" + std::to_string(__LINE__ + 1);
   auto emb = tl::Embedding(10, 4);
   const Observed o = observe("E57", [&] {
     (*emb)(Var(Tensor::from<std::int32_t>({1, 2}, {1, 2})));
   });
   CHECK(o.type == "minitrax::base::LayerError");
-  CHECK(o.original == "Embedding (created at tests/test_error_catalogue.cpp:978) was called "
-                      "before init(): call init with the input signature first (or set its "
-                      "weights)");
-  CHECK(contains(o.what, "Embedding (created at tests/test_error_catalogue.cpp:978)"));
+  CHECK(o.original == "Embedding (created at " + made_at +
+                          ") was called before init(): call init with the input signature "
+                          "first (or set its weights)");
+  CHECK(contains(o.what, "Embedding (created at " + made_at + ")"));
 }
 
 TEST_CASE("E58 save_checkpoint: a folder stands where the file should go") {

@@ -19,6 +19,7 @@
 #include "training/losses.hpp"
 
 using namespace minitrax;
+using testutil::without_timing;
 namespace tl = minitrax::layers;
 namespace fs = std::filesystem;
 
@@ -160,22 +161,6 @@ std::string read_text(const fs::path& p) {
   std::stringstream s;
   s << f.rdbuf();
   return s.str();
-}
-
-// metrics.jsonl without the timing field, which differs between any two runs.
-std::string without_timing(const std::string& text) {
-  std::string out;
-  std::istringstream in(text);
-  std::string line;
-  while (std::getline(in, line)) {
-    const std::size_t p = line.find(", \"step_seconds\": ");
-    if (p != std::string::npos) {
-      const std::size_t end = line.find_first_of(",}", p + 2);
-      line.erase(p, end - p);
-    }
-    out += line + "\n";
-  }
-  return out;
 }
 
 }  // namespace

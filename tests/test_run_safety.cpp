@@ -28,6 +28,7 @@
 #include "training/stop_signals.hpp"
 
 using namespace minitrax;
+using testutil::without_timing;
 namespace tl = minitrax::layers;
 namespace fs = std::filesystem;
 using testutil::contains;
@@ -55,18 +56,6 @@ std::string read_text(const fs::path& p) {
 
 void write_text(const fs::path& p, const std::string& text) {
   std::ofstream(p, std::ios::binary) << text;
-}
-
-std::string without_timing(const std::string& text) {
-  std::string out;
-  std::istringstream in(text);
-  std::string line;
-  while (std::getline(in, line)) {
-    const std::size_t p = line.find(", \"step_seconds\": ");
-    if (p != std::string::npos) line.erase(p, line.find_first_of(",}", p + 2) - p);
-    out += line + "\n";
-  }
-  return out;
 }
 
 // A training stream that can run an action before handing out a given step's batch

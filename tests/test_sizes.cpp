@@ -17,7 +17,6 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include <cxxabi.h>
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
@@ -78,38 +77,8 @@ constexpr std::size_t k2_32 = std::size_t{1} << 32;
 
 // ---- observing an error -----------------------------------------------------------------
 
-struct Observed {
-  bool thrown = false;
-  std::string type;      // e.g. "minitrax::core::ShapeError"
-  std::string what;      // what the user sees
-  std::string original;  // LayerError: the message of the exception inside
-};
-
-std::string type_name(const std::type_info& t) {
-  int status = 0;
-  char* name = abi::__cxa_demangle(t.name(), nullptr, nullptr, &status);
-  std::string out = status == 0 && name ? name : t.name();
-  std::free(name);
-  return out;
-}
-
-/// Runs f and records what it throws; with MINITRAX_PRINT_ERRORS set, prints it.
-template <class F>
-Observed observe(const std::string& id, F&& f) {
-  Observed o;
-  try {
-    f();
-  } catch (const base::LayerError& e) {
-    o = {true, type_name(typeid(e)), e.what(), e.original()};
-  } catch (const std::exception& e) {
-    o = {true, type_name(typeid(e)), e.what(), e.what()};
-  }
-  if (std::getenv("MINITRAX_PRINT_ERRORS")) {
-    std::cerr << "==== " << id << " | " << (o.thrown ? o.type : "-") << "\n"
-              << (o.thrown ? o.what : "(no error)") << "\n";
-  }
-  return o;
-}
+using testutil::observe;
+using testutil::Observed;
 
 const std::string kLimit = "9223372036854775807 bytes (PTRDIFF_MAX)";
 

@@ -44,10 +44,12 @@
 #include <thread>
 #include <vector>
 
+#include "../test_util.hpp"
 #include "core/npy.hpp"
 #include "training/checkpoint.hpp"
 
 using namespace minitrax;
+using testutil::without_timing;
 namespace fs = std::filesystem;
 
 namespace {
@@ -225,19 +227,6 @@ std::string replace_all(std::string s, const std::string& from, const std::strin
     s.replace(p, from.size(), to);
   }
   return s;
-}
-
-// metrics.jsonl without the timing field.
-std::string without_timing(const std::string& text) {
-  std::string out;
-  std::istringstream in(text);
-  std::string line;
-  while (std::getline(in, line)) {
-    const std::size_t p = line.find(", \"step_seconds\": ");
-    if (p != std::string::npos) line.erase(p, line.find_first_of(",}", p + 2) - p);
-    out += line + "\n";
-  }
-  return out;
 }
 
 // The lines of the job's output that must not depend on interruptions: the Table 2

@@ -34,17 +34,20 @@
 
 namespace minitrax::core {
 
-/// OpenBLAS's own thread count (openblas_get_num_threads): the threads it splits a
-/// product among, outside parallel loops (inside them it is 1).
+/// The thread count OpenBLAS was asked for: OPENBLAS_NUM_THREADS or the number of cores
+/// (what OpenBLAS chose at load), or the last set_blas_num_threads (or a direct
+/// openblas_set_num_threads call, noticed at the next product). OpenBLAS itself always
+/// runs on one thread; this count is only the default of num_threads().
 int blas_num_threads();
 
-/// Sets OpenBLAS's own thread count (n >= 1; openblas_set_num_threads). minitrax's
-/// thread count follows it unless set_num_threads or MINITRAX_NUM_THREADS set one.
+/// Sets the count blas_num_threads() reports (n >= 1); OpenBLAS stays at one thread.
+/// minitrax's thread count follows it unless set_num_threads or MINITRAX_NUM_THREADS
+/// set one.
 void set_blas_num_threads(int n);
 
 /// The number of threads parallel_for uses: set_num_threads's value if one was set, else
-/// MINITRAX_NUM_THREADS from the environment if set (a positive integer), else OpenBLAS's
-/// current thread count (OPENBLAS_NUM_THREADS, or the number of cores).
+/// MINITRAX_NUM_THREADS from the environment if set (a positive integer), else
+/// blas_num_threads() (OPENBLAS_NUM_THREADS, or the number of cores).
 int num_threads();
 
 /// Sets the thread count for parallel_for (n >= 1; 0 returns to the default above).
@@ -60,9 +63,8 @@ inline constexpr double kParallelMinFlops = 3e7;
 /// The current threshold (kParallelMinFlops unless set).
 double parallel_min_flops();
 /// Sets the threshold (>= 0; 0 threads every loop with more than one item, as the tests
-/// do to exercise the threaded code on small inputs). Unlike the thread count, it can
-/// change the bits of a result: it decides whether a loop's products run on OpenBLAS's
-/// own threads (serial loop) or on one (parallel loop).
+/// do to exercise the threaded code on small inputs). Like the thread count, it never
+/// changes the bits of a result, only whether a loop's items run on one thread or several.
 void set_parallel_min_flops(double flops);
 
 /// How many threads parallel_for(n_items, flops_per_item, ...) uses: 1 when the loop is
@@ -74,12 +76,18 @@ int parallel_workers(long n_items, double flops_per_item);
 /// Runs body(item, worker) once for every item in [0, n_items), on
 /// parallel_workers(n_items, flops_per_item) threads (the calling thread is worker 0);
 /// items are handed out in order as threads become free. A serial loop (see
-/// parallel_workers) is a plain loop and OpenBLAS keeps its threads; otherwise OpenBLAS
-/// runs single-threaded until the loop ends, whatever the number of workers (also one). The first
+/// parallel_workers) is a plain loop. OpenBLAS runs single-threaded in both. The first
 /// exception a body throws stops the hand-out and is rethrown in the calling thread after all
 /// threads end. flops_per_item is an estimate of each item's work, used only for the decision
 /// above.
 void parallel_for(long n_items, double flops_per_item,
                   const std::function<void(long item, int worker)>& body);
+
+namespace detail {
+/// Keeps OpenBLAS at one thread: if something set OpenBLAS's thread count directly
+/// (openblas_set_num_threads), takes that count as blas_num_threads() and sets OpenBLAS
+/// back to one. Called before every product (core::gemm) and parallel loop.
+void blas_single_thread();
+}  // namespace detail
 
 }  // namespace minitrax::core

@@ -42,6 +42,7 @@
 
 #include "autodiff/fastmath.hpp"
 #include "autodiff/tape.hpp"
+#include "core/parallel.hpp"
 #include "core/rng.hpp"
 #include "layers/research/efficient_attention.hpp"
 
@@ -158,7 +159,7 @@ Tensor input(long batch, long length) {
 void BM_dense(benchmark::State& state) {
   const long L = state.range(0);
   const bool backward = state.range(1) != 0;
-  openblas_set_num_threads(static_cast<int>(state.range(2)));
+  core::set_blas_num_threads(static_cast<int>(state.range(2)));
   auto layer = ea::SelfAttention({.n_heads = kHeads,
                                   .d_qk = kDHead,
                                   .d_v = kDHead,
@@ -187,7 +188,7 @@ void BM_lsh(benchmark::State& state) {
   const long n_hashes = state.range(0);
   const long L = state.range(1);
   const bool backward = state.range(2) != 0;
-  openblas_set_num_threads(static_cast<int>(state.range(3)));
+  core::set_blas_num_threads(static_cast<int>(state.range(3)));
   const long batch = std::max(1L, 16384 / L);
   auto layer = ea::LSHSelfAttention({.n_heads = kHeads,
                                      .d_qk = kDHead,
@@ -210,7 +211,7 @@ void BM_path(benchmark::State& state) {
   const long kind = state.range(0);
   const bool reference = state.range(1) != 0;
   const long L = state.range(2);
-  openblas_set_num_threads(static_cast<int>(state.range(3)));
+  core::set_blas_num_threads(static_cast<int>(state.range(3)));
   std::shared_ptr<ea::EfficientAttentionBase> layer;
   if (kind == 0) {
     layer = ea::SelfAttention({.n_heads = kHeads,

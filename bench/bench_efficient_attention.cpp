@@ -1,6 +1,6 @@
 // bench/bench_efficient_attention.cpp: speed of the efficient attention layers
 // (layers/research/efficient_attention.hpp), b = 1 unless said, 4 heads, d_head 64
-// (d_model 256), OpenBLAS threads 2 (BENCH_THREADS=n to change; the benchmark's
+// (d_model 256), threads 2 (BENCH_THREADS=n to change; the benchmark's
 // cpu_time is the process's CPU time, user + system, all threads).
 //
 //   dense/<fwd|fwdbwd>/L           SelfAttention, no chunking, causal (the fast path);
@@ -238,7 +238,7 @@ void BM_path(benchmark::State& state) {
 }
 
 void register_all() {
-  // OpenBLAS threads: 2 (the setting); BENCH_THREADS overrides (1 measures the
+  // Threads: 2 (the setting); BENCH_THREADS overrides (1 measures the
   // work alone: with one thread the process CPU time is the whole cost, robust on a
   // shared machine where a second thread waits for a busy core).
   const char* bt = std::getenv("BENCH_THREADS");

@@ -1,6 +1,7 @@
 // minitrax/core/parallel.cpp: parallel_for over independent items (see parallel.hpp).
 #include "core/parallel.hpp"
 
+#include <unistd.h>
 #include <algorithm>
 #include <atomic>
 #include <condition_variable>
@@ -200,8 +201,19 @@ class Pool {
   std::uint64_t generation_ = 0;
 };
 
+// The pool's threads wait until the process ends (the pool is never destroyed). A child
+// made by fork() has none of its parent's threads: it starts a pool of its own (the
+// parent's is left alone, its memory copied and unused).
 Pool& pool() {
-  static Pool* p = new Pool;  // never destroyed: its threads wait until the process ends
+  static std::mutex m;
+  static Pool* p = nullptr;
+  static pid_t owner = 0;
+  const std::lock_guard<std::mutex> lock(m);
+  const pid_t pid = getpid();
+  if (p == nullptr || owner != pid) {
+    p = new Pool;
+    owner = pid;
+  }
   return *p;
 }
 

@@ -8,26 +8,29 @@
 /// Splitting the independent items across threads instead, with OpenBLAS held at one
 /// thread inside the loop, keeps both cores busy for the whole kernel.
 ///
-/// Determinism: results are bitwise the same for any thread count (num_threads()), under
-/// every OpenBLAS kernel family. Why:
-/// - the caller cuts the work into items whose boundaries do not depend on the thread
-///   count (a slice, a tile of a fixed number of rows), so every gemm call has the same
-///   operands and sizes whatever the thread count; an item's result does not depend on
-///   which thread computes it (items write disjoint outputs, scratch is fully rewritten);
-/// - inside every parallel loop OpenBLAS runs at one thread, also when the loop gets a
-///   single worker (num_threads() == 1). OpenBLAS's threads split a product into parts
-///   whose shapes depend on its thread count, and its kernels round an element
+/// Since core::gemm cuts large products into blocks itself (core/gemm.cpp), all of
+/// minitrax's threads are these: OpenBLAS always runs on one thread.
+///
+/// Determinism: results are bitwise the same whatever the thread settings: minitrax's
+/// thread count (num_threads(), MINITRAX_NUM_THREADS), OpenBLAS's requested count
+/// (OPENBLAS_NUM_THREADS, set_blas_num_threads, openblas_set_num_threads) and the work
+/// threshold (parallel_min_flops()), under every OpenBLAS kernel family. Why:
+/// - OpenBLAS never runs on more than one thread: it is set to one when the library is
+///   loaded, and before every product and parallel loop (a direct openblas_set_num_threads
+///   call is taken as the requested count and undone). OpenBLAS's threads split a product
+///   into parts whose shapes depend on its thread count, and its kernels round an element
 ///   differently depending on the part that holds it: measured with OpenBLAS 0.3.21,
 ///   most products large enough to be threaded give other bits on 2 threads than on 1,
-///   under the Haswell and the Prescott kernels alike. So a gemm must never see a BLAS
-///   thread count that follows the loop's worker count;
-/// - whether a loop is parallel at all (more than one item, at least
-///   parallel_min_flops() of work, not nested) does not depend on the thread count; a
-///   serial loop leaves OpenBLAS's own thread count alone, as the code around it does.
-/// Changing OpenBLAS's own thread count (OPENBLAS_NUM_THREADS) can change the bits of
-/// the products made outside parallel loops, and results differ between kernel families
-/// (OPENBLAS_CORETYPE): each family sums in its own order (its own blocking, unrolling,
-/// FMA or not). The workers take the calling thread's flush-to-zero setting.
+///   under the Haswell and the Prescott kernels alike (tools/openblas_split_rounding.c);
+/// - work is cut into items whose boundaries depend only on the sizes (a slice, a tile of
+///   a fixed number of rows, a block of C fixed by (m, n, k) in core::gemm), never on the
+///   thread count or the threshold, so every BLAS call has the same operands and sizes
+///   whatever runs it; an item's result does not depend on which thread computes it
+///   (items write disjoint outputs, scratch is fully rewritten);
+/// - the thread count and the threshold only decide how many threads deal out the items.
+/// Results differ between kernel families (OPENBLAS_CORETYPE): each family sums in its
+/// own order (its own blocking, unrolling, FMA or not). The workers take the calling
+/// thread's flush-to-zero setting.
 #pragma once
 
 #include <functional>
@@ -51,13 +54,15 @@ void set_blas_num_threads(int n);
 int num_threads();
 
 /// Sets the thread count for parallel_for (n >= 1; 0 returns to the default above).
-/// OpenBLAS's own thread count is not changed.
+/// blas_num_threads() is not changed.
 void set_num_threads(int n);
 
 /// Loops with less work than this in total (floating-point operations, roughly) run on
-/// the calling thread: starting and joining a thread costs tens of microseconds, about
-/// what a few million operations take (measured on the toy Reformer of the main job,
-/// whose attention calls are a few MFLOP each and were slower threaded).
+/// the calling thread: handing items to other threads costs microseconds to tens of
+/// microseconds (the threads are kept between loops, but must be woken and joined),
+/// about what a few million operations take (measured, when threads were still started
+/// per loop, on the toy Reformer of the main job, whose attention calls are a few MFLOP
+/// each and were slower threaded).
 inline constexpr double kParallelMinFlops = 3e7;
 
 /// The current threshold (kParallelMinFlops unless set).
@@ -74,7 +79,9 @@ void set_parallel_min_flops(double flops);
 int parallel_workers(long n_items, double flops_per_item);
 
 /// Runs body(item, worker) once for every item in [0, n_items), on
-/// parallel_workers(n_items, flops_per_item) threads (the calling thread is worker 0);
+/// parallel_workers(n_items, flops_per_item) threads (the calling thread is worker 0, the
+/// others come from a pool started on first use and kept; loops started at the same time
+/// from several threads of the caller's take turns);
 /// items are handed out in order as threads become free. A serial loop (see
 /// parallel_workers) is a plain loop. OpenBLAS runs single-threaded in both. The first
 /// exception a body throws stops the hand-out and is rethrown in the calling thread after all

@@ -1,14 +1,16 @@
-// core::parallel_for (core/parallel.hpp) and the attention kernels that use it: every
-// item runs exactly once, errors reach the caller, nested loops run serially, OpenBLAS
-// runs at one thread inside every parallel loop (whatever its worker count), and products
-// cut into fixed tiles and the efficient attention layers give bitwise the same outputs,
-// states and gradients with one thread and with several.
+// core::parallel_for (core/parallel.hpp) and what uses it: every item runs exactly once,
+// errors reach the caller, nested loops run serially, OpenBLAS always runs at one thread
+// (its requested count is minitrax's default thread count), and products (core::matmul,
+// cut into fixed blocks by core::gemm, or into fixed tiles by a caller), Dense, a
+// TransformerLM training step and the efficient attention layers give bitwise the same
+// results for every thread setting: OpenBLAS requested at 1 or 2 threads, minitrax at 1,
+// 2 or 3, the work threshold at 0 or its default.
 //
-// The bitwise checks must be able to fail: OpenBLAS is set to 2 threads outside the
-// loops (a product split among OpenBLAS's threads rounds differently from the same
-// product on one thread, under the Haswell and the Prescott kernels alike), the row
-// counts are not multiples of the tiles, and the summed lengths are not multiples of 16.
-// Run this program under each OPENBLAS_CORETYPE the CPU can run.
+// The bitwise checks must be able to fail: a product split among OpenBLAS's threads
+// rounds differently from the same product on one thread (under the Haswell and the
+// Prescott kernels alike), so letting OpenBLAS use the requested count fails them; the
+// row counts are not multiples of the tiles, and the summed lengths are not multiples
+// of 16. Run this program under each OPENBLAS_CORETYPE the CPU can run.
 #include <doctest/doctest.h>
 
 #include <algorithm>

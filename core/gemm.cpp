@@ -67,7 +67,7 @@ void scale_c(std::size_t m, std::size_t n, T beta, T* c, std::size_t ldc) {
 // least kGemmBlockMinFlops of work per block, so the small products inside parallel loops
 // (attention tiles) mostly stay one call.
 constexpr double kGemmBlockMinFlops = 4e6;
-constexpr std::size_t kGemmMinBlocks = 2;  // when the sizes allow: balance for 2-4 threads
+constexpr std::size_t kGemmMinBlocks = 2;  // at least this many when the sizes allow
 constexpr std::size_t kGemmMaxRows = 256, kGemmMinRows = 64;
 constexpr std::size_t kGemmMaxCols = 512, kGemmMinCols = 64;
 constexpr std::size_t kGemmAlign = 16;  // block sizes: multiples of the kernels' unrolling

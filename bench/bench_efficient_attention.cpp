@@ -1,6 +1,6 @@
 // bench/bench_efficient_attention.cpp: speed of the efficient attention layers
 // (layers/research/efficient_attention.hpp), b = 1 unless said, 4 heads, d_head 64
-// (d_model 256), OpenBLAS threads 2 (BENCH_THREADS=n to change; the benchmark's
+// (d_model 256), threads 2 (BENCH_THREADS=n to change; the benchmark's
 // cpu_time is the process's CPU time, user + system, all threads).
 //
 //   dense/<fwd|fwdbwd>/L           SelfAttention, no chunking, causal (the fast path);
@@ -42,6 +42,7 @@
 
 #include "autodiff/fastmath.hpp"
 #include "autodiff/tape.hpp"
+#include "core/parallel.hpp"
 #include "core/rng.hpp"
 #include "layers/research/efficient_attention.hpp"
 
@@ -158,7 +159,7 @@ Tensor input(long batch, long length) {
 void BM_dense(benchmark::State& state) {
   const long L = state.range(0);
   const bool backward = state.range(1) != 0;
-  openblas_set_num_threads(static_cast<int>(state.range(2)));
+  core::set_blas_num_threads(static_cast<int>(state.range(2)));
   auto layer = ea::SelfAttention({.n_heads = kHeads,
                                   .d_qk = kDHead,
                                   .d_v = kDHead,
@@ -187,7 +188,7 @@ void BM_lsh(benchmark::State& state) {
   const long n_hashes = state.range(0);
   const long L = state.range(1);
   const bool backward = state.range(2) != 0;
-  openblas_set_num_threads(static_cast<int>(state.range(3)));
+  core::set_blas_num_threads(static_cast<int>(state.range(3)));
   const long batch = std::max(1L, 16384 / L);
   auto layer = ea::LSHSelfAttention({.n_heads = kHeads,
                                      .d_qk = kDHead,
@@ -210,7 +211,7 @@ void BM_path(benchmark::State& state) {
   const long kind = state.range(0);
   const bool reference = state.range(1) != 0;
   const long L = state.range(2);
-  openblas_set_num_threads(static_cast<int>(state.range(3)));
+  core::set_blas_num_threads(static_cast<int>(state.range(3)));
   std::shared_ptr<ea::EfficientAttentionBase> layer;
   if (kind == 0) {
     layer = ea::SelfAttention({.n_heads = kHeads,
@@ -237,7 +238,7 @@ void BM_path(benchmark::State& state) {
 }
 
 void register_all() {
-  // OpenBLAS threads: 2 (the setting); BENCH_THREADS overrides (1 measures the
+  // Threads: 2 (the setting); BENCH_THREADS overrides (1 measures the
   // work alone: with one thread the process CPU time is the whole cost, robust on a
   // shared machine where a second thread waits for a busy core).
   const char* bt = std::getenv("BENCH_THREADS");

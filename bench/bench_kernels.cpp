@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "core/kernels.hpp"
+#include "core/parallel.hpp"
 #include "core/tensor.hpp"
 #include "core/vmath.hpp"
 
@@ -48,7 +49,18 @@ Tensor random_tensor(const Shape& shape, unsigned seed, float lo = -1.0f, float 
 // benchmark), so separately run benchmarks drift apart by 10-30%. Each iteration calls
 // the direct cblas_sgemm, core::gemm, core::matmul and core::matmul_into once each, in
 // a rotating order, timing each call; the counters are median(direct) / median(ours)
-// (1.0 = as fast as cblas, > 1 faster). args {n, openblas threads}.
+// (1.0 = as fast as cblas, > 1 faster). args {n, threads}. The direct call runs on
+// `threads` OpenBLAS threads (OpenBLAS's own split, whose bits depend on the count);
+// minitrax keeps OpenBLAS at one thread and cuts the product into fixed blocks dealt to
+// `threads` threads of its own (core/gemm.cpp).
+
+// A direct cblas call on `threads` OpenBLAS threads; OpenBLAS back at one thread after.
+template <class F>
+void with_blas_threads(int threads, F f) {
+  openblas_set_num_threads(threads);
+  f();
+  openblas_set_num_threads(1);
+}
 
 double median(std::vector<double> v) {
   std::sort(v.begin(), v.end());
@@ -58,7 +70,8 @@ double median(std::vector<double> v) {
 
 void BM_sgemm_paired(benchmark::State& state) {
   const auto n = static_cast<std::size_t>(state.range(0));
-  openblas_set_num_threads(static_cast<int>(state.range(1)));
+  const int threads = static_cast<int>(state.range(1));
+  core::set_blas_num_threads(threads);
   Tensor a = random_tensor({n, n}, 1), b = random_tensor({n, n}, 2);
   Tensor c_direct = Tensor::empty({n, n}), c_gemm = Tensor::empty({n, n});
   Tensor c_into = Tensor::empty({n, n});
@@ -70,8 +83,10 @@ void BM_sgemm_paired(benchmark::State& state) {
     const auto t0 = std::chrono::steady_clock::now();
     switch (which) {
       case 0:
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, ni, ni, ni, 1.0f, pa, ni, pb, ni,
-                    0.0f, c_direct.data<float>(), ni);
+        with_blas_threads(threads, [&] {
+          cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, ni, ni, ni, 1.0f, pa, ni, pb, ni,
+                      0.0f, c_direct.data<float>(), ni);
+        });
         break;
       case 1:
         core::gemm(core::Trans::N, core::Trans::N, n, n, n, 1.0f, pa, n, pb, n, 0.0f,
@@ -105,12 +120,13 @@ void BM_sgemm_paired(benchmark::State& state) {
 
 // ---- a batch times a shared matrix: [32, 128, 512] x [512, 512], paired ---------------
 // core::matmul folds the batch into one (32*128) x 512 x 512 gemm; the baseline is what a
-// plain per-item loop of cblas calls does. Alternating as above; the counter is
-// median(loop) / median(folded). args {openblas threads}.
+// plain per-item loop of cblas calls does (on `threads` OpenBLAS threads). Alternating as
+// above; the counter is median(loop) / median(folded). args {threads}.
 constexpr std::size_t kFoldBatch = 32, kFoldM = 128, kFoldK = 512, kFoldN = 512;
 
 void BM_shared_b_paired(benchmark::State& state) {
-  openblas_set_num_threads(static_cast<int>(state.range(0)));
+  const int threads = static_cast<int>(state.range(0));
+  core::set_blas_num_threads(threads);
   Tensor a = random_tensor({kFoldBatch, kFoldM, kFoldK}, 3), b = random_tensor({kFoldK, kFoldN}, 4);
   Tensor c_loop = Tensor::empty({kFoldBatch, kFoldM, kFoldN});
   Tensor c_fold = Tensor::empty({kFoldBatch, kFoldM, kFoldN});
@@ -124,11 +140,13 @@ void BM_shared_b_paired(benchmark::State& state) {
       const bool loop = (j == 0) == loop_first;
       const auto t0 = std::chrono::steady_clock::now();
       if (loop) {
-        for (std::size_t i = 0; i < kFoldBatch; ++i) {
-          cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, int(kFoldM), int(kFoldN),
-                      int(kFoldK), 1.0f, pa + i * kFoldM * kFoldK, int(kFoldK), pb, int(kFoldN),
-                      0.0f, pc + i * kFoldM * kFoldN, int(kFoldN));
-        }
+        with_blas_threads(threads, [&] {
+          for (std::size_t i = 0; i < kFoldBatch; ++i) {
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, int(kFoldM), int(kFoldN),
+                        int(kFoldK), 1.0f, pa + i * kFoldM * kFoldK, int(kFoldK), pb, int(kFoldN),
+                        0.0f, pc + i * kFoldM * kFoldN, int(kFoldN));
+          }
+        });
       } else {
         core::matmul_into(c_fold, a, b);
       }

@@ -32,6 +32,7 @@
 
 #include "autodiff/tape.hpp"
 #include "core/kernels.hpp"
+#include "core/parallel.hpp"
 #include "core/rng.hpp"
 #include "models/transformer.hpp"
 #include "training/losses.hpp"
@@ -66,16 +67,26 @@ Config parse(int argc, char** argv) {
       std::exit(2);
     }
     const long v = flag_value(f, argv[++i]);
-    if (f == "--layers") c.layers = v;
-    else if (f == "--d-model") c.d_model = v;
-    else if (f == "--heads") c.heads = v;
-    else if (f == "--d-ff") c.d_ff = v;
-    else if (f == "--vocab") c.vocab = v;
-    else if (f == "--length") c.length = v;
-    else if (f == "--batch") c.batch = v;
-    else if (f == "--warmup") c.warmup = v;
-    else if (f == "--steps") c.steps = v;
-    else if (f == "--threads") c.threads = v;
+    if (f == "--layers")
+      c.layers = v;
+    else if (f == "--d-model")
+      c.d_model = v;
+    else if (f == "--heads")
+      c.heads = v;
+    else if (f == "--d-ff")
+      c.d_ff = v;
+    else if (f == "--vocab")
+      c.vocab = v;
+    else if (f == "--length")
+      c.length = v;
+    else if (f == "--batch")
+      c.batch = v;
+    else if (f == "--warmup")
+      c.warmup = v;
+    else if (f == "--steps")
+      c.steps = v;
+    else if (f == "--threads")
+      c.threads = v;
     else {
       std::cerr << "bench_transformer: unknown flag " << f << "\n";
       std::exit(2);
@@ -109,7 +120,7 @@ double median(std::vector<double> v) {
 
 int main(int argc, char** argv) {
   const Config c = parse(argc, argv);
-  openblas_set_num_threads(static_cast<int>(c.threads));
+  core::set_blas_num_threads(static_cast<int>(c.threads));
 
   models::TransformerLMOptions o;
   o.vocab_size = c.vocab;
@@ -177,13 +188,13 @@ int main(int argc, char** argv) {
   const double step_s = median(times);
   const double tokens = static_cast<double>(c.batch * c.length);
   const std::string core_name = core::blas_core_name();
-  std::fprintf(stderr,
-               "minitrax: %ld layers, %ld params, BLAS %s (%d threads): %.3f s/step (median of %ld), "
-               "%.3f steps/s, %.0f tokens/s, max RSS %.0f MiB, %.0f minor faults/step, loss %.4f\n",
-               c.layers, params, core_name.c_str(), openblas_get_num_threads(), step_s, c.steps,
-               1.0 / step_s, tokens / step_s, after.max_rss_mib,
-               static_cast<double>(after.minflt - before.minflt) / static_cast<double>(c.steps),
-               last_loss);
+  std::fprintf(
+      stderr,
+      "minitrax: %ld layers, %ld params, BLAS %s (%d threads): %.3f s/step (median of %ld), "
+      "%.3f steps/s, %.0f tokens/s, max RSS %.0f MiB, %.0f minor faults/step, loss %.4f\n",
+      c.layers, params, core_name.c_str(), core::num_threads(), step_s, c.steps, 1.0 / step_s,
+      tokens / step_s, after.max_rss_mib,
+      static_cast<double>(after.minflt - before.minflt) / static_cast<double>(c.steps), last_loss);
   std::printf(
       "{\"impl\": \"minitrax\", \"layers\": %ld, \"d_model\": %ld, \"heads\": %ld, \"d_ff\": %ld, "
       "\"vocab\": %ld, \"length\": %ld, \"batch\": %ld, \"warmup\": %ld, \"steps\": %ld, "
@@ -192,7 +203,7 @@ int main(int argc, char** argv) {
       "\"max_rss_mib\": %.1f, \"minflt_per_step\": %.1f, \"majflt\": %ld, \"minflt_total\": %ld, "
       "\"loss\": %.6f}\n",
       c.layers, c.d_model, c.heads, c.d_ff, c.vocab, c.length, c.batch, c.warmup, c.steps,
-      openblas_get_num_threads(), core_name.c_str(), params, step_s,
+      core::num_threads(), core_name.c_str(), params, step_s,
       *std::min_element(times.begin(), times.end()), total / static_cast<double>(c.steps),
       1.0 / step_s, tokens / step_s, after.max_rss_mib,
       static_cast<double>(after.minflt - before.minflt) / static_cast<double>(c.steps),

@@ -60,6 +60,7 @@
 
 #include "autodiff/transforms.hpp"
 #include "core/kernels.hpp"
+#include "core/parallel.hpp"
 #include "core/rng.hpp"
 #include "models/reformer.hpp"
 #include "training/losses.hpp"
@@ -107,16 +108,26 @@ inline void tracked_free(void* p) {
   __libc_free(p);
 }
 
-long live_bytes() { return g_live.load(std::memory_order_relaxed); }
-long peak_bytes() { return g_peak.load(std::memory_order_relaxed); }
+long live_bytes() {
+  return g_live.load(std::memory_order_relaxed);
+}
+long peak_bytes() {
+  return g_peak.load(std::memory_order_relaxed);
+}
 /// Starts a new peak measurement from the current live bytes.
-void reset_peak() { g_peak.store(g_live.load(std::memory_order_relaxed), std::memory_order_relaxed); }
+void reset_peak() {
+  g_peak.store(g_live.load(std::memory_order_relaxed), std::memory_order_relaxed);
+}
 
 }  // namespace
 
 extern "C" {
-void* malloc(size_t n) { return tracked_malloc(n); }
-void free(void* p) { tracked_free(p); }
+void* malloc(size_t n) {
+  return tracked_malloc(n);
+}
+void free(void* p) {
+  tracked_free(p);
+}
 void* calloc(size_t count, size_t n) {
   void* p = __libc_calloc(count, n);
   note_alloc(p);
@@ -141,9 +152,15 @@ int posix_memalign(void** out, size_t alignment, size_t n) {
   *out = p;
   return 0;
 }
-void* aligned_alloc(size_t alignment, size_t n) { return tracked_memalign(alignment, n); }
-void* memalign(size_t alignment, size_t n) { return tracked_memalign(alignment, n); }
-void* valloc(size_t n) { return tracked_memalign(static_cast<size_t>(sysconf(_SC_PAGESIZE)), n); }
+void* aligned_alloc(size_t alignment, size_t n) {
+  return tracked_memalign(alignment, n);
+}
+void* memalign(size_t alignment, size_t n) {
+  return tracked_memalign(alignment, n);
+}
+void* valloc(size_t n) {
+  return tracked_memalign(static_cast<size_t>(sysconf(_SC_PAGESIZE)), n);
+}
 void* pvalloc(size_t n) {
   const auto page = static_cast<size_t>(sysconf(_SC_PAGESIZE));
   return tracked_memalign(page, (n + page - 1) / page * page);
@@ -166,29 +183,63 @@ void* new_aligned_or_throw(size_t n, std::align_val_t a) {
 }
 }  // namespace
 
-void* operator new(size_t n) { return new_or_throw(n); }
-void* operator new[](size_t n) { return new_or_throw(n); }
-void* operator new(size_t n, const std::nothrow_t&) noexcept { return tracked_malloc(n ? n : 1); }
-void* operator new[](size_t n, const std::nothrow_t&) noexcept { return tracked_malloc(n ? n : 1); }
-void* operator new(size_t n, std::align_val_t a) { return new_aligned_or_throw(n, a); }
-void* operator new[](size_t n, std::align_val_t a) { return new_aligned_or_throw(n, a); }
+void* operator new(size_t n) {
+  return new_or_throw(n);
+}
+void* operator new[](size_t n) {
+  return new_or_throw(n);
+}
+void* operator new(size_t n, const std::nothrow_t&) noexcept {
+  return tracked_malloc(n ? n : 1);
+}
+void* operator new[](size_t n, const std::nothrow_t&) noexcept {
+  return tracked_malloc(n ? n : 1);
+}
+void* operator new(size_t n, std::align_val_t a) {
+  return new_aligned_or_throw(n, a);
+}
+void* operator new[](size_t n, std::align_val_t a) {
+  return new_aligned_or_throw(n, a);
+}
 void* operator new(size_t n, std::align_val_t a, const std::nothrow_t&) noexcept {
   return tracked_memalign(std::max(static_cast<size_t>(a), sizeof(void*)), n ? n : 1);
 }
 void* operator new[](size_t n, std::align_val_t a, const std::nothrow_t&) noexcept {
   return tracked_memalign(std::max(static_cast<size_t>(a), sizeof(void*)), n ? n : 1);
 }
-void operator delete(void* p) noexcept { tracked_free(p); }
-void operator delete[](void* p) noexcept { tracked_free(p); }
-void operator delete(void* p, size_t) noexcept { tracked_free(p); }
-void operator delete[](void* p, size_t) noexcept { tracked_free(p); }
-void operator delete(void* p, const std::nothrow_t&) noexcept { tracked_free(p); }
-void operator delete[](void* p, const std::nothrow_t&) noexcept { tracked_free(p); }
-void operator delete(void* p, std::align_val_t) noexcept { tracked_free(p); }
-void operator delete[](void* p, std::align_val_t) noexcept { tracked_free(p); }
-void operator delete(void* p, size_t, std::align_val_t) noexcept { tracked_free(p); }
-void operator delete[](void* p, size_t, std::align_val_t) noexcept { tracked_free(p); }
-void operator delete(void* p, std::align_val_t, const std::nothrow_t&) noexcept { tracked_free(p); }
+void operator delete(void* p) noexcept {
+  tracked_free(p);
+}
+void operator delete[](void* p) noexcept {
+  tracked_free(p);
+}
+void operator delete(void* p, size_t) noexcept {
+  tracked_free(p);
+}
+void operator delete[](void* p, size_t) noexcept {
+  tracked_free(p);
+}
+void operator delete(void* p, const std::nothrow_t&) noexcept {
+  tracked_free(p);
+}
+void operator delete[](void* p, const std::nothrow_t&) noexcept {
+  tracked_free(p);
+}
+void operator delete(void* p, std::align_val_t) noexcept {
+  tracked_free(p);
+}
+void operator delete[](void* p, std::align_val_t) noexcept {
+  tracked_free(p);
+}
+void operator delete(void* p, size_t, std::align_val_t) noexcept {
+  tracked_free(p);
+}
+void operator delete[](void* p, size_t, std::align_val_t) noexcept {
+  tracked_free(p);
+}
+void operator delete(void* p, std::align_val_t, const std::nothrow_t&) noexcept {
+  tracked_free(p);
+}
 void operator delete[](void* p, std::align_val_t, const std::nothrow_t&) noexcept {
   tracked_free(p);
 }
@@ -221,7 +272,8 @@ struct Config {
 long to_long(const std::string& flag, const std::string& v) {
   char* end = nullptr;
   const long x = std::strtol(v.c_str(), &end, 10);
-  if (v.empty() || *end != '\0' || x < 0) usage_error(flag + " needs a non-negative integer, got '" + v + "'");
+  if (v.empty() || *end != '\0' || x < 0)
+    usage_error(flag + " needs a non-negative integer, got '" + v + "'");
   return x;
 }
 
@@ -242,19 +294,32 @@ Config parse(int argc, char** argv) {
       c.layers.clear();
       std::stringstream ss(v);
       for (std::string item; std::getline(ss, item, ',');) c.layers.push_back(to_long(f, item));
-    } else if (f == "--length") c.length = to_long(f, v);
-    else if (f == "--batch") c.batch = to_long(f, v);
-    else if (f == "--d-model") c.d_model = to_long(f, v);
-    else if (f == "--d-ff") c.d_ff = to_long(f, v);
-    else if (f == "--heads") c.heads = to_long(f, v);
-    else if (f == "--d-head") c.d_head = to_long(f, v);
-    else if (f == "--vocab") c.vocab = to_long(f, v);
-    else if (f == "--chunk-len") c.chunk_len = to_long(f, v);
-    else if (f == "--n-hashes") c.n_hashes = to_long(f, v);
-    else if (f == "--threads") c.threads = to_long(f, v);
-    else if (f == "--dropout") c.dropout = std::strtod(v.c_str(), nullptr);
-    else if (f == "--csv") c.csv = v;
-    else usage_error("unknown flag " + f);
+    } else if (f == "--length")
+      c.length = to_long(f, v);
+    else if (f == "--batch")
+      c.batch = to_long(f, v);
+    else if (f == "--d-model")
+      c.d_model = to_long(f, v);
+    else if (f == "--d-ff")
+      c.d_ff = to_long(f, v);
+    else if (f == "--heads")
+      c.heads = to_long(f, v);
+    else if (f == "--d-head")
+      c.d_head = to_long(f, v);
+    else if (f == "--vocab")
+      c.vocab = to_long(f, v);
+    else if (f == "--chunk-len")
+      c.chunk_len = to_long(f, v);
+    else if (f == "--n-hashes")
+      c.n_hashes = to_long(f, v);
+    else if (f == "--threads")
+      c.threads = to_long(f, v);
+    else if (f == "--dropout")
+      c.dropout = std::strtod(v.c_str(), nullptr);
+    else if (f == "--csv")
+      c.csv = v;
+    else
+      usage_error("unknown flag " + f);
   }
   return c;
 }
@@ -279,7 +344,7 @@ const char* kCsvHeader =
 
 // One configuration, in this process; returns its CSV row.
 std::string run_one(const Config& c, long n_layers, bool reversible) {
-  openblas_set_num_threads(static_cast<int>(c.threads));
+  core::set_blas_num_threads(static_cast<int>(c.threads));
   models::ReformerLMOptions o;
   o.vocab_size = c.vocab;
   o.d_model = c.d_model;
@@ -379,7 +444,9 @@ std::vector<std::string> split_csv(const std::string& line) {
   return out;
 }
 
-double mib(const std::string& bytes) { return std::stod(bytes) / (1024.0 * 1024.0); }
+double mib(const std::string& bytes) {
+  return std::stod(bytes) / (1024.0 * 1024.0);
+}
 
 }  // namespace
 
@@ -403,9 +470,8 @@ int main(int argc, char** argv) {
   if (n > 0) exe.assign(path, static_cast<std::size_t>(n));
   for (long layers : c.layers) {
     for (int reversible : {1, 0}) {
-      const std::string cmd =
-          "'" + exe + "' --one " + std::to_string(layers) + " " + std::to_string(reversible) +
-          flags_of(c);
+      const std::string cmd = "'" + exe + "' --one " + std::to_string(layers) + " " +
+                              std::to_string(reversible) + flags_of(c);
       std::cerr << "reformer_memory: " << layers << " layers, "
                 << (reversible ? "reversible" : "plain backprop") << " ..." << std::flush;
       FILE* pipe = popen(cmd.c_str(), "r");
@@ -433,28 +499,31 @@ int main(int argc, char** argv) {
   }
   std::fprintf(csv, "%s\n", kCsvHeader);
   for (const auto& r : rows) {
-    for (std::size_t i = 0; i < r.size(); ++i) std::fprintf(csv, "%s%s", i ? "," : "", r[i].c_str());
+    for (std::size_t i = 0; i < r.size(); ++i)
+      std::fprintf(csv, "%s%s", i ? "," : "", r[i].c_str());
     std::fprintf(csv, "\n");
   }
   std::fclose(csv);
 
   // Markdown table, MiB. Columns: see the header of this file.
-  std::printf("ReformerLM, L = %ld, batch %ld, d_model %ld, d_ff %ld, %ld heads, d_head %ld, "
-              "LSH chunk_len %ld, n_hashes %ld, n_buckets %ld, dropout %g, vocab %ld "
-              "(MiB = 2^20 bytes)\n\n",
-              c.length, c.batch, c.d_model, c.d_ff, c.heads, c.d_head, c.chunk_len, c.n_hashes,
-              std::max<long>(2, 2 * c.length / c.chunk_len), c.dropout, c.vocab);
-  std::printf("| layers | backward | params | W weights | S slots | state | baseline | peak | "
-              "peak − baseline | kept after forward | activations ≈ peak − baseline − G | "
-              "peak − W − S | step s (median of 3) |\n");
+  std::printf(
+      "ReformerLM, L = %ld, batch %ld, d_model %ld, d_ff %ld, %ld heads, d_head %ld, "
+      "LSH chunk_len %ld, n_hashes %ld, n_buckets %ld, dropout %g, vocab %ld "
+      "(MiB = 2^20 bytes)\n\n",
+      c.length, c.batch, c.d_model, c.d_ff, c.heads, c.d_head, c.chunk_len, c.n_hashes,
+      std::max<long>(2, 2 * c.length / c.chunk_len), c.dropout, c.vocab);
+  std::printf(
+      "| layers | backward | params | W weights | S slots | state | baseline | peak | "
+      "peak − baseline | kept after forward | activations ≈ peak − baseline − G | "
+      "peak − W − S | step s (median of 3) |\n");
   std::printf("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
   for (const auto& r : rows) {
     const double w = mib(r[3]), s = mib(r[4]);
-    std::printf("| %s | %s | %s | %.2f | %.2f | %.2f | %.2f | %.2f | %.2f | %.2f | %.2f | %.2f | "
-                "%.3f |\n",
-                r[0].c_str(), r[1] == "1" ? "reversible" : "plain", r[2].c_str(), w, s,
-                mib(r[15]), mib(r[5]), mib(r[6]), mib(r[7]), mib(r[9]), mib(r[8]),
-                mib(r[6]) - w - s, std::stod(r[13]));
+    std::printf(
+        "| %s | %s | %s | %.2f | %.2f | %.2f | %.2f | %.2f | %.2f | %.2f | %.2f | %.2f | "
+        "%.3f |\n",
+        r[0].c_str(), r[1] == "1" ? "reversible" : "plain", r[2].c_str(), w, s, mib(r[15]),
+        mib(r[5]), mib(r[6]), mib(r[7]), mib(r[9]), mib(r[8]), mib(r[6]) - w - s, std::stod(r[13]));
   }
   // Growth from the smallest to the largest depth, and where it comes from.
   if (rows.size() >= 4) {
@@ -466,15 +535,16 @@ int main(int argc, char** argv) {
       const auto& a = rows[k];
       const auto& b = rows[last + k];
       const double d = beyond(b) - beyond(a);
-      std::printf("\n%s: peak − W − S from %s to %s layers: %.2f -> %.2f MiB (%+.1f%%); of the "
-                  "%.2f MiB: gradients G %+.2f, baseline beyond W + S (state, batch, objects) "
-                  "%+.2f, activations %+.2f (%+.1f%%), of which kept after the forward %+.2f\n",
-                  k == 0 ? "reversible" : "plain", a[0].c_str(), b[0].c_str(),
-                  beyond(a) / 1048576.0, beyond(b) / 1048576.0, 100.0 * (beyond(b) / beyond(a) - 1.0),
-                  d / 1048576.0, mib(b[3]) - mib(a[3]),
-                  (mib(b[5]) - mib(b[3]) - mib(b[4])) - (mib(a[5]) - mib(a[3]) - mib(a[4])),
-                  mib(b[8]) - mib(a[8]), 100.0 * (std::stod(b[8]) / std::stod(a[8]) - 1.0),
-                  mib(b[9]) - mib(a[9]));
+      std::printf(
+          "\n%s: peak − W − S from %s to %s layers: %.2f -> %.2f MiB (%+.1f%%); of the "
+          "%.2f MiB: gradients G %+.2f, baseline beyond W + S (state, batch, objects) "
+          "%+.2f, activations %+.2f (%+.1f%%), of which kept after the forward %+.2f\n",
+          k == 0 ? "reversible" : "plain", a[0].c_str(), b[0].c_str(), beyond(a) / 1048576.0,
+          beyond(b) / 1048576.0, 100.0 * (beyond(b) / beyond(a) - 1.0), d / 1048576.0,
+          mib(b[3]) - mib(a[3]),
+          (mib(b[5]) - mib(b[3]) - mib(b[4])) - (mib(a[5]) - mib(a[3]) - mib(a[4])),
+          mib(b[8]) - mib(a[8]), 100.0 * (std::stod(b[8]) / std::stod(a[8]) - 1.0),
+          mib(b[9]) - mib(a[9]));
     }
   }
   std::printf("\n| layers | reversible / plain step time |\n|---:|---:|\n");

@@ -7,11 +7,13 @@
 #include <cblas.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <limits>
 #include <string>
 
 #include "core/kernels.hpp"
+#include "core/parallel.hpp"
 
 namespace minitrax::core {
 
@@ -54,6 +56,52 @@ void scale_c(std::size_t m, std::size_t n, T beta, T* c, std::size_t ldc) {
   }
 }
 
+// How a product is cut into blocks of C, each one single-threaded BLAS call, dealt to
+// threads by parallel_for. The cut depends only on (m, n, k), never on the thread count
+// or the work threshold, so every block sees the same operands and sizes whatever runs
+// it, and the result has the same bits for any thread count (OpenBLAS's own threads
+// would split a product by their number and round differently per part; see parallel.hpp).
+//
+// Blocks of whole rows of C (B shared, packed again per block: cheap next to the block's
+// own work) unless C has too few rows; then blocks of columns. A product cut at all has at
+// least kGemmBlockMinFlops of work per block, so the small products inside parallel loops
+// (attention tiles) mostly stay one call.
+constexpr double kGemmBlockMinFlops = 4e6;
+constexpr std::size_t kGemmMinBlocks = 2;  // at least this many when the sizes allow
+constexpr std::size_t kGemmMaxRows = 256, kGemmMinRows = 64;
+constexpr std::size_t kGemmMaxCols = 512, kGemmMinCols = 64;
+constexpr std::size_t kGemmAlign = 16;  // block sizes: multiples of the kernels' unrolling
+
+struct GemmCut {
+  std::size_t count = 1;  // blocks
+  std::size_t size = 0;   // rows (or columns) per block; the last may be shorter
+  bool rows = true;
+};
+
+// A cut of `len` into blocks of at most max_len (at least kGemmMinBlocks blocks of at
+// least min_len when len allows), at most max_blocks blocks; count 1 if no cut.
+GemmCut cut_axis(std::size_t len, std::size_t max_len, std::size_t min_len, std::size_t max_blocks,
+                 bool rows) {
+  std::size_t nb = (len + max_len - 1) / max_len;
+  nb = std::max(nb, std::min(kGemmMinBlocks, len / min_len));
+  nb = std::min(nb, max_blocks);
+  if (nb < 2) return {1, len, rows};
+  std::size_t size = (len + nb - 1) / nb;
+  size = (size + kGemmAlign - 1) / kGemmAlign * kGemmAlign;
+  return {(len + size - 1) / size, size, rows};
+}
+
+GemmCut gemm_cut(std::size_t m, std::size_t n, std::size_t k) {
+  const double flops =
+      2.0 * static_cast<double>(m) * static_cast<double>(n) * static_cast<double>(k);
+  const double by_flops = std::floor(flops / kGemmBlockMinFlops);
+  if (by_flops < 2.0) return {1, m, true};
+  const auto max_blocks = static_cast<std::size_t>(std::min(by_flops, 1e9));
+  const GemmCut r = cut_axis(m, kGemmMaxRows, kGemmMinRows, max_blocks, true);
+  if (r.count > 1) return r;
+  return cut_axis(n, kGemmMaxCols, kGemmMinCols, max_blocks, false);
+}
+
 template <class T>
 void gemm_impl(Trans ta, Trans tb, std::size_t m, std::size_t n, std::size_t k, T alpha, const T* a,
                std::size_t lda, const T* b, std::size_t ldb, T beta, T* c, std::size_t ldc) {
@@ -87,14 +135,38 @@ void gemm_impl(Trans ta, Trans tb, std::size_t m, std::size_t n, std::size_t k, 
   check_fits("gemm", "lda", lda);
   check_fits("gemm", "ldb", ldb);
   check_fits("gemm", "ldc", ldc);
+  detail::blas_single_thread();
   const auto bi = [](std::size_t v) { return static_cast<blasint>(v); };
-  if constexpr (std::is_same_v<T, float>) {
-    cblas_sgemm(CblasRowMajor, cblas_trans(ta), cblas_trans(tb), bi(m), bi(n), bi(k), alpha, a,
-                bi(lda), b, bi(ldb), beta, c, bi(ldc));
-  } else {
-    cblas_dgemm(CblasRowMajor, cblas_trans(ta), cblas_trans(tb), bi(m), bi(n), bi(k), alpha, a,
-                bi(lda), b, bi(ldb), beta, c, bi(ldc));
+  // One single-threaded BLAS call: C[mm, nn] (at pc) = alpha A B + beta C.
+  const auto call = [&](std::size_t mm, std::size_t nn, const T* pa, const T* pb, T* pc) {
+    if constexpr (std::is_same_v<T, float>) {
+      cblas_sgemm(CblasRowMajor, cblas_trans(ta), cblas_trans(tb), bi(mm), bi(nn), bi(k), alpha, pa,
+                  bi(lda), pb, bi(ldb), beta, pc, bi(ldc));
+    } else {
+      cblas_dgemm(CblasRowMajor, cblas_trans(ta), cblas_trans(tb), bi(mm), bi(nn), bi(k), alpha, pa,
+                  bi(lda), pb, bi(ldb), beta, pc, bi(ldc));
+    }
+  };
+  const GemmCut cut = gemm_cut(m, n, k);
+  if (cut.count == 1) {
+    call(m, n, a, b, c);
+    return;
   }
+  const double flops =
+      2.0 * static_cast<double>(m) * static_cast<double>(n) * static_cast<double>(k);
+  parallel_for(static_cast<long>(cut.count), flops / static_cast<double>(cut.count),
+               [&](long item, int) {
+                 const std::size_t i0 = static_cast<std::size_t>(item) * cut.size;
+                 if (cut.rows) {
+                   // Rows [i0, i0 + mm) of C and of op(A); op(A) = A^T: columns of A.
+                   const std::size_t mm = std::min(cut.size, m - i0);
+                   call(mm, n, ta == Trans::N ? a + i0 * lda : a + i0, b, c + i0 * ldc);
+                 } else {
+                   // Columns [i0, i0 + nn) of C and of op(B); op(B) = B^T: rows of B.
+                   const std::size_t nn = std::min(cut.size, n - i0);
+                   call(m, nn, a, tb == Trans::N ? b + i0 : b + i0 * ldb, c + i0);
+                 }
+               });
 }
 
 template <class T>

@@ -1,8 +1,11 @@
 // minitrax/core/parallel.cpp: parallel_for over independent items (see parallel.hpp).
 #include "core/parallel.hpp"
 
+#include <unistd.h>
 #include <algorithm>
 #include <atomic>
+#include <condition_variable>
+#include <cstdint>
 #include <cstdlib>
 #include <exception>
 #include <mutex>
@@ -43,26 +46,44 @@ int env_threads() {
   return from_env;
 }
 
-// Restores OpenBLAS's thread count when the loop ends, exception or not.
-class BlasThreadsScope {
- public:
-  BlasThreadsScope() : saved_(openblas_get_num_threads()) {
-    if (saved_ != 1) openblas_set_num_threads(1);
-  }
-  ~BlasThreadsScope() {
-    if (saved_ != 1) openblas_set_num_threads(saved_);
-  }
-  BlasThreadsScope(const BlasThreadsScope&) = delete;
-  BlasThreadsScope& operator=(const BlasThreadsScope&) = delete;
+// The thread count OpenBLAS chose for itself at load (OPENBLAS_NUM_THREADS, else the
+// number of cores), taken once; OpenBLAS is then put at one thread for good.
+int blas_threads_at_load() {
+  static const int n = [] {
+    const int v = std::max(1, openblas_get_num_threads());
+    openblas_set_num_threads(1);
+    return v;
+  }();
+  return n;
+}
 
- private:
-  int saved_;
-};
+// Runs when the library is loaded (OpenBLAS, a shared library this one depends on, has
+// set itself up by then), so no product ever sees OpenBLAS's own threads.
+[[gnu::used]] const int g_blas_threads_at_load = blas_threads_at_load();
+
+std::atomic<int> g_blas_request{0};  // 0: blas_threads_at_load()
 
 }  // namespace
 
+namespace detail {
+
+void blas_single_thread() {
+  (void)blas_threads_at_load();
+  // Someone called openblas_set_num_threads(n) directly: take n as the request and put
+  // OpenBLAS back at one thread.
+  const int n = openblas_get_num_threads();
+  if (n != 1) {
+    g_blas_request.store(std::max(1, n), std::memory_order_relaxed);
+    openblas_set_num_threads(1);
+  }
+}
+
+}  // namespace detail
+
 int blas_num_threads() {
-  return openblas_get_num_threads();
+  detail::blas_single_thread();
+  const int requested = g_blas_request.load(std::memory_order_relaxed);
+  return requested > 0 ? requested : blas_threads_at_load();
 }
 
 void set_blas_num_threads(int n) {
@@ -70,7 +91,8 @@ void set_blas_num_threads(int n) {
     throw ValueError("set_blas_num_threads: the thread count must be >= 1, got " +
                      std::to_string(n));
   }
-  openblas_set_num_threads(n);
+  detail::blas_single_thread();
+  g_blas_request.store(n, std::memory_order_relaxed);
 }
 
 int num_threads() {
@@ -78,7 +100,7 @@ int num_threads() {
   if (set > 0) return set;
   const int env = env_threads();
   if (env > 0) return env;
-  return std::max(1, openblas_get_num_threads());
+  return blas_num_threads();
 }
 
 void set_num_threads(int n) {
@@ -117,20 +139,98 @@ int parallel_workers(long n_items, double flops_per_item) {
   return static_cast<int>(std::min<long>(num_threads(), n_items));
 }
 
+namespace {
+
+// The threads parallel_for hands items to: started on first use and kept (a thread started
+// per loop costs tens of microseconds, and OpenBLAS gives every new thread fresh packing
+// buffers, which must be faulted in again). One loop at a time uses them (loops started
+// from several threads of the caller's wait their turn); the calling thread is worker 0.
+class Pool {
+ public:
+  // Runs work(w) for w in [0, workers): w = 0 on the calling thread, the others on pool
+  // threads; returns when all have returned. work must not throw.
+  void run(int workers, const std::function<void(int)>& work) {
+    const std::lock_guard<std::mutex> one_loop(loop_mutex_);
+    int helpers = workers - 1;
+    {
+      std::unique_lock<std::mutex> lock(mutex_);
+      try {
+        while (static_cast<int>(threads_.size()) < helpers) {
+          const int index = static_cast<int>(threads_.size()) + 1;
+          threads_.emplace_back([this, index] { serve(index); });
+          threads_.back().detach();
+        }
+      } catch (...) {
+        // Could not start a thread (resources): the threads there are do the work.
+      }
+      helpers = std::min<int>(helpers, static_cast<int>(threads_.size()));
+      work_ = &work;
+      helpers_ = helpers;
+      pending_ = helpers;
+      ++generation_;
+    }
+    start_.notify_all();
+    work(0);
+    std::unique_lock<std::mutex> lock(mutex_);
+    done_.wait(lock, [this] { return pending_ == 0; });
+    work_ = nullptr;
+  }
+
+ private:
+  void serve(int index) {
+    std::uint64_t seen = 0;
+    std::unique_lock<std::mutex> lock(mutex_);
+    for (;;) {
+      start_.wait(lock, [&] { return generation_ != seen; });
+      seen = generation_;
+      if (index > helpers_) continue;
+      const std::function<void(int)>* work = work_;
+      lock.unlock();
+      (*work)(index);
+      lock.lock();
+      if (--pending_ == 0) done_.notify_one();
+    }
+  }
+
+  std::mutex loop_mutex_;  // one loop at a time
+  std::mutex mutex_;
+  std::condition_variable start_, done_;
+  std::vector<std::thread> threads_;
+  const std::function<void(int)>* work_ = nullptr;
+  int helpers_ = 0, pending_ = 0;
+  std::uint64_t generation_ = 0;
+};
+
+// The pool's threads wait until the process ends (the pool is never destroyed). A child
+// made by fork() has none of its parent's threads: it starts a pool of its own (the
+// parent's is left alone, its memory copied and unused).
+Pool& pool() {
+  static std::mutex m;
+  static Pool* p = nullptr;
+  static pid_t owner = 0;
+  const std::lock_guard<std::mutex> lock(m);
+  const pid_t pid = getpid();
+  if (p == nullptr || owner != pid) {
+    p = new Pool;
+    owner = pid;
+  }
+  return *p;
+}
+
+}  // namespace
+
 void parallel_for(long n_items, double flops_per_item,
                   const std::function<void(long item, int worker)>& body) {
   if (n_items <= 0) return;
   if (!parallel_loop(n_items, flops_per_item)) {
-    // Serial whatever the thread count: the items see OpenBLAS as the code around does.
+    // Serial whatever the thread count; OpenBLAS is at one thread here as everywhere.
     for (long i = 0; i < n_items; ++i) body(i, 0);
     return;
   }
-  // OpenBLAS at one thread for every item, also when this loop gets a single worker
-  // (num_threads() == 1): a product split among OpenBLAS's threads rounds differently
-  // from the same product on one (see parallel.hpp), so the items must not see a BLAS
-  // thread count that depends on how many workers the loop has.
+  // OpenBLAS stays at one thread (see parallel.hpp): a product split among OpenBLAS's
+  // threads rounds differently from the same product on one.
+  detail::blas_single_thread();
   const int workers = static_cast<int>(std::min<long>(num_threads(), n_items));
-  BlasThreadsScope blas_single;
   std::atomic<long> next{0};
   std::atomic<bool> failed{false};
   std::exception_ptr error;
@@ -148,16 +248,7 @@ void parallel_for(long n_items, double flops_per_item,
     }
     t_in_parallel = false;
   };
-  std::vector<std::thread> threads;
-  threads.reserve(static_cast<std::size_t>(workers - 1));
-  try {
-    for (int w = 1; w < workers; ++w) threads.emplace_back(work, w);
-  } catch (...) {
-    // Could not start a thread (resources): the threads already started and this one
-    // finish the items.
-  }
-  work(0);
-  for (std::thread& t : threads) t.join();
+  pool().run(workers, work);
   if (error) std::rethrow_exception(error);
 }
 

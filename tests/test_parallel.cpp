@@ -1,18 +1,22 @@
-// core::parallel_for (core/parallel.hpp) and the attention kernels that use it: every
-// item runs exactly once, errors reach the caller, nested loops run serially, OpenBLAS
-// runs at one thread inside every parallel loop (whatever its worker count), and products
-// cut into fixed tiles and the efficient attention layers give bitwise the same outputs,
-// states and gradients with one thread and with several.
+// core::parallel_for (core/parallel.hpp) and what uses it: every item runs exactly once,
+// errors reach the caller, nested loops run serially, OpenBLAS always runs at one thread
+// (its requested count is minitrax's default thread count), and products (core::matmul,
+// cut into fixed blocks by core::gemm, or into fixed tiles by a caller), Dense, a
+// TransformerLM training step and the efficient attention layers give bitwise the same
+// results for every thread setting: OpenBLAS requested at 1 or 2 threads, minitrax at 1,
+// 2 or 3, the work threshold at 0 or its default.
 //
-// The bitwise checks must be able to fail: OpenBLAS is set to 2 threads outside the
-// loops (a product split among OpenBLAS's threads rounds differently from the same
-// product on one thread, under the Haswell and the Prescott kernels alike), the row
-// counts are not multiples of the tiles, and the summed lengths are not multiples of 16.
-// Run this program under each OPENBLAS_CORETYPE the CPU can run.
+// The bitwise checks must be able to fail: a product split among OpenBLAS's threads
+// rounds differently from the same product on one thread (under the Haswell and the
+// Prescott kernels alike), so letting OpenBLAS use the requested count fails them; the
+// row counts are not multiples of the tiles, and the summed lengths are not multiples
+// of 16. Run this program under each OPENBLAS_CORETYPE the CPU can run.
 #include <doctest/doctest.h>
 
 #include <algorithm>
 #include <atomic>
+#include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <stdexcept>
 #include <string>
@@ -23,10 +27,20 @@
 #include "core/kernels.hpp"
 #include "core/parallel.hpp"
 #include "core/rng.hpp"
+#include "layers/core.hpp"
 #include "layers/research/efficient_attention.hpp"
+#include "models/transformer.hpp"
+#include "training/losses.hpp"
 
 using namespace minitrax;
 namespace ea = minitrax::layers::research;
+namespace tl = minitrax::layers;
+
+// OpenBLAS's thread control, to see what OpenBLAS itself runs with.
+extern "C" {
+int openblas_get_num_threads(void);
+void openblas_set_num_threads(int num_threads);
+}
 
 namespace {
 
@@ -85,16 +99,29 @@ TEST_CASE("parallel_for: a body's exception reaches the caller; nested loops are
   CHECK_THROWS_AS(core::set_parallel_min_flops(-1.0), ValueError);
 }
 
-TEST_CASE("parallel_for: OpenBLAS at one thread inside every parallel loop, whatever its workers") {
+TEST_CASE("OpenBLAS always runs on one thread; its requested count is minitrax's default") {
   ThreadsGuard guard;
+  MESSAGE("OpenBLAS kernels: " << core::blas_core_name());
+  CHECK(openblas_get_num_threads() == 1);  // put there when the library was loaded
   core::set_blas_num_threads(2);
-  const int blas = core::blas_num_threads();  // 2 unless OpenBLAS caps it
-  MESSAGE("OpenBLAS kernels: " << core::blas_core_name() << ", threads outside loops: " << blas);
-  // The BLAS thread counts seen by a loop's bodies: {min, max}.
+  CHECK(core::blas_num_threads() == 2);
+  CHECK(openblas_get_num_threads() == 1);
+  CHECK(core::num_threads() == (std::getenv("MINITRAX_NUM_THREADS") ? core::num_threads() : 2));
+  // A direct openblas_set_num_threads is a request too: the next product takes it and
+  // puts OpenBLAS back at one thread.
+  openblas_set_num_threads(3);
+  const int asked = openblas_get_num_threads();  // 3, or OpenBLAS's cap
+  CHECK(asked > 1);
+  const core::Tensor a = core::uniform(core::key_from_seed(1), {300, 200});
+  (void)core::matmul(a, a, core::Trans::N, core::Trans::T);
+  CHECK(openblas_get_num_threads() == 1);
+  CHECK(core::blas_num_threads() == asked);
+  // The BLAS thread counts seen by a loop's bodies: {min, max}; 1 in parallel and serial
+  // loops alike.
   auto seen = [](long n, double flops) {
     std::atomic<int> lo{1 << 20}, hi{0};
     core::parallel_for(n, flops, [&](long, int) {
-      const int b = core::blas_num_threads();
+      const int b = openblas_get_num_threads();
       int m = lo.load();
       while (b < m && !lo.compare_exchange_weak(m, b)) {
       }
@@ -107,15 +134,104 @@ TEST_CASE("parallel_for: OpenBLAS at one thread inside every parallel loop, what
   for (int threads : {1, 2, 3}) {
     CAPTURE(threads);
     core::set_num_threads(threads);
-    // A parallel loop: one BLAS thread in every body, also on a single worker.
     CHECK(seen(6, core::kParallelMinFlops) == std::pair<int, int>{1, 1});
-    CHECK(core::blas_num_threads() == blas);  // restored after the loop
-    // Serial loops (one item; too little work) leave OpenBLAS's count alone, whatever
-    // the thread count, as the code around them does.
-    CHECK(seen(1, 1e12) == std::pair<int, int>{blas, blas});
-    CHECK(seen(6, 1.0) == std::pair<int, int>{blas, blas});
+    CHECK(seen(1, 1e12) == std::pair<int, int>{1, 1});
+    CHECK(seen(6, 1.0) == std::pair<int, int>{1, 1});
   }
   CHECK_THROWS_AS(core::set_blas_num_threads(0), ValueError);
+}
+
+namespace {
+
+// Every thread setting a user can make: OpenBLAS's requested count, minitrax's thread
+// count and the work threshold. f() runs under each; all results must be memcmp-equal.
+template <class F>
+void check_all_thread_settings(const std::string& what, F f) {
+  ThreadsGuard guard;
+  std::vector<core::Tensor> ref;
+  std::string ref_setting;
+  for (int blas : {1, 2}) {
+    for (int threads : {1, 2, 3}) {
+      for (double min_flops : {0.0, core::kParallelMinFlops}) {
+        core::set_blas_num_threads(blas);
+        core::set_num_threads(threads);
+        core::set_parallel_min_flops(min_flops);
+        const std::string setting = "OpenBLAS " + std::to_string(blas) + ", threads " +
+                                    std::to_string(threads) + ", min flops " +
+                                    std::to_string(min_flops);
+        std::vector<core::Tensor> out = f();
+        if (ref.empty()) {
+          ref = std::move(out);
+          ref_setting = setting;
+          continue;
+        }
+        REQUIRE(out.size() == ref.size());
+        for (std::size_t i = 0; i < out.size(); ++i) {
+          const core::Tensor x = out[i].clone(), y = ref[i].clone();
+          REQUIRE(x.shape() == y.shape());
+          CHECK_MESSAGE(
+              std::memcmp(x.raw_data(), y.raw_data(), x.nbytes()) == 0,
+              what << ": result " << i << " differs between " << ref_setting << " and " << setting);
+        }
+      }
+    }
+  }
+}
+
+}  // namespace
+
+TEST_CASE("matmul: bitwise the same for every OpenBLAS, minitrax thread count and threshold") {
+  // Shapes cut into blocks of rows (tall), of columns (few rows, many columns), not cut
+  // (small), with transposes, alpha / beta, a batch folded into one product, float64.
+  struct Case {
+    std::size_t m, n, k;
+    core::Trans ta, tb;
+  };
+  const std::vector<Case> cases{{1000, 300, 200, core::Trans::N, core::Trans::N},
+                                {300, 1000, 300, core::Trans::T, core::Trans::N},
+                                {300, 300, 1000, core::Trans::N, core::Trans::T},
+                                {16, 5000, 300, core::Trans::T, core::Trans::T},
+                                {20, 30, 40, core::Trans::N, core::Trans::N}};
+  for (core::DType dt : {core::DType::f32, core::DType::f64}) {
+    for (const Case& c : cases) {
+      const core::Shape as = c.ta == core::Trans::N ? core::Shape{c.m, c.k} : core::Shape{c.k, c.m};
+      const core::Shape bs = c.tb == core::Trans::N ? core::Shape{c.k, c.n} : core::Shape{c.n, c.k};
+      const core::Tensor a = core::uniform(core::key_from_seed(21), as, dt);
+      const core::Tensor b = core::uniform(core::key_from_seed(22), bs, dt);
+      const core::Tensor c0 = core::uniform(core::key_from_seed(23), {c.m, c.n}, dt);
+      check_all_thread_settings(
+          "matmul " + std::to_string(c.m) + "x" + std::to_string(c.n) + "x" + std::to_string(c.k),
+          [&] {
+            core::Tensor acc = c0.clone();
+            core::matmul_into(acc, a, b, c.ta, c.tb, 0.7, 1.3);
+            return std::vector<core::Tensor>{core::matmul(a, b, c.ta, c.tb), acc};
+          });
+    }
+  }
+  // [32, 128, 256] x [256, 384]: folded into one (32 * 128) x 384 product.
+  const core::Tensor a = core::uniform(core::key_from_seed(24), {32, 128, 256});
+  const core::Tensor b = core::uniform(core::key_from_seed(25), {256, 384});
+  check_all_thread_settings("batched matmul",
+                            [&] { return std::vector<core::Tensor>{core::matmul(a, b)}; });
+}
+
+TEST_CASE("gemm: fixed blocks give the same values as one product, within rounding") {
+  // The cut changes only the rounding: compare with a float64 product.
+  ThreadsGuard guard;
+  core::set_num_threads(2);
+  core::set_parallel_min_flops(0.0);
+  const core::Tensor a = core::uniform(core::key_from_seed(26), {700, 300});
+  const core::Tensor b = core::uniform(core::key_from_seed(27), {500, 300});
+  const core::Tensor c = core::matmul(a, b, core::Trans::N, core::Trans::T);
+  const core::Tensor c64 = core::matmul(a.astype(core::DType::f64), b.astype(core::DType::f64),
+                                        core::Trans::N, core::Trans::T);
+  double worst = 0;
+  for (std::size_t i = 0; i < 700; ++i) {
+    for (std::size_t j = 0; j < 500; ++j) {
+      worst = std::max(worst, std::abs(double(c.at({i, j})) - c64.at({i, j})));
+    }
+  }
+  CHECK(worst < 1e-3);
 }
 
 namespace {
@@ -325,5 +441,45 @@ TEST_CASE(
     const core::Tensor x = core::normal(core::key_from_seed(15), {1, 1024, 32});
     layer->init({{x.shape(), x.dtype()}}, core::key_from_seed(16));
     check_threads(*layer, x, "LSHSelfAttention L = 1024");
+  }
+}
+
+TEST_CASE("Dense and a TransformerLM training step: bitwise the same for every thread setting") {
+  SUBCASE("Dense forward and backward") {
+    auto layer = tl::Dense(384);
+    const core::Tensor x = core::normal(core::key_from_seed(31), {4, 200, 256});
+    layer->init({{x.shape(), x.dtype()}}, core::key_from_seed(32));
+    check_all_thread_settings("Dense", [&] {
+      Result r = run(*layer, x, core::num_threads());
+      return r.tensors;
+    });
+  }
+  SUBCASE("TransformerLM: loss and gradients of one training step") {
+    auto model = models::TransformerLM({.vocab_size = 300,
+                                        .d_model = 128,
+                                        .d_ff = 512,
+                                        .n_layers = 1,
+                                        .n_heads = 4,
+                                        .dropout = 0.1,
+                                        .max_len = 256});
+    const core::Tensor ids = core::randint(core::key_from_seed(33), {2, 256}, 0, 300);
+    model->init({{ids.shape(), ids.dtype()}}, core::key_from_seed(34));
+    auto loss_layer = training::WeightedCategoryCrossEntropy();
+    const core::Tensor weights = core::Tensor::ones({2, 256}, core::DType::f32);
+    check_all_thread_settings("TransformerLM", [&] {
+      Tape tape;
+      std::vector<Var> vs;
+      for (const auto& w : model->flat_weights()) vs.push_back(tape.watch(w.value));
+      const std::vector<Var> saved = vs;
+      model->set_flat_weights(vs);
+      base::Stack out = model->apply({Var(ids)}, core::key_from_seed(35));
+      Var l = loss_layer->apply({out.at(0), Var(ids), Var(weights)}, core::key_from_seed(36))[0];
+      std::vector<core::Tensor> r{l.value()};
+      for (const core::Tensor& g : tape.gradient(l, vs)) r.push_back(g);
+      std::vector<core::Tensor> plain;
+      for (const Var& v : saved) plain.push_back(v.value());
+      model->set_flat_weights(plain);
+      return r;
+    });
   }
 }

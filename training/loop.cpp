@@ -459,27 +459,19 @@ void Loop::save_checkpoint() {
     }
   }
   training::save_checkpoint(checkpoint_path(options_.output_dir, c.step), c);
-  prune(/*newest_known_good=*/true);
+  prune();
 }
 
-void Loop::prune(bool newest_known_good) {
+void Loop::prune() {
+  // Called right after the newest checkpoint was written or loaded, so it is intact.
   // A checkpoint off the checkpoint_every schedule (written at a graceful stop, or the
   // last one of an earlier run() to a smaller step) is only needed until a newer one
   // exists: dropping it leaves the folder as an uninterrupted run leaves it.
   const auto all = list_checkpoints(options_.output_dir);
   if (all.size() > 1 && options_.checkpoint_every > 0) {
     const long newest = all.back().first;
-    bool newest_loads = newest_known_good;
-    if (!newest_loads) {
-      try {
-        (void)load_checkpoint(all.back().second);
-        newest_loads = true;
-      } catch (const core::Error&) {
-        // a damaged newest file: keep every older one
-      }
-    }
     for (const auto& [step, path] : all) {
-      if (newest_loads && step < newest && step % options_.checkpoint_every != 0) {
+      if (step < newest && step % options_.checkpoint_every != 0) {
         std::error_code ec;
         fs::remove(path, ec);
       }
@@ -604,7 +596,7 @@ bool Loop::resume(long max_step) {
   // And what a killed run may have left undone: temporaries of its atomic writes, and
   // the pruning after its last checkpoint (killed between the two).
   remove_stale_temporaries(options_.output_dir);
-  prune(/*newest_known_good=*/true);
+  prune();
   restore_model(*model_, c, path);
   train_.optimizer->set_slots(c.slots);
   for (const auto& [name, key] : c.keys) {

@@ -156,7 +156,7 @@ class Loop {
  private:
   void ensure_initialized(const Batch& batch);
   void check_folder_is_new();
-  void prune(bool newest_known_good);
+  void prune();
   [[noreturn]] void stop(int signal, long target, bool checkpoint_written);
   void record(const MetricsRecord& r);
   void restore_metrics(long step);

@@ -29,26 +29,12 @@
 // or huge input: the fuzzers fuzz_config_json and fuzz_cli check this).
 #pragma once
 
-#include <cstddef>
-#include <set>
-#include <stdexcept>
 #include <string>
 #include <vector>
 
+#include "common/settings.hpp"
+
 namespace minitrax::app {
-
-/// A bad config value, flag or file; the message says what is allowed.
-class ConfigError : public std::runtime_error {
- public:
-  using std::runtime_error::runtime_error;
-};
-
-/// warmup_steps' "auto": min(100, steps / 10), resolved once steps is known.
-inline constexpr long kAutoWarmup = -1;
-/// The largest config text (a file or a string given to apply_json), in bytes.
-inline constexpr std::size_t kMaxConfigBytes = 1 << 20;
-/// The deepest nesting of [ ] and { } a config may have (a config needs 2).
-inline constexpr int kMaxConfigDepth = 64;
 
 struct DuplicationConfig {
   // task
@@ -93,29 +79,12 @@ struct DuplicationConfig {
   std::string progress = "auto";  // "auto", "bar", "lines", "none"
 };
 
-/// What the command line asked for.
-struct CommandLine {
-  /// Defaults < --config FILE < flags. Without --resume: validated, warmup_steps
-  /// resolved. With --resume: each value is well-formed (type, syntax) but the whole
-  /// is not validated yet (the saved config fills in what was not given): call
-  /// resolve_resume or resolve_new_run. With --help: the defaults, nothing checked.
-  DuplicationConfig config;
-  bool resume = false;      // --resume: continue from the newest checkpoint in output_dir
-  bool help = false;        // --help (or -h) anywhere: print usage(), nothing else parsed
-  std::string config_file;  // --config FILE (already applied)
-  /// The keys set by --config FILE or by a flag (JSON names, e.g. "n_hashes").
-  std::set<std::string> given_keys;
-};
+/// What the command line asked for (common/settings.hpp).
+using CommandLine = CommandLineOf<DuplicationConfig>;
 
 /// Parses argv without the program name (flags and --config FILE); throws ConfigError.
 /// --help or -h anywhere wins: the result has help = true and nothing else is read.
 CommandLine parse_command_line(const std::vector<std::string>& args);
-
-/// Reads a config file: a regular file (not a directory, FIFO or device: checked before
-/// opening and again on the open descriptor, which is opened non-blocking so a FIFO
-/// swapped in never blocks), non-empty, at most kMaxConfigBytes. Throws ConfigError
-/// naming the file.
-std::string read_config_file(const std::string& path);
 
 /// Applies a JSON object's keys on top of `config`; throws ConfigError, leaving `config`
 /// unchanged. `source` names the text in messages (a file name). Text over
@@ -127,9 +96,6 @@ void apply_json(DuplicationConfig& config, const std::string& json_text,
 /// Checks ranges and the cross-setting rules; throws ConfigError. warmup_steps may be
 /// kAutoWarmup (it is then min(100, steps / 10), always valid).
 void validate(const DuplicationConfig& config);
-
-/// warmup_steps as a number: kAutoWarmup becomes min(100, steps / 10).
-long effective_warmup_steps(const DuplicationConfig& config);
 
 /// The config as a JSON object (what --config accepts), pretty-printed; every key, with
 /// warmup_steps as a number (effective_warmup_steps).

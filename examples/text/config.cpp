@@ -92,7 +92,7 @@ std::string why_fixed(const std::string& key, const TextConfig& saved) {
   return "defines the model";
 }
 
-const ConfigTable<TextConfig>& table() {
+const ConfigTable<TextConfig>& make_table() {
   static const ConfigTable<TextConfig> t{.table = settings_table(),
                                          .validate = [](const TextConfig& c) { validate(c); },
                                          .resume_safe = resume_safe,
@@ -103,6 +103,10 @@ const ConfigTable<TextConfig>& table() {
 }
 
 }  // namespace
+
+const ConfigTable<TextConfig>& text_config_table() {
+  return make_table();
+}
 
 void validate(const TextConfig& c) {
   if (c.data.empty()) throw ConfigError("data must name a text file, folder or glob");
@@ -185,30 +189,30 @@ TextCommandLine parse_text_command_line(const std::vector<std::string>& args) {
   for (const std::string& a : args) {
     sampling |= a == "--sample-from" || a.rfind("--sample-from=", 0) == 0;
   }
-  if (!sampling) return table().parse_command_line(args);
+  if (!sampling) return make_table().parse_command_line(args);
   std::vector<std::string> with_resume = args;
   with_resume.push_back("--resume");  // parse without validating the whole
-  TextCommandLine cl = table().parse_command_line(with_resume);
+  TextCommandLine cl = make_table().parse_command_line(with_resume);
   cl.resume = false;
   for (const std::string& a : args) cl.resume |= a == "--resume";
   return cl;
 }
 
 std::string to_json(const TextConfig& c) {
-  return table().to_json(c);
+  return make_table().to_json(c);
 }
 
 void apply_json(TextConfig& config, const std::string& json_text, const std::string& source) {
-  (void)table().apply_json_keys(config, json_text, source);
+  (void)make_table().apply_json_keys(config, json_text, source);
 }
 
 TextConfig resolve_resume(const std::string& saved_json, const std::string& saved_path,
                           const TextCommandLine& cl) {
-  return table().resolve_resume(saved_json, saved_path, cl);
+  return make_table().resolve_resume(saved_json, saved_path, cl);
 }
 
 TextConfig resolve_new_run(const TextCommandLine& cl) {
-  return table().resolve_new_run(cl);
+  return make_table().resolve_new_run(cl);
 }
 
 std::string text_usage() {
@@ -228,7 +232,7 @@ std::string text_usage() {
          "                     run's sample_prompt\n"
          "  --help             this text\n\n"
          "keys (JSON) / flags (same name, dashes for underscores), with their defaults:\n" +
-         table().keys_usage();
+         make_table().keys_usage();
 }
 
 }  // namespace minitrax::app

@@ -70,6 +70,9 @@ struct TextConfig {
 /// What the command line asked for (with the extra flags --sample-from and --prompt).
 using TextCommandLine = CommandLineOf<TextConfig>;
 
+/// The settings table and its machinery (common/settings.hpp's ConfigTable).
+const ConfigTable<TextConfig>& text_config_table();
+
 /// Parses argv without the program name; throws ConfigError.
 TextCommandLine parse_text_command_line(const std::vector<std::string>& args);
 /// Checks ranges and cross-setting rules; throws ConfigError.

@@ -38,7 +38,7 @@ check(re.search(r'Line \d+ of "[^"]*layers/research/efficient_attention\.cpp"', 
 try:
     sal = gdb.decode_line(fn)[1][0]
     source = sal.symtab.fullname()
-except (gdb.error, TypeError, IndexError) as e:
+except (gdb.error, TypeError, IndexError, AttributeError) as e:
     source = "(no source: %s)" % e
 check(os.path.isfile(source) and source.endswith("efficient_attention.cpp"),
       "gdb finds the library's source file (%s)" % source, source)

@@ -276,3 +276,17 @@ TEST_CASE("docs/fuzzing.md: a JSON number beyond double's range") {
   REQUIRE(!message.empty());
   check_quoted("docs/fuzzing.md", message);
 }
+
+TEST_CASE("docs/fuzzing.md: a config nested deeper than 64 levels") {
+  std::string message;
+  try {
+    app::DuplicationConfig c;
+    app::apply_json(c,
+                    "{\"attention\": " + std::string(100000, '[') + std::string(100000, ']') + "}",
+                    "run.json");
+  } catch (const app::ConfigError& e) {
+    message = e.what();
+  }
+  REQUIRE(!message.empty());
+  check_quoted("docs/fuzzing.md", message);
+}

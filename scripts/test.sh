@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds everything and runs every test: installs what is missing, then the
-# release preset (all tests, including the install-and-consume test) once under each
+# release preset (all tests, including the install-and-consume test and the compilation
+# of every C++ snippet of the docs, doc_snippets) once under each
 # OpenBLAS kernel family this CPU can run (OPENBLAS_CORETYPE=Prescott, Haswell,
 # SkylakeX: results must not depend on which one OpenBLAS picks), then the
 # asan preset (AddressSanitizer + UBSan) over the whole suite, then the gdb tests in the

@@ -56,7 +56,7 @@ class Snippet:
         self.errors = []    # (md line, message)
 
 
-def parse_markers(path, lines, fence_index, snip):
+def parse_markers(lines, fence_index, snip):
     """The HTML comments directly above the fence (no blank line in between)."""
     # Collect every comment whose lines end right above the fence.
     start = fence_index
@@ -122,7 +122,7 @@ def snippets_of(source_dir, rel):
         if lang in ("cpp", "c++"):
             code = [l[len(indent):] if l.startswith(indent) else l.lstrip() for l in lines[i + 1:j]]
             snip = Snippet(rel, i + 2, [l.rstrip("\n") for l in code])
-            parse_markers(rel, lines, i, snip)
+            parse_markers(lines, i, snip)
             out.append(snip)
         i = j + 1
     return out
@@ -146,7 +146,6 @@ class Unit:
         self.name = name
         self.top = []   # lines before the namespaces
         self.body = []
-        self.count = 0
 
     def directive(self, lst, line, path):
         lst.append("#line %d %s" % (line, c_string(path)))

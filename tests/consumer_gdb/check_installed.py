@@ -1,10 +1,10 @@
 # minitrax/tests/consumer_gdb/check_installed.py: run by gdb before
 # tests/gdb/check_printers.py on a program built against the installed debug package
-# (run_consumer_gdb_test.cmake). It checks, before the program runs, what a Release
-# package lacks: the library's types (a Release build gives
-# "<unreadable Layer: No type named minitrax::base::Layer.>") and a line table for a
-# library function (without it gdb cannot step into library frames). Exit status 1 on
-# a failure; otherwise check_printers.py runs next.
+# (run_consumer_gdb_test.cmake). It checks what a Release package lacks: the library's
+# types (a Release build gives "<unreadable Layer: No type named minitrax::base::Layer.>"),
+# a line table and the source file of a library function, and that `step` from the
+# program's own code goes into the library. Exit status 1 on a failure (77 when gdb
+# cannot run programs); otherwise check_printers.py runs next, on a fresh run.
 import os
 import re
 
@@ -43,6 +43,39 @@ except (gdb.error, TypeError, IndexError, AttributeError) as e:
 check(os.path.isfile(source) and source.endswith("efficient_attention.cpp"),
       "gdb finds the library's source file (%s)" % source, source)
 
+# Step from the program's call of the layer into the library: at most 30 `step`s (the
+# first ones go through std::shared_ptr's operator*, in the program's own debug info)
+# until gdb stands on a line of a minitrax .cpp file. With a Release library gdb has
+# no lines for library code and `step` goes over it.
+gdb.execute("set confirm off")
+gdb.execute("set pagination off")
+main_file = gdb.decode_line("main")[1][0].symtab.fullname()
+with open(main_file) as f:
+    call_line = next(i + 1 for i, l in enumerate(f) if "(*layer)(x)" in l)
+gdb.execute("tbreak %s:%d" % (main_file, call_line))
+stepped_into = None
+try:
+    gdb.execute("run", to_string=True)
+    for _ in range(30):
+        gdb.execute("step", to_string=True)
+        sal = gdb.selected_frame().find_sal()
+        name = sal.symtab.filename if sal.symtab else ""
+        if re.search(r"(^|/)(core|autodiff|layers)/.*\.cpp$", name):
+            stepped_into = "%s:%d in %s" % (name, sal.line, gdb.selected_frame().name())
+            break
+except gdb.error as e:
+    if "ptrace" in str(e) or "cannot" in str(e).lower():
+        print("SKIP: gdb cannot run the program here (%s)" % e)
+        gdb.execute("quit 77")
+    stepped_into = None
+    print("gdb.error: %s" % e)
+print("stepped into: %s" % stepped_into)
+check(stepped_into is not None, "`step` from the program's call goes into library code", stepped_into)
+try:
+    gdb.execute("kill", to_string=True)
+except gdb.error:
+    pass
+
 if failures:
-    print("%d failure(s) before the program ran" % len(failures))
+    print("%d failure(s) in check_installed.py" % len(failures))
     gdb.execute("quit 1")

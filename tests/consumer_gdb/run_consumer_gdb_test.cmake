@@ -4,8 +4,8 @@
 #   2. builds tests/gdb/gdb_target.cpp as an outside project against it
 #      (tests/consumer_gdb/CMakeLists.txt, CMAKE_BUILD_TYPE=Debug);
 #   3. runs gdb in batch mode on that program with only the consumer's build folder in
-#      the auto-load safe path: check_installed.py (the library's types and source
-#      lines are there), then tests/gdb/check_printers.py (the printers load from the
+#      the auto-load safe path: check_installed.py (the library's types, source lines
+#      and files are there; `step` goes from the program into the library), then tests/gdb/check_printers.py (the printers load from the
 #      program itself; in forward_unbatched, a library frame, it prints a Var, the layer,
 #      a weight Tensor, a Key and tape nodes and compares them with known numbers and
 #      with what the program printed);

@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Builds everything and runs every test: installs what is missing, then the
-# release preset (all tests, including the install-and-consume test) once under each
+# release preset (all tests, including the install-and-consume test and the compilation
+# of every C++ snippet of the docs, doc_snippets) once under each
 # OpenBLAS kernel family this CPU can run (OPENBLAS_CORETYPE=Prescott, Haswell,
 # SkylakeX: results must not depend on which one OpenBLAS picks), then the
 # asan preset (AddressSanitizer + UBSan) over the whole suite, then the gdb tests in the
-# debug preset (only the programs they drive are built), then the fuzz preset (clang-14
+# debug preset (only the programs they drive are built; one of them installs the debug
+# library and debugs an outside program built against it), then the fuzz preset (clang-14
 # and libFuzzer: short seeded runs of each fuzz target and replays of the inputs of
 # fixed crashes; docs/fuzzing.md).
 # MINITRAX_SKIP_ASAN=1 skips the sanitizer pass, MINITRAX_SKIP_GDB=1 the gdb pass,
@@ -40,9 +42,10 @@ echo "== release tests under each OpenBLAS kernel family this CPU runs: $familie
 first=1
 for family in $families; do
   echo "== release tests, OpenBLAS kernels: $family"
-  # The install-and-consume test builds a program; it runs once, not per kernel.
+  # The install-and-consume and doc-snippet tests build programs; they run once, not
+  # per kernel.
   extra=()
-  if [ "$first" != 1 ]; then extra=(-E install_and_consume); fi
+  if [ "$first" != 1 ]; then extra=(-E 'install_and_consume|doc_snippets'); fi
   if [ "$family" = "default" ]; then
     status=0; ctest --preset release -j "$jobs" "${extra[@]}" || status=$?
   else
@@ -59,11 +62,11 @@ if [ "${MINITRAX_SKIP_ASAN:-0}" != "1" ]; then
   echo "== asan build and tests (AddressSanitizer + UBSan)"
   cmake --preset asan >/dev/null
   cmake --build --preset asan -j "$jobs"
-  ctest --preset asan -j "$jobs" -E install_and_consume
+  ctest --preset asan -j "$jobs" -E 'install_and_consume|doc_snippets'
 fi
 
 if [ "${MINITRAX_SKIP_GDB:-0}" != "1" ]; then
-  echo "== debug build and the gdb tests (pretty-printers; the lab under gdb)"
+  echo "== debug build and the gdb tests (pretty-printers; the lab under gdb; the installed debug package)"
   cmake --preset debug >/dev/null
   cmake --build --preset debug -j "$jobs" --target gdb_target reformer_lab
   ctest --preset debug -L gdb

@@ -159,9 +159,10 @@ TEST_CASE("plot ticks: log axes on 1, 2 and 5 x 10^k") {
   CHECK(plot::log_ticks(2.1, 4.6) == std::vector<double>{3, 4});
   // A constant series at 2.3: [1.15, 4.6], where only 2 is a 1-2-5 value.
   CHECK(plot::log_axis(2.3, 2.3).ticks == std::vector<double>{2, 3, 4});
-  // A narrow range between 3 and 4 is widened to them.
-  const plot::Axis n = plot::log_axis(3.1, 3.2);
-  CHECK(n.ticks == std::vector<double>{3, 4});
+  // Narrower than 3 to 4: linear steps. [3.1, 3.2] padded by 0.01 decade is
+  // [3.0291, 3.2740]: span 0.245 / 7 = 0.035 -> step 0.05.
+  CHECK(plot::log_axis(3.1, 3.2).ticks == std::vector<double>{3.05, 3.1, 3.15, 3.2, 3.25});
+  CHECK(plot::log_ticks(1.99, 2.6) == std::vector<double>{2, 2.1, 2.2, 2.3, 2.4, 2.5, 2.6});
 }
 
 TEST_CASE("plot: bad input is a ValueError naming the thing") {
@@ -184,6 +185,11 @@ TEST_CASE("plot: bad input is a ValueError naming the thing") {
                        "many of each",
                        ValueError);
   chart.panels[0].series[0].y.push_back(3);
+  chart.panels[0].series[0].smoothing = 1;
+  CHECK_THROWS_WITH_AS(plot::line_chart_svg(chart),
+                       "line_chart_svg: series 'eval' has smoothing 1; expected a weight in [0, 1)",
+                       ValueError);
+  chart.panels[0].series[0].smoothing = 0;
   chart.width = 100;
   CHECK_THROWS_WITH_AS(
       plot::line_chart_svg(chart),
@@ -265,6 +271,36 @@ TEST_CASE("plot: NaN, infinite, constant, single-point and empty series") {
   plot::LineChart none;
   none.panels.push_back({"", plot::Scale::linear, {}, {}, {}});
   check_chart("no_series", plot::line_chart_svg(none));
+}
+
+TEST_CASE("plot: a smoothed series, its moving average against a hand computation") {
+  plot::LineChart c;
+  plot::Series s = plot::Series::train("noisy", {0, 1, 2}, {1, 3, 3});
+  s.smoothing = 0.5;
+  c.x_min = 0;
+  c.x_max = 2;
+  c.panels.push_back({"y", plot::Scale::linear, 0.0, 4.0, {s}});
+  const std::string svg = plot::line_chart_svg(c);
+  CHECK(contains(svg, "noisy (smoothed; faint: as recorded)"));
+  const std::vector<svgcheck::Element> doc = svgcheck::parse_xml(svg);
+  double top = 0, height = 0;
+  std::vector<std::vector<double>> lines;
+  for (const svgcheck::Element& e : doc) {
+    if (e.name == "rect" && e.attrs.count("fill") && e.attrs.at("fill") == "none") {
+      top = std::stod(e.attrs.at("y"));
+      height = std::stod(e.attrs.at("height"));
+    }
+    if (e.name == "polyline") lines.push_back(svgcheck::numbers(e.attrs.at("points")));
+  }
+  REQUIRE(lines.size() == 2);  // the faint raw line, then the average
+  REQUIRE(lines[1].size() == 6);
+  // Debiased EMA with weight 0.5: 1, (0.25 + 1.5) / 0.75 = 2.3333, (0.875 + 1.5) / 0.875 = 2.7143.
+  const double expect[3] = {1, 1.75 / 0.75, 2.375 / 0.875};
+  for (int i = 0; i < 3; ++i) {
+    CHECK(lines[1][2 * i + 1] ==
+          doctest::Approx(top + height * (1 - expect[i] / 4)).epsilon(0.002));
+    CHECK(lines[0][2 * i + 1] == doctest::Approx(top + height * (1 - s.y[i] / 4)).epsilon(0.002));
+  }
 }
 
 TEST_CASE("plot: a text LM's curves, loss and bits per character, train and eval") {

@@ -354,6 +354,9 @@ std::vector<double> log_ticks(double lo, double hi, int max_ticks) {
     }
   } else if (t.size() < 2) {
     t = with({1, 2, 3, 4, 5, 6, 7, 8, 9}, 1);
+    // Narrower still (within a factor of about 1.5): a log axis looks linear there, so
+    // linear 1-2-5 steps (2, 2.2, 2.4, ...).
+    if (t.size() < 2) t = linear_ticks(lo, hi, max_ticks);
   }
   return t;
 }
@@ -394,21 +397,19 @@ Axis log_axis(double lo, double hi, int max_ticks) {
   }
   Axis out{Scale::log, std::pow(10.0, a), std::pow(10.0, b), {}};
   out.ticks = log_ticks(out.lo, out.hi, max_ticks);
-  if (out.ticks.size() < 2) {
-    // A narrow range between two of 1, 2, ..., 9 x 10^k: widen it to the enclosing ones.
-    const int e = static_cast<int>(std::floor(std::log10(out.lo)));
-    double m = std::floor(out.lo / std::pow(10.0, e));
-    out.lo = std::min(out.lo, times_pow10(std::max(1.0, m), e));
-    const int f = static_cast<int>(std::floor(std::log10(out.hi)));
-    m = std::ceil(out.hi / std::pow(10.0, f) - 1e-9);
-    out.hi = std::max(out.hi, times_pow10(m, f));
-    out.ticks = log_ticks(out.lo, out.hi, max_ticks);
-  }
   return out;
 }
 
 std::string line_chart_svg(const LineChart& chart) {
   if (chart.panels.empty()) throw ValueError("line_chart_svg: expected at least one panel, got 0");
+  for (const Panel& p : chart.panels) {
+    for (const Series& s : p.series) {
+      if (!(s.smoothing >= 0 && s.smoothing < 1)) {
+        throw ValueError("line_chart_svg: series '" + s.name + "' has smoothing " +
+                         tick_label(s.smoothing) + "; expected a weight in [0, 1)");
+      }
+    }
+  }
   if (!(chart.width >= 200) || !(chart.panel_height >= 60)) {
     throw ValueError("line_chart_svg: expected width >= 200 and panel_height >= 60, got " +
                      tick_label(chart.width) + " and " + tick_label(chart.panel_height));
@@ -506,6 +507,7 @@ std::string line_chart_svg(const LineChart& chart) {
         }
       }
       std::string text = s.name;
+      if (s.smoothing > 0 && s.line && shown > 2) text += " (smoothed; faint: as recorded)";
       auto points = [](long n) { return std::to_string(n) + (n == 1 ? " point" : " points"); };
       if (shown == 0) {
         text += " (no data)";
@@ -594,10 +596,28 @@ std::string line_chart_svg(const LineChart& chart) {
             << num(dots.back().second);
       }
       any |= !dots.empty();
+      const bool smooth = s.smoothing > 0 && s.line && dots.size() > 2;
       if (s.line && dots.size() > 1) {
+        svg.os << "<polyline fill=\"none\" stroke=\"" << color << "\" stroke-width=\""
+               << (smooth ? "1\" stroke-opacity=\"0.3" : "1.8") << "\" stroke-linejoin=\"round\""
+               << (s.dashed ? kDash : "") << " points=\"" << pts.str() << "\"/>\n";
+      }
+      if (smooth) {
+        const bool lg = p.y_scale == Scale::log;
+        double ema = 0, weight = 1;
         svg.os << "<polyline fill=\"none\" stroke=\"" << color
-               << "\" stroke-width=\"1.8\" stroke-linejoin=\"round\"" << (s.dashed ? kDash : "")
-               << " points=\"" << pts.str() << "\"/>\n";
+               << "\" stroke-width=\"2\" stroke-linejoin=\"round\"" << (s.dashed ? kDash : "")
+               << " points=\"";
+        bool first = true;
+        for (std::size_t i = 0; i < s.x.size(); ++i) {
+          if (!drawable(s.x[i], s.y[i], chart.x_scale, p.y_scale)) continue;
+          ema = s.smoothing * ema + (1 - s.smoothing) * (lg ? std::log(s.y[i]) : s.y[i]);
+          weight *= s.smoothing;
+          const double v = ema / (1 - weight);
+          svg.os << (first ? "" : " ") << num(px(s.x[i])) << "," << num(py(lg ? std::exp(v) : v));
+          first = false;
+        }
+        svg.os << "\"/>\n";
       }
       // Markers; a lone point of a line series gets one too, or it would not show.
       if (s.markers || !s.line || dots.size() == 1) {

@@ -29,6 +29,10 @@ struct Series {
   bool dashed = false;   ///< dashed line (eval series)
   bool markers = false;  ///< a dot on every point (eval series; a single point is a dot)
   std::string color;     ///< an SVG colour; empty: the palette colour of its position
+  /// In [0, 1): 0 draws the points as they are; w > 0 draws them faintly and over them
+  /// their exponential moving average (weight w on the past, debiased as TensorBoard
+  /// does; of log y on a log axis), for noisy training curves.
+  double smoothing = 0;
 
   /// A training curve: a solid line in the train colour.
   static Series train(std::string name, std::vector<double> x, std::vector<double> y,
@@ -95,17 +99,17 @@ struct Axis {
 /// Ticks of step 1, 2 or 5 x 10^k within [lo, hi]: the smallest such step that gives
 /// at most max_ticks ticks. lo <= hi, both finite (else ValueError).
 std::vector<double> linear_ticks(double lo, double hi, int max_ticks = 6);
-/// Ticks within [lo, hi] (0 < lo <= hi): 1, 2 and 5 x 10^k if at most max_ticks of them
-/// fall inside; else the decades (10^k), or every 2nd, 5th, 10th... decade; if fewer
-/// than two would fall inside, 1, 2, ..., 9 x 10^k. Else ValueError.
+/// Ticks within [lo, hi] (0 < lo <= hi, else ValueError): 1, 2 and 5 x 10^k if at most
+/// max_ticks of them fall inside; else the decades (10^k), or every 2nd, 5th, 10th...
+/// decade; if fewer than two would fall inside, 1, 2, ..., 9 x 10^k; if still fewer than
+/// two (a range within a factor of about 1.5), linear_ticks.
 std::vector<double> log_ticks(double lo, double hi, int max_ticks = 8);
 
 /// A linear axis over the data range [lo, hi], its ends moved out to the enclosing
 /// ticks (a constant range is widened first).
 Axis linear_axis(double lo, double hi, int max_ticks = 6);
 /// A log axis over [lo, hi] (positive), padded by 3% of its span in log space (at least
-/// 0.01 decade; a constant range is widened by a factor of 2 either way), with at least
-/// two ticks inside.
+/// 0.01 decade; a constant range is widened by a factor of 2 either way), with log_ticks.
 Axis log_axis(double lo, double hi, int max_ticks = 8);
 
 /// A tick label in short form: "0", "0.5", "2", "250", "20k", "1e-3", "2.5e6", "-0.1".

@@ -27,6 +27,9 @@ std::string curves_svg(const std::string& title,
       add(eval_acc, r, "accuracy");
     }
   }
+  // A long run's train loss is noisy (one batch per step): drawn faintly, with its
+  // moving average over it.
+  if (train_loss.x.size() >= 100) train_loss.smoothing = 0.8;
   plot::LineChart chart;
   chart.title = title;
   chart.x_label = "training step";

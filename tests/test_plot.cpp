@@ -119,6 +119,8 @@ TEST_CASE("plot ticks: an axis's labels share one form") {
   CHECK(plot::tick_labels(a) == std::vector<std::string>{"0", "5k", "10k", "15k", "20k"});
   a.ticks = {0, 1000, 2000, 3000};
   CHECK(plot::tick_labels(a) == std::vector<std::string>{"0", "1000", "2000", "3000"});
+  a.ticks = {500, 1000, 2500, 10000};
+  CHECK(plot::tick_labels(a) == std::vector<std::string>{"500", "1k", "2.5k", "10k"});
   a.ticks = {0, 0.07, 0.5, 1};
   CHECK(plot::tick_labels(a, true) == std::vector<std::string>{"0%", "7%", "50%", "100%"});
 }
@@ -335,6 +337,33 @@ TEST_CASE("plot: a text LM's curves, loss and bits per character, train and eval
   CHECK(has_text(svg, "3000"));
   CHECK(has_text(svg, "1500"));
   check_chart("text_lm_curves", svg);
+}
+
+TEST_CASE("plot: log x and log y, as in a scaling benchmark") {
+  plot::LineChart c;
+  c.title = "time per token against length";
+  c.x_label = "sequence length";
+  c.x_scale = plot::Scale::log;
+  std::vector<double> L, dense, lsh;
+  for (double l = 128; l <= 32768; l *= 2) {
+    L.push_back(l);
+    dense.push_back(0.01 * l);
+    lsh.push_back(12 + std::log2(l));
+  }
+  c.panels.push_back({"us per token",
+                      plot::Scale::log,
+                      {},
+                      {},
+                      {plot::Series::train("dense", L, dense), plot::Series::eval("LSH", L, lsh)}});
+  const std::string svg = plot::line_chart_svg(c);
+  // x over [128, 32768] (2.4 decades, padded): 200, 500, 1000, ..., 20000, those from
+  // 1000 up in thousands.
+  for (const std::string t :
+       {"200", "500", "1k", "2k", "5k", "10k", "20k", "sequence length (log scale)"}) {
+    INFO(t);
+    CHECK(has_text(svg, t));
+  }
+  check_chart("log_log", svg);
 }
 
 TEST_CASE("plot: table2.svg, a bar per attention setting with its value") {

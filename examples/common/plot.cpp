@@ -289,15 +289,13 @@ std::vector<std::string> tick_labels(const Axis& axis, bool percent) {
     for (double t : axis.ticks) out.push_back(tick_label(std::round(t * 1e8) / 1e6) + "%");
     return out;
   }
-  // Thousands written "20k" on the whole axis or on none of it.
-  bool thousands = false, whole = true;
+  // On an axis that reaches 10000, every tick from 1000 up is written in thousands
+  // (200, 500, 1k, 2k, 5k, 10k), else none is (1000, 2000, 3000).
+  bool thousands = false;
+  for (double t : axis.ticks) thousands |= std::abs(t) >= 1e4 && std::abs(t) < 1e6;
   for (double t : axis.ticks) {
-    thousands |= std::abs(t) >= 1e4 && std::abs(t) < 1e6;
-    whole &= std::abs(t) < 1e6 && std::abs(t / 1000 - std::round(t / 1000)) < 1e-9;
-  }
-  for (double t : axis.ticks) {
-    if (thousands && whole && t != 0) {
-      out.push_back(tick_label(std::round(t / 1000)) + "k");
+    if (thousands && std::abs(t) >= 1000 && std::abs(t) < 1e6) {
+      out.push_back(tick_label(std::round(t) / 1000) + "k");
     } else {
       out.push_back(tick_label(t));
     }

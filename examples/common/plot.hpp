@@ -114,8 +114,9 @@ Axis log_axis(double lo, double hi, int max_ticks = 8);
 
 /// A tick label in short form: "0", "0.5", "2", "250", "20k", "1e-3", "2.5e6", "-0.1".
 std::string tick_label(double v);
-/// The labels of an axis's ticks: tick_label's, but thousands as "20k" on the whole
-/// axis or none of it; with `percent`, fractions as percentages ("25%").
+/// The labels of an axis's ticks: tick_label's, but on an axis that reaches 10000 every
+/// tick from 1000 up in thousands ("500", "1k", "2.5k", "20k"); with `percent`,
+/// fractions as percentages ("25%").
 std::vector<std::string> tick_labels(const Axis& axis, bool percent = false);
 /// An upper estimate of the width in px of `text` in the sans-serif font (DejaVu Sans's
 /// advances) at `font_size` px; non-ASCII characters count as 1 em.

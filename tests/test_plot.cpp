@@ -196,6 +196,14 @@ TEST_CASE("plot: bad input is a ValueError naming the thing") {
   CHECK_THROWS_WITH_AS(
       plot::line_chart_svg(chart),
       "line_chart_svg: expected width >= 200 and panel_height >= 60, got 100 and 190", ValueError);
+  chart.width = 720;
+  chart.x_max = kNaN;
+  CHECK_THROWS_WITH_AS(plot::line_chart_svg(chart),
+                       "line_chart_svg: x_max is NaN; expected a finite value or none", ValueError);
+  chart.x_max.reset();
+  CHECK_NOTHROW(plot::line_chart_svg(chart));
+  // A range narrower than the values' resolution still ends, with at most max_ticks + 1.
+  CHECK(plot::linear_ticks(1e9, 1e9 + 1e-6, 6).size() <= 7);
   CHECK_THROWS_WITH_AS(plot::bar_chart_svg({}), "bar_chart_svg: expected at least one bar, got 0",
                        ValueError);
 }

@@ -314,9 +314,13 @@ std::vector<double> linear_ticks(double lo, double hi, int max_ticks) {
   const double step = times_pow10(m, e);
   const double tol = step * 1e-9;
   std::vector<double> out;
-  for (long n = static_cast<long>(std::ceil((lo - tol) / step));; ++n) {
-    const double v = times_pow10(static_cast<double>(n) * m, e);
+  // (At most max_ticks + 1 of them; the bound also ends the loop where n * m is beyond
+  // a double's integers, a range narrower than the values' resolution.)
+  const double first = std::ceil((lo - tol) / step);
+  for (int k = 0; k <= max_ticks; ++k) {
+    const double v = times_pow10((first + k) * m, e);
     if (v > hi + tol) break;
+    if (!out.empty() && v <= out.back()) break;
     out.push_back(v == 0 ? 0.0 : v);  // no "-0"
   }
   return out;
@@ -400,7 +404,17 @@ Axis log_axis(double lo, double hi, int max_ticks) {
 
 std::string line_chart_svg(const LineChart& chart) {
   if (chart.panels.empty()) throw ValueError("line_chart_svg: expected at least one panel, got 0");
+  auto finite_end = [](const char* what, const std::optional<double>& v) {
+    if (v && !std::isfinite(*v)) {
+      throw ValueError(std::string("line_chart_svg: ") + what + " is " + tick_label(*v) +
+                       "; expected a finite value or none");
+    }
+  };
+  finite_end("x_min", chart.x_min);
+  finite_end("x_max", chart.x_max);
   for (const Panel& p : chart.panels) {
+    finite_end("a panel's y_min", p.y_min);
+    finite_end("a panel's y_max", p.y_max);
     for (const Series& s : p.series) {
       if (!(s.smoothing >= 0 && s.smoothing < 1)) {
         throw ValueError("line_chart_svg: series '" + s.name + "' has smoothing " +

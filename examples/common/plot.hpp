@@ -10,6 +10,23 @@
 // clipped, and legends sit above each panel, never on the data. Points whose x or y is
 // NaN or infinite (or not positive on a log axis) are skipped, the line joining their
 // neighbours, and the legend says how many were skipped.
+//
+// Link the CMake target minitrax_plot and include "common/plot.hpp". A language model's
+// curves, loss and bits per character, train and eval:
+//
+//   plot::LineChart c;
+//   c.title = "ReformerLM on my text";
+//   c.x_label = "training step";
+//   c.x_min = 0;
+//   plot::Series train = plot::Series::train("train", steps, loss);
+//   train.smoothing = 0.8;  // one batch per point: noisy
+//   c.panels.push_back({"cross-entropy (log scale)", plot::Scale::log, {}, {},
+//                       {train, plot::Series::eval("eval", eval_steps, eval_loss)}});
+//   c.panels.push_back({"bits per character", plot::Scale::linear, {}, {},
+//                       {plot::Series::eval("held-out", eval_steps, eval_bpc)}});
+//   core::write_file_atomic(dir + "/curves.svg", plot::line_chart_svg(c));
+//
+// examples/duplication/charts.cpp builds the main job's charts from Loop::history().
 #pragma once
 
 #include <optional>

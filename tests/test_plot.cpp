@@ -220,7 +220,7 @@ TEST_CASE("plot: curves.svg with one evaluation shows its point") {
   }
 }
 
-TEST_CASE("plot: curves.svg of a long run; ticks on round values") {
+TEST_CASE("plot: curves.svg of a long run, ticks on round values") {
   const std::string svg =
       app::curves_svg("ReformerLM on the duplication task (LSH-4, length 32)", history(500, 25));
   for (const char* t :
@@ -408,7 +408,7 @@ TEST_CASE("plot: every SVG in docs/ parses, fits and renders") {
     MESSAGE("SKIPPED rendering: rsvg-convert not found (apt-get install librsvg2-bin)");
 }
 
-TEST_CASE("svg checker: it catches what it is meant to catch") {
+TEST_CASE("plot: the svg checker catches what it is meant to catch") {
   // Independent of the charts: the checks fail on bad SVG.
   CHECK_THROWS(svgcheck::parse_xml("<svg><text>a</svg>"));
   CHECK_THROWS(svgcheck::parse_xml("<svg><text>a & b</text></svg>"));
@@ -423,4 +423,21 @@ TEST_CASE("svg checker: it catches what it is meant to catch") {
   REQUIRE(bad.size() == 2);
   CHECK(contains(bad[0], "'clipped'"));
   CHECK(contains(bad[1], "'vertical text'"));
+  if (rsvg_path().empty()) return;
+  // Rendered: a white image is blank; a line through the image's edge is ink on it.
+  const std::string blank = (out_dir() / "checker_blank.svg").string();
+  std::ofstream(blank) << "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"50\" height=\"40\">"
+                          "<rect width=\"50\" height=\"40\" fill=\"white\"/></svg>\n";
+  const auto p1 =
+      svgcheck::check_file(blank, rsvg_path(), (out_dir() / "checker_blank.png").string());
+  REQUIRE(p1.size() == 1);
+  CHECK(contains(p1[0], "renders (nearly) blank"));
+  const std::string edge = (out_dir() / "checker_edge.svg").string();
+  std::ofstream(edge) << "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"50\" height=\"40\">"
+                         "<rect x=\"10\" y=\"10\" width=\"20\" height=\"10\"/>"
+                         "<line x1=\"0\" y1=\"30\" x2=\"50\" y2=\"30\" stroke=\"black\"/></svg>\n";
+  const auto p2 =
+      svgcheck::check_file(edge, rsvg_path(), (out_dir() / "checker_edge.png").string());
+  REQUIRE(p2.size() == 1);
+  CHECK(contains(p2[0], "inked pixels on the image's edge"));
 }

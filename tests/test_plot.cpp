@@ -157,8 +157,11 @@ TEST_CASE("plot ticks: log axes on 1, 2 and 5 x 10^k") {
   CHECK(plot::log_ticks(1e-6, 10, 8) ==
         std::vector<double>{1e-6, 1e-5, 1e-4, 1e-3, 0.01, 0.1, 1, 10});
   CHECK(plot::log_ticks(1e-6, 10, 5) == std::vector<double>{1e-6, 1e-4, 0.01, 1});
-  // Too few: 1, 2, ..., 9 x 10^k.
-  CHECK(plot::log_ticks(2.1, 4.6) == std::vector<double>{3, 4});
+  // Fewer than three: 1, 2, ..., 9 x 10^k ([2.1, 8.6] holds only 5 of 1, 2, 5).
+  CHECK(plot::log_ticks(2.1, 8.6) == std::vector<double>{3, 4, 5, 6, 7, 8});
+  // Fewer than three of those: linear steps (2.5 / 7 = 0.36 -> 0.5).
+  CHECK(plot::log_ticks(2.1, 4.6) == std::vector<double>{2.5, 3, 3.5, 4, 4.5});
+  CHECK(plot::log_ticks(1, 2) == std::vector<double>{1, 1.2, 1.4, 1.6, 1.8, 2});
   // A constant series at 2.3: [1.15, 4.6], where only 2 is a 1-2-5 value.
   CHECK(plot::log_axis(2.3, 2.3).ticks == std::vector<double>{2, 3, 4});
   // Narrower than 3 to 4: linear steps. [3.1, 3.2] padded by 0.01 decade is

@@ -354,11 +354,11 @@ std::vector<double> log_ticks(double lo, double hi, int max_ticks) {
       t = with({1}, every);
       if (static_cast<int>(t.size()) <= max_ticks) break;
     }
-  } else if (t.size() < 2) {
+  } else if (t.size() < 3) {
     t = with({1, 2, 3, 4, 5, 6, 7, 8, 9}, 1);
-    // Narrower still (within a factor of about 1.5): a log axis looks linear there, so
-    // linear 1-2-5 steps (2, 2.2, 2.4, ...).
-    if (t.size() < 2) t = linear_ticks(lo, hi, max_ticks);
+    // Narrower still (within a factor of about 3): a log axis looks nearly linear
+    // there, so linear 1-2-5 steps (2, 2.2, 2.4, ...).
+    if (t.size() < 3) t = linear_ticks(lo, hi, max_ticks);
   }
   return t;
 }

@@ -118,8 +118,8 @@ struct Axis {
 std::vector<double> linear_ticks(double lo, double hi, int max_ticks = 6);
 /// Ticks within [lo, hi] (0 < lo <= hi, else ValueError): 1, 2 and 5 x 10^k if at most
 /// max_ticks of them fall inside; else the decades (10^k), or every 2nd, 5th, 10th...
-/// decade; if fewer than two would fall inside, 1, 2, ..., 9 x 10^k; if still fewer than
-/// two (a range within a factor of about 1.5), linear_ticks.
+/// decade; if fewer than three would fall inside, 1, 2, ..., 9 x 10^k; if still fewer
+/// than three (a range within a factor of about 3), linear_ticks.
 std::vector<double> log_ticks(double lo, double hi, int max_ticks = 8);
 
 /// A linear axis over the data range [lo, hi], its ends moved out to the enclosing

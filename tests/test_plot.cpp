@@ -310,9 +310,11 @@ TEST_CASE("plot: a smoothed series, its moving average against a hand computatio
   // Debiased EMA with weight 0.5: 1, (0.25 + 1.5) / 0.75 = 2.3333, (0.875 + 1.5) / 0.875 = 2.7143.
   const double expect[3] = {1, 1.75 / 0.75, 2.375 / 0.875};
   for (int i = 0; i < 3; ++i) {
+    // y = 4 at 5 px below the frame's top, y = 0 at 5 px above its bottom.
     CHECK(lines[1][2 * i + 1] ==
-          doctest::Approx(top + height * (1 - expect[i] / 4)).epsilon(0.002));
-    CHECK(lines[0][2 * i + 1] == doctest::Approx(top + height * (1 - s.y[i] / 4)).epsilon(0.002));
+          doctest::Approx(top + 5 + (height - 10) * (1 - expect[i] / 4)).epsilon(0.002));
+    CHECK(lines[0][2 * i + 1] ==
+          doctest::Approx(top + 5 + (height - 10) * (1 - s.y[i] / 4)).epsilon(0.002));
   }
 }
 

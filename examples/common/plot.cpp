@@ -16,6 +16,7 @@ namespace {
 constexpr double kFont = 12;       // ticks, legend, labels
 constexpr double kTitleFont = 14;  // the title
 constexpr double kPad = 8;         // space kept free at the image's edges
+constexpr double kInset = 5;       // between a line chart's frame and its axes' ends
 const char* const kPalette[] = {"#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b"};
 const char* const kBarColor = "#7fa7cf";
 const char* const kGrid = "#e6e6e6";
@@ -569,11 +570,13 @@ std::string line_chart_svg(const LineChart& chart) {
       svg.text(kPad, title_baseline, chart.title, "start", kTitleFont);
     }
   }
-  const Mapper px{xa, left, left + pw};
+  // The axes' ends lie kInset px inside the frame, so that a point at an end (the last
+  // evaluation, an accuracy of 100%) is not drawn on the frame.
+  const Mapper px{xa, left + kInset, left + pw - kInset};
   for (std::size_t k = 0; k < chart.panels.size(); ++k) {
     const Panel& p = chart.panels[k];
     const double top = tops[k], bottom = top + ph;
-    const Mapper py{y_axes[k], bottom, top};
+    const Mapper py{y_axes[k], bottom - kInset, top + kInset};
     // Header: y label (and scale), legend.
     const double header_top = top - 8 - 18 * header_rows[k];
     if (!p.y_label.empty())

@@ -52,8 +52,8 @@ def main(argv):
     step = nice_step(ymax)
     ytop = step * (int(ymax / step) + 1)
 
-    W, H = 640, 400
-    left, right, top, bottom = 70, 20, 40, 60
+    W, H = 640, 412
+    left, right, top, bottom = 70, 20, 40, 72
     pw, ph = W - left - right, H - top - bottom
     x0, x1 = 0, max(xs) + 1
 
@@ -83,11 +83,13 @@ def main(argv):
         out.append(f'<text x="{px(x):.1f}" y="{top + ph + 18}" text-anchor="middle">{x}</text>')
     out.append(f'<line x1="{left}" y1="{top + ph}" x2="{left + pw}" y2="{top + ph}" stroke="black"/>')
     out.append(f'<line x1="{left}" y1="{top}" x2="{left}" y2="{top + ph}" stroke="black"/>')
-    out.append(f'<text x="{left + pw / 2}" y="{H - 22}" text-anchor="middle">n_layers</text>')
+    out.append(f'<text x="{left + pw / 2}" y="{top + ph + 36}" text-anchor="middle">n_layers</text>')
     out.append(f'<text x="18" y="{top + ph / 2}" text-anchor="middle" '
                f'transform="rotate(-90 18 {top + ph / 2})">MiB (live bytes, exact)</text>')
-    out.append(f'<text x="{left + pw / 2}" y="{H - 6}" text-anchor="middle" font-size="10" '
-               f'fill="#555">L = 4096, batch 1, d_model 64, LSH (n_hashes 2, chunk 64); '
+    # The footnote in two lines, so that it fits the width.
+    out.append(f'<text x="8" y="{H - 20}" font-size="10" fill="#555">'
+               f'L = 4096, batch 1, d_model 64, LSH (n_hashes 2, chunk 64)</text>')
+    out.append(f'<text x="8" y="{H - 7}" font-size="10" fill="#555">'
                f'{len(rows)} runs, each its own process; from {argv[1]}</text>')
     # lines
     for name, color, dash, pts in lines:
@@ -96,8 +98,9 @@ def main(argv):
         out.append(f'<polyline points="{d}" fill="none" stroke="{color}" stroke-width="2"{dash_attr}/>')
         for x, y in pts:
             out.append(f'<circle cx="{px(x):.1f}" cy="{py(y):.1f}" r="3" fill="{color}"/>')
-            out.append(f'<text x="{px(x) + 5:.1f}" y="{py(y) - 6:.1f}" font-size="10" '
-                       f'fill="{color}">{y:.1f}</text>')
+            # Above and to the left of the point: clear of a line that rises to the right.
+            out.append(f'<text x="{px(x) - 5:.1f}" y="{py(y) - 6:.1f}" font-size="10" '
+                       f'text-anchor="end" fill="{color}">{y:.1f}</text>')
     # legend
     lx, ly = left + 12, top + 10
     for i, (name, color, dash, _) in enumerate(lines):

@@ -8,7 +8,8 @@
 //   3. evaluates second-half accuracy on held-out sequences with full attention and
 //      with LSH at each of eval_n_hashes (a row of the paper's Table 2)
 //   4. completes a held-out "0 w 0" greedily and checks the copy
-//   5. writes results.json and curves.svg (loss and accuracy against steps)
+//   5. writes results.json, curves.svg (loss and accuracy against steps) and table2.svg
+//      (the Table 2 row as bars)
 //
 //   reformer_duplication [--config FILE] [--resume] [--KEY VALUE ...]   (--help)
 #include <chrono>
@@ -27,9 +28,9 @@
 #include "core/kernels.hpp"
 #include "core/npy.hpp"
 #include "core/ops.hpp"
+#include "duplication/charts.hpp"
 #include "duplication/config.hpp"
 #include "duplication/model_choice.hpp"
-#include "duplication/plot.hpp"
 #include "models/decoding.hpp"
 #include "models/reformer.hpp"
 #include "training/checkpoint.hpp"
@@ -246,7 +247,8 @@ int run(const app::CommandLine& cl, const std::string& program) {
             << "  training: batch " << c.batch << ", " << c.steps << " steps, Adam lr " << c.lr
             << " (" << c.schedule << ", warmup " << c.warmup_steps << "), seed " << c.seed
             << "\n  output: " << c.output_dir << "/ (config.json, metrics.jsonl, checkpoints, "
-            << "results.json, curves.svg); BLAS kernels: " << core::blas_core_name() << "\n";
+            << "results.json, curves.svg, table2.svg); BLAS kernels: " << core::blas_core_name()
+            << "\n";
 
   training::Loop loop(model, task, {eval}, options, keys[2]);
   if (cl.resume) {
@@ -352,34 +354,18 @@ int run(const app::CommandLine& cl, const std::string& program) {
 
   if (int status = stopped_after_training()) return status;
 
-  // ---- results.json and the plot ----
-  std::vector<app::PlotSeries> series(3);
-  series[0].name = "train loss";
-  series[1].name = "eval loss";
-  series[2].name = "eval accuracy";
-  series[2].right_axis = true;
-  // From the history (what metrics.jsonl holds): a record without a value for a
-  // series (a line edited by hand) is left out of that series.
-  auto add = [](app::PlotSeries& s, const training::MetricsRecord& r, const char* key) {
-    const auto it = r.values.find(key);
-    if (it == r.values.end()) return;
-    s.x.push_back(static_cast<double>(r.step));
-    s.y.push_back(it->second);
-  };
-  for (const training::MetricsRecord& r : loop.history()) {
-    if (r.task == "train") {
-      add(series[0], r, "loss");
-    } else if (r.task == "eval") {
-      add(series[1], r, "loss");
-      add(series[2], r, "accuracy");
-    }
-  }
+  // ---- results.json and the charts ----
   const std::string svg_path = (fs::path(c.output_dir) / "curves.svg").string();
   core::write_file_atomic(
       svg_path,
-      app::svg_chart("ReformerLM on the duplication task (" + attention_name(c, trained_choice) +
-                         ", length " + std::to_string(c.length) + ")",
-                     "training step", "cross-entropy", "second-half accuracy", series));
+      app::curves_svg("ReformerLM on the duplication task (" + attention_name(c, trained_choice) +
+                          ", length " + std::to_string(c.length) + ")",
+                      loop.history()));
+  std::vector<std::pair<std::string, double>> bars;
+  for (const std::string& col : columns) bars.emplace_back(col, table[col]);
+  core::write_file_atomic(
+      (fs::path(c.output_dir) / "table2.svg").string(),
+      app::table2_svg(attention_name(c, trained_choice), bars, final_batches * c.eval_batch));
   std::ostringstream results;
   results << "{\n  \"trained_with\": \"" << attention_name(c, trained_choice) << "\",\n"
           << "  \"steps\": " << loop.step()
@@ -393,7 +379,7 @@ int run(const app::CommandLine& cl, const std::string& program) {
   core::write_file_atomic((fs::path(c.output_dir) / "results.json").string(), results.str());
   const double seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
-  std::printf("\nwrote %s/results.json and %s (%.0f s in all)\n", c.output_dir.c_str(),
+  std::printf("\nwrote %s/results.json, %s and table2.svg (%.0f s in all)\n", c.output_dir.c_str(),
               svg_path.c_str(), seconds);
   return 0;
 }

@@ -10,6 +10,7 @@ packages=(
   nlohmann-json3-dev                          # the main job's JSON config
   doctest-dev libbenchmark-dev                # tests and benchmarks
   python3 python3-numpy                       # numpy round-trip tests of .npy/.npz
+  librsvg2-bin                                # rsvg-convert: the tests render every SVG
 )
 packages+=("$@")
 

@@ -15,7 +15,6 @@
 
 #include "duplication/config.hpp"
 #include "duplication/model_choice.hpp"
-#include "duplication/plot.hpp"
 #include "test_util.hpp"
 
 using namespace minitrax;
@@ -126,20 +125,6 @@ TEST_CASE("duplication config: bad JSON files name the file and the key") {
   app::DuplicationConfig c;
   CHECK_THROWS_AS(app::apply_json(c, R"({"n_hashes": 4, "n_hash": 1})"), ConfigError);
   CHECK(c.n_hashes == app::DuplicationConfig{}.n_hashes);
-}
-
-TEST_CASE("duplication plot: an SVG with one polyline per series") {
-  app::PlotSeries loss{"train loss", {0, 1, 2}, {4.0, 2.0, 0.5}, false};
-  app::PlotSeries acc{"accuracy", {0, 2}, {0.1, 0.99}, true};
-  const std::string svg = app::svg_chart("t<1>", "step", "loss", "accuracy", {loss, acc});
-  CHECK(svg.rfind("<svg", 0) == 0);
-  CHECK(testutil::contains(svg, "t&lt;1&gt;"));
-  std::size_t n = 0;
-  for (std::size_t p = svg.find("<polyline"); p != std::string::npos;
-       p = svg.find("<polyline", p + 1))
-    ++n;
-  CHECK(n == 2);
-  CHECK(testutil::contains(svg, "(log scale)"));
 }
 
 // Found by fuzz/fuzz_config_json (fuzz/regressions/config_json/number_overflow): a number

@@ -419,6 +419,13 @@ struct ConfigTable {
     return c;
   }
 
+  /// Copies the settings named in `keys` from `from` into `to`.
+  void copy_keys(C& to, const C& from, const std::set<std::string>& keys) const {
+    for (const Setting<C>& st : table) {
+      if (keys.count(st.key)) std::visit([&](auto m) { to.*m = from.*m; }, st.member);
+    }
+  }
+
   /// The list of keys for --help: "  --key  help (default value)" lines.
   std::string keys_usage() const {
     std::ostringstream os;

@@ -303,9 +303,143 @@ TEST_CASE("sampling: a fixed key gives the same tokens; rows have their own keys
   CHECK(row(s, 0) == row(s, 2));
 }
 
-// ---- bad options (docs/errors_sampling.md) ----
+// ---- bad options (docs/errors_sampling.md: S01 ... S17) ----
 
-TEST_CASE("sampling errors: bad options, prompts and ids give clear errors") {
+namespace {
+
+// f() must throw exactly the message `want`, as an E (or a type derived from it).
+template <class E, class F>
+void check_error(F&& f, const std::string& want) {
+  try {
+    f();
+    FAIL("no error; expected: " << want);
+  } catch (const E& e) {
+    CHECK(std::string(e.what()) == want);
+  } catch (const std::exception& e) {
+    FAIL("wrong exception type (" << testutil::type_name(typeid(e)) << "): " << e.what());
+  }
+}
+
+// A predict-mode TransformerLM with vocab 11 and max_len 32, batch 1.
+struct SmallLM {
+  base::LayerPtr lm;
+  SmallLM() {
+    models::TransformerLMOptions o{.vocab_size = 11,
+                                   .d_model = 16,
+                                   .d_ff = 32,
+                                   .n_layers = 1,
+                                   .n_heads = 2,
+                                   .dropout = 0.0,
+                                   .max_len = 32,
+                                   .mode = Mode::predict};
+    lm = models::TransformerLM(o);
+    lm->init({{{1, 1}, DType::i32}}, key_from_seed(13));
+  }
+  // The error of sampling `prompt` (default {0, 5, 7}) with these options.
+  template <class E = core::ValueError>
+  void check(const SampleOptions& opts, long n_new, const Tensor& prompt, const std::string& want) {
+    const auto before = lm->flat_state();
+    check_error<E>([&] { (void)models::autoregressive_sample(*lm, prompt, n_new, opts); }, want);
+    // The model's state is as before (positions and caches at 0).
+    const auto after = lm->flat_state();
+    REQUIRE(after.size() == before.size());
+    for (std::size_t i = 0; i < after.size(); ++i) {
+      CHECK(core::max_abs_diff(after[i].value, before[i].value) == 0.0);
+    }
+  }
+  template <class E = core::ValueError>
+  void check(const SampleOptions& opts, const std::string& want) {
+    check<E>(opts, 4, Tensor::from<std::int32_t>({1, 3}, {0, 5, 7}), want);
+  }
+};
+
+}  // namespace
+
+TEST_CASE("S01 autoregressive_sample: top_k < 0") {
+  SmallLM().check({.top_k = -1}, "autoregressive_sample: top_k must be >= 0 (0: no limit), got -1");
+}
+
+TEST_CASE("S02 autoregressive_sample: top_p outside (0, 1]") {
+  SmallLM m;
+  m.check({.top_p = 0.0},
+          "autoregressive_sample: top_p must be in (0, 1] (1: no limit), got 0.000000");
+  m.check({.top_p = 1.5},
+          "autoregressive_sample: top_p must be in (0, 1] (1: no limit), got 1.500000");
+  m.check({.top_p = NAN}, "autoregressive_sample: top_p must be in (0, 1] (1: no limit), got nan");
+}
+
+TEST_CASE("S03 autoregressive_sample: a negative or infinite temperature") {
+  SmallLM m;
+  m.check({.temperature = -0.5},
+          "autoregressive_sample: temperature must be finite and >= 0, got -0.500000");
+  m.check({.temperature = INFINITY},
+          "autoregressive_sample: temperature must be finite and >= 0, got inf");
+}
+
+TEST_CASE("S04 autoregressive_sample: n_new < 0") {
+  SmallLM().check({}, -1, Tensor::from<std::int32_t>({1, 1}, {0}),
+                  "autoregressive_sample: n_new must be >= 0, got -1");
+}
+
+TEST_CASE("S05 autoregressive_sample: row_keys of the wrong size") {
+  SmallLM().check(
+      {.row_keys = {key_from_seed(1), key_from_seed(2)}},
+      "autoregressive_sample: row_keys has 2 keys for 1 prompts (give one per prompt, or none)");
+}
+
+TEST_CASE("S06 autoregressive_sample: a prompt longer than the model's max_len") {
+  SmallLM().check(
+      {}, 1, Tensor::zeros({1, 33}, DType::i32),
+      "autoregressive_sample: prompt 0 has 33 tokens, more than the model's max_len 32");
+}
+
+TEST_CASE("S07 autoregressive_sample: prompt + n_new beyond the model's max_len") {
+  SmallLM().check({}, 5, Tensor::zeros({1, 30}, DType::i32),
+                  "autoregressive_sample: the longest prompt (30 tokens) + n_new 5 = 35 positions, "
+                  "more than the model's max_len 32 (at most 2 new tokens fit)");
+}
+
+TEST_CASE("S08 autoregressive_sample: prompt ids outside the vocabulary") {
+  SmallLM m;
+  m.check({}, 4, Tensor::from<std::int32_t>({1, 3}, {0, 11, 7}),
+          "autoregressive_sample: prompt 0's id at position 1 is 11, outside the model's "
+          "vocabulary [0, 11)");
+  m.check({}, 4, Tensor::from<std::int32_t>({1, 3}, {0, 5, -2}),
+          "autoregressive_sample: prompt 0's id at position 2 is -2, outside the model's "
+          "vocabulary [0, 11)");
+}
+
+TEST_CASE("S09 autoregressive_sample: stop_id outside the vocabulary") {
+  SmallLM().check(
+      {.stop_id = 11},
+      "autoregressive_sample: stop_id (-1: none) is 11, outside the model's vocabulary [0, 11)");
+}
+
+TEST_CASE("S10 autoregressive_sample: pad_id outside the vocabulary") {
+  SmallLM().check({.pad_id = -1},
+                  "autoregressive_sample: pad_id is -1, outside the model's vocabulary [0, 11)");
+}
+
+TEST_CASE("S11 autoregressive_sample: a float prompt") {
+  SmallLM().check<core::DTypeError>(
+      {}, 4, Tensor::from<float>({1, 2}, {1.0f, 2.0f}),
+      "autoregressive_sample: the prompt must hold integer token ids, got float32");
+}
+
+TEST_CASE("S12 autoregressive_sample: a prompt that is not [batch, length]") {
+  SmallLM().check<core::ShapeError>({}, 4, Tensor::zeros({3}, DType::i32),
+                                    "autoregressive_sample: expected a prompt [batch, length], "
+                                    "got [3]");
+}
+
+TEST_CASE("S13 autoregressive_sample: no prompts") {
+  SmallLM m;
+  check_error<core::ShapeError>(
+      [&] { (void)models::autoregressive_sample(*m.lm, std::vector<std::vector<int>>{}, 3); },
+      "autoregressive_sample: no prompts (a batch of 0)");
+}
+
+TEST_CASE("S14 autoregressive_sample: a model not in predict mode") {
   models::TransformerLMOptions o{.vocab_size = 11,
                                  .d_model = 16,
                                  .d_ff = 32,
@@ -313,85 +447,56 @@ TEST_CASE("sampling errors: bad options, prompts and ids give clear errors") {
                                  .n_heads = 2,
                                  .dropout = 0.0,
                                  .max_len = 32,
-                                 .mode = Mode::predict};
+                                 .mode = Mode::eval};
   auto lm = models::TransformerLM(o);
-  lm->init({{{1, 1}, DType::i32}}, key_from_seed(13));
-  const Tensor prompt = Tensor::from<std::int32_t>({1, 3}, {0, 5, 7});
-  const auto state_before = lm->flat_state();
-  auto msg = [&](const SampleOptions& opts, long n_new = 4, const Tensor& p = Tensor()) {
-    return testutil::error_message(
-        [&] { (void)models::autoregressive_sample(*lm, p.defined() ? p : prompt, n_new, opts); });
-  };
-  CHECK(msg({.top_k = -1}) == "autoregressive_sample: top_k must be >= 0 (0: no limit), got -1");
-  CHECK(msg({.top_p = 0.0}) ==
-        "autoregressive_sample: top_p must be in (0, 1] (1: no limit), got 0.000000");
-  CHECK(msg({.top_p = 1.5}) ==
-        "autoregressive_sample: top_p must be in (0, 1] (1: no limit), got 1.500000");
-  CHECK(msg({.top_p = NAN}) ==
-        "autoregressive_sample: top_p must be in (0, 1] (1: no limit), got nan");
-  CHECK(msg({.temperature = -0.5}) ==
-        "autoregressive_sample: temperature must be finite and >= 0, got -0.500000");
-  CHECK(msg({}, -1) == "autoregressive_sample: n_new must be >= 0, got -1");
-  CHECK(msg({.row_keys = {key_from_seed(1), key_from_seed(2)}}) ==
-        "autoregressive_sample: row_keys has 2 keys for 1 prompts (give one per prompt, or none)");
-  // Longer than the model's max_len (32).
-  CHECK(msg({}, 1, Tensor::zeros({1, 33}, DType::i32)) ==
-        "autoregressive_sample: prompt 0 has 33 tokens, more than the model's max_len 32");
-  CHECK(msg({}, 5, Tensor::zeros({1, 30}, DType::i32)) ==
-        "autoregressive_sample: the longest prompt (30 tokens) + n_new 5 = 35 positions, more "
-        "than the model's max_len 32 (at most 2 new tokens fit)");
-  // Ids outside the vocabulary (11).
-  CHECK(msg({}, 4, Tensor::from<std::int32_t>({1, 3}, {0, 11, 7})) ==
-        "autoregressive_sample: prompt 0's id at position 1 is 11, outside the model's "
-        "vocabulary [0, 11)");
-  CHECK(msg({}, 4, Tensor::from<std::int32_t>({1, 3}, {0, 5, -2})) ==
-        "autoregressive_sample: prompt 0's id at position 2 is -2, outside the model's "
-        "vocabulary [0, 11)");
-  CHECK(msg({.stop_id = 11}) ==
-        "autoregressive_sample: stop_id (-1: none) is 11, outside the model's vocabulary [0, 11)");
-  CHECK(msg({.pad_id = -1}) ==
-        "autoregressive_sample: pad_id is -1, outside the model's vocabulary [0, 11)");
-  CHECK(msg({}, 4, Tensor::from<float>({1, 2}, {1.0f, 2.0f})) ==
-        "autoregressive_sample: the prompt must hold integer token ids, got float32");
-  CHECK(msg({}, 4, Tensor::zeros({3}, DType::i32)) ==
-        "autoregressive_sample: expected a prompt [batch, length], got [3]");
-  CHECK(testutil::error_message([&] {
-          (void)models::autoregressive_sample(*lm, std::vector<std::vector<int>>{}, 3);
-        }) == "autoregressive_sample: no prompts (a batch of 0)");
-  // After every error the model's state is as before (positions and caches at 0).
-  const auto state_after = lm->flat_state();
-  REQUIRE(state_after.size() == state_before.size());
-  for (std::size_t i = 0; i < state_after.size(); ++i) {
-    CHECK(core::max_abs_diff(state_after[i].value, state_before[i].value) == 0.0);
-  }
-  // The exception types.
-  CHECK_THROWS_AS((void)models::autoregressive_sample(*lm, prompt, 4, {.top_k = -1}),
-                  core::ValueError);
-  CHECK_THROWS_AS((void)models::autoregressive_sample(*lm, Tensor::zeros({3}, DType::i32), 4),
-                  core::ShapeError);
-  CHECK_THROWS_AS((void)models::autoregressive_sample(*lm, Tensor::from<float>({1, 1}, {1.0f}), 4),
-                  core::DTypeError);
+  lm->init({{{1, 4}, DType::i32}});
+  check_error<core::ValueError>(
+      [&] {
+        (void)models::autoregressive_sample(*lm, Tensor::from<std::int32_t>({1, 1}, {0}), 3);
+      },
+      "autoregressive_sample: the model must be in predict mode (made with mode = predict, or "
+      "set_mode(Mode::predict) before init), it is in eval mode");
+}
 
-  // sample_tokens / filter_log_probs: the same option checks, and bad log-probs.
+TEST_CASE("S15 sample_tokens, filter_log_probs: the same option checks") {
   const Tensor lp = Tensor::from<float>({1, 3}, {-1.0f, -0.5f, -2.0f});
-  CHECK(testutil::error_message([&] {
-          (void)models::sample_tokens(lp, {.temperature = 1.0, .top_k = -3}, key_from_seed(0));
-        }) == "sample_tokens: top_k must be >= 0 (0: no limit), got -3");
-  CHECK(testutil::error_message([&] {
-          (void)models::filter_log_probs(lp, {.temperature = 1.0, .top_p = -0.1});
-        }) == "filter_log_probs: top_p must be in (0, 1] (1: no limit), got -0.100000");
-  CHECK(testutil::error_message([&] {
-          (void)models::sample_tokens(Tensor::from<float>({1, 2}, {NAN, 0.0f}), 1.0,
-                                      key_from_seed(0));
-        }) ==
-        "sample_tokens: row 0 of the log-probs holds nan at token 0 (the model's output is "
-        "not finite)");
-  CHECK(testutil::error_message([&] {
-          (void)models::sample_tokens(Tensor::from<float>({1, 2}, {-INFINITY, -INFINITY}), 1.0,
-                                      key_from_seed(0));
-        }) == "sample_tokens: row 0 of the log-probs is -inf everywhere (no token is possible)");
-  CHECK(testutil::error_message([&] {
-          (void)models::sample_tokens(Tensor::from<std::int32_t>({1, 2}, {0, 1}), 1.0,
-                                      key_from_seed(0));
-        }) == "sample_tokens: expected floating log-probs, got int32");
+  check_error<core::ValueError>(
+      [&] { (void)models::sample_tokens(lp, {.temperature = 1.0, .top_k = -3}, key_from_seed(0)); },
+      "sample_tokens: top_k must be >= 0 (0: no limit), got -3");
+  check_error<core::ValueError>(
+      [&] { (void)models::filter_log_probs(lp, {.temperature = 1.0, .top_p = -0.1}); },
+      "filter_log_probs: top_p must be in (0, 1] (1: no limit), got -0.100000");
+  check_error<core::ValueError>(
+      [&] { (void)models::sample_tokens(lp, -1.0, key_from_seed(0)); },
+      "sample_tokens: temperature must be finite and >= 0, got -1.000000");
+}
+
+TEST_CASE("S16 sample_tokens: log-probs with NaN, all -inf, or integers") {
+  check_error<core::ValueError>(
+      [&] {
+        (void)models::sample_tokens(Tensor::from<float>({1, 2}, {NAN, 0.0f}), 1.0,
+                                    key_from_seed(0));
+      },
+      "sample_tokens: row 0 of the log-probs holds nan at token 0 (the model's output is not "
+      "finite)");
+  check_error<core::ValueError>(
+      [&] {
+        (void)models::sample_tokens(Tensor::from<float>({1, 2}, {-INFINITY, -INFINITY}), 1.0,
+                                    key_from_seed(0));
+      },
+      "sample_tokens: row 0 of the log-probs is -inf everywhere (no token is possible)");
+  check_error<core::DTypeError>(
+      [&] {
+        (void)models::sample_tokens(Tensor::from<std::int32_t>({1, 2}, {0, 1}), 1.0,
+                                    key_from_seed(0));
+      },
+      "sample_tokens: expected floating log-probs, got int32");
+}
+
+TEST_CASE("S17 sample_tokens: log-probs that are not [batch, vocab]") {
+  check_error<core::ShapeError>(
+      [&] {
+        (void)models::sample_tokens(Tensor::zeros({2, 1, 3}, DType::f32), 1.0, key_from_seed(0));
+      },
+      "sample_tokens: expected log-probs [batch, vocab], got [2, 1, 3]");
 }

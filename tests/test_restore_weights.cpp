@@ -216,7 +216,7 @@ TEST_CASE("restore_weights: ReformerLM (LSH, reversible) trained, saved, loaded 
                           1e-8);
 }
 
-TEST_CASE("W01 restore_weights: mismatches are all reported and nothing changes") {
+TEST_CASE("LW01 restore_weights: mismatches are all reported and nothing changes") {
   TempDir dir("mismatch");
   make_loop(models::TransformerLM(transformer(Mode::train)), dir.str()).run(2);
   const std::string path = *training::latest_checkpoint(dir.str());
@@ -278,7 +278,7 @@ TEST_CASE("W01 restore_weights: mismatches are all reported and nothing changes"
   CHECK(ckpt.weights.front().name == "Serial/Embedding_1/embeddings");
 }
 
-TEST_CASE("W02-W05 load_weights: folders, damaged checkpoints, bad paths, no init") {
+TEST_CASE("LW02-LW05 load_weights: folders, damaged checkpoints, bad paths, no init") {
   TempDir dir("folder");
   make_loop(models::TransformerLM(transformer(Mode::train)), dir.str(), /*every=*/2).run(4);
   const auto all = training::list_checkpoints(dir.str());

@@ -303,7 +303,7 @@ TEST_CASE("sampling: a fixed key gives the same tokens; rows have their own keys
   CHECK(row(s, 0) == row(s, 2));
 }
 
-// ---- bad options (docs/errors_sampling.md: S01 ... S17) ----
+// ---- bad options (docs/errors_sampling.md: SMP01 ... SMP17) ----
 
 namespace {
 
@@ -355,11 +355,11 @@ struct SmallLM {
 
 }  // namespace
 
-TEST_CASE("S01 autoregressive_sample: top_k < 0") {
+TEST_CASE("SMP01 autoregressive_sample: top_k < 0") {
   SmallLM().check({.top_k = -1}, "autoregressive_sample: top_k must be >= 0 (0: no limit), got -1");
 }
 
-TEST_CASE("S02 autoregressive_sample: top_p outside (0, 1]") {
+TEST_CASE("SMP02 autoregressive_sample: top_p of 0, above 1, or NaN") {
   SmallLM m;
   m.check({.top_p = 0.0},
           "autoregressive_sample: top_p must be in (0, 1] (1: no limit), got 0.000000");
@@ -368,7 +368,7 @@ TEST_CASE("S02 autoregressive_sample: top_p outside (0, 1]") {
   m.check({.top_p = NAN}, "autoregressive_sample: top_p must be in (0, 1] (1: no limit), got nan");
 }
 
-TEST_CASE("S03 autoregressive_sample: a negative or infinite temperature") {
+TEST_CASE("SMP03 autoregressive_sample: a negative or infinite temperature") {
   SmallLM m;
   m.check({.temperature = -0.5},
           "autoregressive_sample: temperature must be finite and >= 0, got -0.500000");
@@ -376,30 +376,30 @@ TEST_CASE("S03 autoregressive_sample: a negative or infinite temperature") {
           "autoregressive_sample: temperature must be finite and >= 0, got inf");
 }
 
-TEST_CASE("S04 autoregressive_sample: n_new < 0") {
+TEST_CASE("SMP04 autoregressive_sample: n_new < 0") {
   SmallLM().check({}, -1, Tensor::from<std::int32_t>({1, 1}, {0}),
                   "autoregressive_sample: n_new must be >= 0, got -1");
 }
 
-TEST_CASE("S05 autoregressive_sample: row_keys of the wrong size") {
+TEST_CASE("SMP05 autoregressive_sample: row_keys of the wrong size") {
   SmallLM().check(
       {.row_keys = {key_from_seed(1), key_from_seed(2)}},
       "autoregressive_sample: row_keys has 2 keys for 1 prompts (give one per prompt, or none)");
 }
 
-TEST_CASE("S06 autoregressive_sample: a prompt longer than the model's max_len") {
+TEST_CASE("SMP06 autoregressive_sample: a prompt longer than the model's max_len") {
   SmallLM().check(
       {}, 1, Tensor::zeros({1, 33}, DType::i32),
       "autoregressive_sample: prompt 0 has 33 tokens, more than the model's max_len 32");
 }
 
-TEST_CASE("S07 autoregressive_sample: prompt + n_new beyond the model's max_len") {
+TEST_CASE("SMP07 autoregressive_sample: prompt + n_new beyond the model's max_len") {
   SmallLM().check({}, 5, Tensor::zeros({1, 30}, DType::i32),
                   "autoregressive_sample: the longest prompt (30 tokens) + n_new 5 = 35 positions, "
                   "more than the model's max_len 32 (at most 2 new tokens fit)");
 }
 
-TEST_CASE("S08 autoregressive_sample: prompt ids outside the vocabulary") {
+TEST_CASE("SMP08 autoregressive_sample: prompt ids outside the vocabulary") {
   SmallLM m;
   m.check({}, 4, Tensor::from<std::int32_t>({1, 3}, {0, 11, 7}),
           "autoregressive_sample: prompt 0's id at position 1 is 11, outside the model's "
@@ -409,37 +409,37 @@ TEST_CASE("S08 autoregressive_sample: prompt ids outside the vocabulary") {
           "vocabulary [0, 11)");
 }
 
-TEST_CASE("S09 autoregressive_sample: stop_id outside the vocabulary") {
+TEST_CASE("SMP09 autoregressive_sample: stop_id outside the vocabulary") {
   SmallLM().check(
       {.stop_id = 11},
       "autoregressive_sample: stop_id (-1: none) is 11, outside the model's vocabulary [0, 11)");
 }
 
-TEST_CASE("S10 autoregressive_sample: pad_id outside the vocabulary") {
+TEST_CASE("SMP10 autoregressive_sample: pad_id outside the vocabulary") {
   SmallLM().check({.pad_id = -1},
                   "autoregressive_sample: pad_id is -1, outside the model's vocabulary [0, 11)");
 }
 
-TEST_CASE("S11 autoregressive_sample: a float prompt") {
+TEST_CASE("SMP11 autoregressive_sample: a float prompt") {
   SmallLM().check<core::DTypeError>(
       {}, 4, Tensor::from<float>({1, 2}, {1.0f, 2.0f}),
       "autoregressive_sample: the prompt must hold integer token ids, got float32");
 }
 
-TEST_CASE("S12 autoregressive_sample: a prompt that is not [batch, length]") {
+TEST_CASE("SMP12 autoregressive_sample: a prompt that is not two-dimensional") {
   SmallLM().check<core::ShapeError>({}, 4, Tensor::zeros({3}, DType::i32),
                                     "autoregressive_sample: expected a prompt [batch, length], "
                                     "got [3]");
 }
 
-TEST_CASE("S13 autoregressive_sample: no prompts") {
+TEST_CASE("SMP13 autoregressive_sample: no prompts") {
   SmallLM m;
   check_error<core::ShapeError>(
       [&] { (void)models::autoregressive_sample(*m.lm, std::vector<std::vector<int>>{}, 3); },
       "autoregressive_sample: no prompts (a batch of 0)");
 }
 
-TEST_CASE("S14 autoregressive_sample: a model not in predict mode") {
+TEST_CASE("SMP14 autoregressive_sample: a model not in predict mode") {
   models::TransformerLMOptions o{.vocab_size = 11,
                                  .d_model = 16,
                                  .d_ff = 32,
@@ -458,7 +458,7 @@ TEST_CASE("S14 autoregressive_sample: a model not in predict mode") {
       "set_mode(Mode::predict) before init), it is in eval mode");
 }
 
-TEST_CASE("S15 sample_tokens, filter_log_probs: the same option checks") {
+TEST_CASE("SMP15 sample_tokens, filter_log_probs: the same option checks") {
   const Tensor lp = Tensor::from<float>({1, 3}, {-1.0f, -0.5f, -2.0f});
   check_error<core::ValueError>(
       [&] { (void)models::sample_tokens(lp, {.temperature = 1.0, .top_k = -3}, key_from_seed(0)); },
@@ -471,7 +471,7 @@ TEST_CASE("S15 sample_tokens, filter_log_probs: the same option checks") {
       "sample_tokens: temperature must be finite and >= 0, got -1.000000");
 }
 
-TEST_CASE("S16 sample_tokens: log-probs with NaN, all -inf, or integers") {
+TEST_CASE("SMP16 sample_tokens: log-probs with NaN, all -inf, or integers") {
   check_error<core::ValueError>(
       [&] {
         (void)models::sample_tokens(Tensor::from<float>({1, 2}, {NAN, 0.0f}), 1.0,
@@ -493,7 +493,7 @@ TEST_CASE("S16 sample_tokens: log-probs with NaN, all -inf, or integers") {
       "sample_tokens: expected floating log-probs, got int32");
 }
 
-TEST_CASE("S17 sample_tokens: log-probs that are not [batch, vocab]") {
+TEST_CASE("SMP17 sample_tokens: log-probs that are not two-dimensional") {
   check_error<core::ShapeError>(
       [&] {
         (void)models::sample_tokens(Tensor::zeros({2, 1, 3}, DType::f32), 1.0, key_from_seed(0));

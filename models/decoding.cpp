@@ -72,12 +72,30 @@ void filter_row(const double* lp, std::size_t vocab, const SampleOptions& o, dou
   const double lp_max = *std::max_element(lp, lp + vocab);
   std::vector<double> score(vocab);
   for (std::size_t v = 0; v < vocab; ++v) score[v] = (lp[v] - lp_max) / o.temperature;
-  std::vector<std::size_t> order(vocab);
-  std::iota(order.begin(), order.end(), std::size_t{0});
-  std::stable_sort(order.begin(), order.end(),
-                   [&](std::size_t a, std::size_t b) { return score[a] > score[b]; });
   std::size_t kept = vocab;
   if (o.top_k > 0) kept = std::min(kept, static_cast<std::size_t>(o.top_k));
+  if (kept == vocab && o.top_p >= 1.0) {  // nothing to cut: no sorting
+    double sum = 0.0;
+    for (std::size_t v = 0; v < vocab; ++v) sum += std::exp(score[v]);  // exp(-inf) = 0
+    const double log_z = std::log(sum);
+    for (std::size_t v = 0; v < vocab; ++v) {
+      if (std::isfinite(score[v])) out[v] = score[v] - log_z;
+    }
+    return;
+  }
+  // Sorted by score, descending, then by id: a total order, so a partial sort (top-k
+  // alone) gives the same first k as a full one.
+  std::vector<std::size_t> order(vocab);
+  std::iota(order.begin(), order.end(), std::size_t{0});
+  auto before_in_order = [&](std::size_t a, std::size_t b) {
+    return score[a] > score[b] || (score[a] == score[b] && a < b);
+  };
+  if (o.top_p >= 1.0) {
+    std::partial_sort(order.begin(), order.begin() + static_cast<long>(kept), order.end(),
+                      before_in_order);
+  } else {
+    std::sort(order.begin(), order.end(), before_in_order);
+  }
   // Tokens of probability 0 (score -inf) are never kept; the first is finite (0).
   std::size_t finite = 1;
   while (finite < kept && std::isfinite(score[order[finite]])) ++finite;

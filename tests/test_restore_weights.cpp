@@ -216,6 +216,16 @@ TEST_CASE("restore_weights: ReformerLM (LSH, reversible) trained, saved, loaded 
                           1e-8);
 }
 
+TEST_CASE("restore_weights: ReformerLM with LSH attention in every layer, into predict mode") {
+  train_save_load_predict(
+      [](Mode m) {
+        models::ReformerLMOptions o = reformer(m);
+        o.attention_type = {o.attention_type.back()};  // LSH in both layers
+        return models::ReformerLM(o);
+      },
+      "reformer_lsh", 5e-2, 1e-8);
+}
+
 TEST_CASE("LW01 restore_weights: mismatches are all reported and nothing changes") {
   TempDir dir("mismatch");
   make_loop(models::TransformerLM(transformer(Mode::train)), dir.str()).run(2);

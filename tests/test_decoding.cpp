@@ -222,3 +222,104 @@ TEST_CASE("decoding: ReformerLM with SelfAttention, predict = eval within 1e-5 i
   const Tensor incremental = predict_log_probs(*predict, ids);
   CHECK(core::max_abs_diff(full, incremental) < 1e-5);
 }
+
+namespace {
+
+std::vector<std::int32_t> row_of(const Tensor& t, std::size_t r) {
+  const auto all = t.to_vector<std::int32_t>();
+  const std::size_t w = t.dim(1);
+  return {all.begin() + static_cast<long>(r * w), all.begin() + static_cast<long>((r + 1) * w)};
+}
+
+// Samples `prompts` as one batch with `batch_model`, then each prompt alone with
+// `single` (the same weights, batch 1) and row key fold_in(rng, b); the rows must agree
+// (row b alone is [prompt b, new tokens, pad] without the batch's extra padding).
+void check_batch_equals_alone(base::Layer& batch_model, base::Layer& single,
+                              const std::vector<std::vector<int>>& prompts, long n_new,
+                              const models::SampleOptions& options) {
+  const Tensor batch = models::autoregressive_sample(batch_model, prompts, n_new, options);
+  std::size_t p_max = 0;
+  for (const auto& p : prompts) p_max = std::max(p_max, p.size());
+  REQUIRE(batch.shape() == core::Shape{prompts.size(), p_max + static_cast<std::size_t>(n_new)});
+  for (std::size_t b = 0; b < prompts.size(); ++b) {
+    CAPTURE(b);
+    models::SampleOptions alone_opts = options;
+    alone_opts.row_keys = {core::fold_in(options.rng, static_cast<std::uint32_t>(b))};
+    const Tensor alone = models::autoregressive_sample(single, {prompts[b]}, n_new, alone_opts);
+    auto want = row_of(alone, 0);
+    want.resize(p_max + static_cast<std::size_t>(n_new), options.pad_id);
+    CHECK(row_of(batch, b) == want);
+  }
+}
+
+}  // namespace
+
+TEST_CASE("decoding: prompts of different lengths, greedy, equal eval-mode recomputation") {
+  models::TransformerLMOptions o{.vocab_size = 11,
+                                 .d_model = 16,
+                                 .d_ff = 32,
+                                 .n_layers = 2,
+                                 .n_heads = 2,
+                                 .dropout = 0.0,
+                                 .max_len = 32,
+                                 .mode = Mode::eval};
+  auto eval_model = models::TransformerLM(o);
+  eval_model->init({{{1, 12}, DType::i32}}, key_from_seed(31));
+  o.mode = Mode::predict;
+  auto predict = models::TransformerLM(o);
+  predict->init({{{3, 1}, DType::i32}});
+  predict->set_weights(eval_model->weights());
+  const std::vector<std::vector<int>> prompts = {{3, 5, 7, 1}, {9}, {2, 2}};
+  const Tensor fast = models::autoregressive_sample(*predict, prompts, 6);
+  REQUIRE(fast.shape() == core::Shape{3, 10});
+  for (std::size_t b = 0; b < prompts.size(); ++b) {
+    CAPTURE(b);
+    const Tensor p = Tensor::from<std::int32_t>(
+        {1, prompts[b].size()}, std::vector<std::int32_t>(prompts[b].begin(), prompts[b].end()));
+    auto want = greedy_by_recompute(*eval_model, p, 6).to_vector<std::int32_t>();
+    want.resize(10, 0);  // the shorter prompts' rows end with padding
+    CHECK(row_of(fast, b) == want);
+  }
+}
+
+TEST_CASE("decoding: a batch of prompts samples each row as that prompt alone (TransformerLM)") {
+  models::TransformerLMOptions o{.vocab_size = 11,
+                                 .d_model = 16,
+                                 .d_ff = 32,
+                                 .n_layers = 2,
+                                 .n_heads = 2,
+                                 .dropout = 0.0,
+                                 .max_len = 32,
+                                 .mode = Mode::predict};
+  auto batch_model = models::TransformerLM(o);
+  batch_model->init({{{4, 1}, DType::i32}}, key_from_seed(32));
+  auto single = models::TransformerLM(o);
+  single->init({{{1, 1}, DType::i32}});
+  single->set_weights(batch_model->weights());
+  const std::vector<std::vector<int>> prompts = {{3, 5, 7, 1}, {9}, {}, {2, 2, 4}};
+  for (const models::SampleOptions& opts :
+       {models::SampleOptions{}, models::SampleOptions{.temperature = 1.0, .rng = key_from_seed(1)},
+        models::SampleOptions{.temperature = 0.7, .top_k = 4, .rng = key_from_seed(2)},
+        models::SampleOptions{
+            .temperature = 1.3, .top_p = 0.8, .rng = key_from_seed(3), .stop_id = 4},
+        models::SampleOptions{
+            .temperature = 2.0, .rng = key_from_seed(4), .stop_id = 2, .pad_id = 10}}) {
+    CAPTURE(opts.temperature);
+    check_batch_equals_alone(*batch_model, *single, prompts, 9, opts);
+  }
+}
+
+TEST_CASE("decoding: a batch of prompts samples each row as that prompt alone (ReformerLM)") {
+  auto batch_model = models::ReformerLM(reformer_for_predict(Mode::predict));
+  batch_model->init({{{3, 1}, DType::i32}}, key_from_seed(33));
+  auto single = models::ReformerLM(reformer_for_predict(Mode::predict));
+  single->init({{{1, 1}, DType::i32}});
+  single->set_weights(batch_model->weights());
+  const std::vector<std::vector<int>> prompts = {{3, 5, 7, 1}, {9}, {2, 2}};
+  for (const models::SampleOptions& opts :
+       {models::SampleOptions{},
+        models::SampleOptions{
+            .temperature = 1.0, .top_k = 5, .top_p = 0.9, .rng = key_from_seed(5), .stop_id = 3}}) {
+    check_batch_equals_alone(*batch_model, *single, prompts, 8, opts);
+  }
+}

@@ -226,4 +226,56 @@ std::size_t remove_stale_temporaries(const std::string& dir) {
   return removed;
 }
 
+// -- weights only ---------------------------------------------------------------------------
+
+void restore_weights(base::Layer& model, const Checkpoint& ckpt, const std::string& source) {
+  if (!model.initialized()) {
+    throw core::ValueError("restore_weights: the model " + model.name() +
+                           " is not initialised, so it has no weights to load " + source +
+                           " into; call init(input_signature) first");
+  }
+  const auto weights = model.flat_weights();
+  check_matches(weights, ckpt.weights, "weight", source);
+  std::map<std::string, Tensor> w;
+  for (const NamedTensor& t : ckpt.weights) w[t.name] = t.value;
+  std::vector<Tensor> flat_w;
+  flat_w.reserve(weights.size());
+  for (const NamedTensor& t : weights) flat_w.push_back(w.at(t.name));
+  model.set_flat_weights(flat_w);
+}
+
+std::optional<std::pair<std::string, Checkpoint>> newest_intact_checkpoint(const std::string& dir) {
+  const auto all = list_checkpoints(dir);
+  if (all.empty()) return std::nullopt;
+  std::string failures;
+  for (std::size_t i = all.size(); i-- > 0;) {
+    try {
+      return std::make_pair(all[i].second, load_checkpoint(all[i].second));
+    } catch (const core::Error& e) {
+      failures += "\n  " + std::string(e.what());
+    }
+  }
+  throw core::FileError(dir + ": none of its " + std::to_string(all.size()) +
+                        " checkpoint(s) loads:" + failures);
+}
+
+std::string load_weights(base::Layer& model, const std::string& path) {
+  std::error_code ec;
+  if (fs::is_directory(path, ec)) {
+    auto found = newest_intact_checkpoint(path);
+    if (!found) {
+      throw core::FileError(path +
+                            ": no checkpoint in this folder (expected files named "
+                            "ckpt_<9-digit step>.npz, as the Loop writes them)");
+    }
+    restore_weights(model, found->second, found->first);
+    return found->first;
+  }
+  if (!fs::exists(path, ec)) {
+    throw core::FileError(path + ": no such checkpoint file or run folder");
+  }
+  restore_weights(model, load_checkpoint(path), path);
+  return path;
+}
+
 }  // namespace minitrax::training

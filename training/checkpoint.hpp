@@ -88,4 +88,38 @@ void prune_checkpoints(const std::string& dir, std::size_t keep);
 /// (`"<name>.minitrax-tmp.<pid>.<n>"`) whose process no longer runs. Returns how many it deleted.
 std::size_t remove_stale_temporaries(const std::string& dir);
 
+// -- weights only, into a model in any mode ------------------------------------------------
+/// Loads only the weights of `ckpt` into `model`, matched by their flat names
+/// (Layer::flat_weights()), whatever the model's mode: a model built in predict mode
+/// (whose state holds caches and positions, not what training saved) takes the
+/// weights a train-mode run saved. The model's state is left as it is. The check is
+/// check_matches's: every missing, extra and mis-shaped weight is reported at once
+/// (CheckpointError naming `source`) and nothing changes on error. ValueError if the
+/// model is not initialised (its weights do not exist yet).
+///
+/// The flat names do not depend on the mode: TransformerLM and ReformerLM build the
+/// same layer list in every mode (Dropout stays, as the identity, outside train
+/// mode), so "Serial/PositionalEncoding_3/pe" names the same weight in all three
+/// (tests/test_restore_weights.cpp checks this for both models).
+/// @code
+/// auto lm = models::TransformerLM({... .mode = base::Mode::predict});
+/// lm->init({{{1, 1}, DType::i32}});
+/// training::restore_weights(*lm, training::load_checkpoint(path), path);
+/// @endcode
+void restore_weights(base::Layer& model, const Checkpoint& ckpt, const std::string& source);
+
+/// The newest checkpoint of a run folder that loads, oldest ones tried only if newer
+/// ones are damaged; std::nullopt if the folder has no checkpoint file at all.
+/// FileError if there are checkpoints but none loads (each one's error is listed).
+std::optional<std::pair<std::string, Checkpoint>> newest_intact_checkpoint(const std::string& dir);
+
+/// restore_weights from a path: a checkpoint file (e.g. "runs/x/ckpt_000000400.npz",
+/// or any other .npz checkpoint such as a kept best one), or a run folder, whose newest
+/// intact checkpoint is used (newest_intact_checkpoint). Returns the file it loaded.
+/// FileError if the path does not exist, the folder holds no checkpoint, or none loads.
+/// @code
+/// training::load_weights(*predict_model, "runs/copy");   // "runs/copy/ckpt_000000400.npz"
+/// @endcode
+std::string load_weights(base::Layer& model, const std::string& path);
+
 }  // namespace minitrax::training

@@ -66,50 +66,77 @@ int open_for_reading(const std::string& path) {
   return fd;
 }
 
-// A gzip stream inflated by zlib's gz* functions.
+// A gzip stream (one or more members) inflated with zlib, counting the text it gives so
+// that errors can say how far it got.
 class GzipFile {
  public:
-  explicit GzipFile(const std::string& path) : path_(path) {
-    const int fd = open_for_reading(path);
-    gz_ = ::gzdopen(fd, "rb");
-    if (gz_ == nullptr) {
-      ::close(fd);
-      fail(path, "cannot open as gzip: out of memory");
-    }
-    ::gzbuffer(gz_, 1 << 17);
+  explicit GzipFile(const std::string& path) : path_(path), fd_(open_for_reading(path)) {
+    if (::inflateInit2(&zs_, 15 + 16) != Z_OK) fail(path, "cannot inflate: out of memory");
   }
-  ~GzipFile() {
-    if (gz_ != nullptr) ::gzclose(gz_);
-  }
+  ~GzipFile() { ::inflateEnd(&zs_); }
   GzipFile(const GzipFile&) = delete;
   GzipFile& operator=(const GzipFile&) = delete;
 
   // Up to n bytes of text into out; 0 at the end. FileError for corrupt or truncated data.
   std::size_t read(char* out, std::size_t n) {
-    const unsigned ask = static_cast<unsigned>(std::min<std::size_t>(n, 1u << 30));
-    const int got = ::gzread(gz_, out, ask);
-    int errnum = Z_OK;
-    const char* msg = ::gzerror(gz_, &errnum);
-    if (got < 0 || (errnum != Z_OK && errnum != Z_STREAM_END)) {
-      const std::string what = msg != nullptr ? msg : "unknown error";
-      if (errnum == Z_BUF_ERROR) {
-        fail(path_, "truncated gzip data: the compressed stream ends after " +
-                        std::to_string(total_) + " bytes of text (" + what + ")");
+    if (done_ || n == 0) return 0;
+    zs_.next_out = reinterpret_cast<Bytef*>(out);
+    zs_.avail_out = static_cast<uInt>(std::min<std::size_t>(n, 1u << 30));
+    const uInt asked = zs_.avail_out;
+    while (zs_.avail_out > 0) {
+      if (zs_.avail_in < 2 && !in_eof_) refill();
+      const int rc = ::inflate(&zs_, Z_NO_FLUSH);
+      const std::size_t got = total_ + (asked - zs_.avail_out);
+      if (rc == Z_STREAM_END) {
+        // Another member may follow (as `cat a.gz b.gz` makes); anything else is ignored.
+        if (zs_.avail_in < 2 && !in_eof_) refill();
+        if (zs_.avail_in >= 2 && zs_.next_in[0] == 0x1f && zs_.next_in[1] == 0x8b) {
+          ::inflateReset(&zs_);
+          continue;
+        }
+        done_ = true;
+        break;
       }
-      if (errnum == Z_ERRNO) fail(path_, "cannot read: " + errno_text(errno));
-      fail(path_,
-           "corrupt gzip data after " + std::to_string(total_) + " bytes of text (" + what + ")");
+      if (rc == Z_BUF_ERROR && zs_.avail_in == 0 && in_eof_) {
+        fail(path_, "truncated gzip data: the compressed stream ends after " + std::to_string(got) +
+                        " bytes of text (unexpected end of file)");
+      }
+      if (rc == Z_DATA_ERROR || rc == Z_NEED_DICT) {
+        fail(path_, "corrupt gzip data after " + std::to_string(got) + " bytes of text (" +
+                        (zs_.msg != nullptr ? zs_.msg : "needs a preset dictionary") + ")");
+      }
+      if (rc == Z_MEM_ERROR) fail(path_, "cannot inflate: out of memory");
     }
-    if (got > 0 && ::gzdirect(gz_) == 1) {
-      fail(path_, "not gzip data (it does not start with the bytes 1f 8b)");
-    }
-    total_ += static_cast<std::size_t>(got);
-    return static_cast<std::size_t>(got);
+    const std::size_t produced = asked - zs_.avail_out;
+    total_ += produced;
+    return produced;
   }
 
  private:
+  // Moves the unread input to the front of the buffer and reads more after it.
+  void refill() {
+    const std::size_t keep = zs_.avail_in;
+    if (keep > 0) std::memmove(in_.data(), zs_.next_in, keep);
+    std::size_t have = keep;
+    while (have < in_.size()) {
+      const ssize_t got = ::read(fd_.fd, in_.data() + have, in_.size() - have);
+      if (got < 0 && errno == EINTR) continue;
+      if (got < 0) fail(path_, "cannot read: " + errno_text(errno));
+      if (got == 0) {
+        in_eof_ = true;
+        break;
+      }
+      have += static_cast<std::size_t>(got);
+    }
+    zs_.next_in = in_.data();
+    zs_.avail_in = static_cast<uInt>(have);
+  }
+
   std::string path_;
-  gzFile gz_ = nullptr;
+  Fd fd_;
+  z_stream zs_{};
+  std::vector<unsigned char> in_ = std::vector<unsigned char>(std::size_t{1} << 18);
+  bool in_eof_ = false, done_ = false;
   std::size_t total_ = 0;
 };
 

@@ -2,12 +2,20 @@
 #pragma once
 
 #include <cstdint>
+#include <cstdio>
 #include <string>
 #include <vector>
 
 #include "core/error.hpp"
 
 namespace minitrax::data::detail {
+
+/// A number as %g prints it ("0.25", "1").
+inline std::string number_str(double x) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%g", x);
+  return buf;
+}
 
 /// "[1, 2, 3]".
 inline std::string position_str(const std::vector<std::int64_t>& p) {

@@ -286,7 +286,7 @@ class Split final : public ExampleStream {
   }
   std::string describe() const override {
     return in_->describe() + " | split(" + (part_ == Part::train ? "train" : "eval") + ", " +
-           std::to_string(fraction_) + ", seed " + std::to_string(seed_) + ")";
+           detail::number_str(fraction_) + ", seed " + std::to_string(seed_) + ")";
   }
 
  private:
@@ -611,7 +611,7 @@ ExampleTransform pad(std::size_t length) {
 ExampleTransform split(Part part, double eval_fraction, std::int64_t seed) {
   if (!(eval_fraction > 0.0 && eval_fraction < 1.0)) {
     throw ValueError("split: eval_fraction must be in (0, 1), got " +
-                     std::to_string(eval_fraction));
+                     detail::number_str(eval_fraction));
   }
   return {[=](std::shared_ptr<ExampleStream> in) -> std::shared_ptr<ExampleStream> {
     return std::make_shared<Split>(std::move(in), part, eval_fraction, seed);

@@ -69,7 +69,10 @@ TEST_CASE("D02 gzip: truncated, corrupt, a bad checksum") {
           "text (unexpected end of file)");
   // cut in the middle: some text, then the end
   write_bytes(d / "half.gz", gz.substr(0, gz.size() / 2));
-  auto o = observe("D02b", [&] { data::read_text(d / "half.gz"); });
+  const std::string tmp = d.path.string();
+  auto o = observe(
+      "D02b", [&] { data::read_text(d / "half.gz"); },
+      [&](std::string s) { return s.replace(s.find(tmp), tmp.size(), "<tmp>"); });
   REQUIRE(o.thrown);
   CHECK(o.type == "minitrax::core::FileError");
   const std::string head =
@@ -201,7 +204,7 @@ TEST_CASE("D04 transforms: lengths that do not fit, bad settings, finite streams
       "D04h", d, [&] { data::shuffle(0, 1); }, "shuffle: buffer_size must be >= 1, got 0");
   expect<core::ValueError>(
       "D04i", d, [&] { data::split(data::Part::eval, 1.0, 1); },
-      "split: eval_fraction must be in (0, 1), got 1.000000");
+      "split: eval_fraction must be in (0, 1), got 1");
   expect<core::ValueError>(
       "D04j", d, [&] { data::filter_by_length(5, 2); },
       "filter_by_length: min_length 5 exceeds max_length 2");

@@ -40,7 +40,7 @@ namespace minitrax::data {
 /// The files a path names, in a deterministic order: a regular file is itself; a folder
 /// gives its regular files (not recursive; names starting with '.' skipped), sorted
 /// bytewise by name; a pattern with `*`, `?` or `[` is a glob(3) whose regular-file
-/// matches are sorted bytewise. core::FileError for a missing path ("'<p>': cannot open:
+/// matches are sorted bytewise. core::FileError for a missing path ("<p>: cannot open:
 /// No such file or directory"), a glob that matches nothing ("glob '<p>' matches no
 /// file") or a folder without files ("folder '<p>' holds no regular file").
 /// @code
@@ -58,7 +58,7 @@ bool is_gzip_file(const std::string& path);
 /// The pages are read by the kernel on demand, so a large file costs no copy.
 class MappedFile {
  public:
-  /// Maps `path`; core::FileError "'<path>': cannot open: <reason>" on failure.
+  /// Maps `path`; core::FileError "<path>: cannot open: <reason>" on failure.
   explicit MappedFile(const std::string& path);
   ~MappedFile();
   MappedFile(const MappedFile&) = delete;

@@ -106,6 +106,10 @@ TEST_CASE("gzip equals plain: whole, in chunks and line by line") {
     CHECK(lines == want_lines);
     CHECK(r.lines_read() == static_cast<std::int64_t>(want_lines.size()));
   }
+  // two gzip members one after the other (cat a.gz b.gz) are one text
+  write_gzip(d / "second.gz", "second member\n");
+  write_bytes(d / "both.gz", read_bytes(d / "t.txt.gz") + read_bytes(d / "second.gz"));
+  CHECK(data::read_text(d / "both.gz") == text + "second member\n");
 }
 
 TEST_CASE("a plain file of 12 MB is memory-mapped: same bytes, lines and chunks") {

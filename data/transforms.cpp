@@ -374,7 +374,7 @@ class ConcatChunk final : public ExampleStream {
 };
 
 // Int32 arrays [n, length], one per field, padded with pad_id.
-Batch make_batch(std::vector<Example>& exs, std::size_t length, const std::string& where) {
+Batch make_batch(const std::vector<Example>& exs, std::size_t length, const std::string& where) {
   const std::size_t n = exs.size(), nf = exs[0].fields.size();
   Batch b;
   for (std::size_t f = 0; f < nf; ++f) {
@@ -448,9 +448,8 @@ class Bucketing final : public BatchStream {
                          ": no more batches (the examples ran out); reset() to start again");
       }
     }
-    auto& [bucket, exs] = batches_[bi_++];
-    std::vector<Example> copy = exs;
-    return make_batch(copy, bounds_[bucket], "bucket_by_length");
+    const auto& [bucket, exs] = batches_[bi_++];
+    return make_batch(exs, bounds_[bucket], "bucket_by_length");
   }
   std::vector<std::int64_t> position() const override {
     if (!loaded_ || bi_ >= batches_.size()) return detail::join({0}, in_->position());

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <map>
 #include <numeric>
 #include <set>
@@ -110,6 +111,26 @@ TEST_CASE("gzip equals plain: whole, in chunks and line by line") {
   write_gzip(d / "second.gz", "second member\n");
   write_bytes(d / "both.gz", read_bytes(d / "t.txt.gz") + read_bytes(d / "second.gz"));
   CHECK(data::read_text(d / "both.gz") == text + "second member\n");
+}
+
+TEST_CASE("dict-gcide's gcide.dict.dz reads as gzip -dc gives it") {
+  const std::string dz = "/usr/share/dictd/gcide.dict.dz";
+  if (!fs::exists(dz) || std::system("gzip --version > /dev/null 2>&1") != 0) {
+    MESSAGE("skipped: needs " << dz << " (apt-get install dict-gcide) and gzip");
+    return;
+  }
+  TempDir d;
+  REQUIRE(std::system(("gzip -dc " + dz + " > " + d / "gcide.txt").c_str()) == 0);
+  const std::string want = read_bytes(d / "gcide.txt");
+  REQUIRE(want.size() > 30'000'000);
+  std::size_t at = 0;
+  bool same = true;
+  data::for_each_text_chunk(dz, [&](std::string_view s) {
+    same = same && want.compare(at, s.size(), s) == 0;
+    at += s.size();
+  });
+  CHECK(same);
+  CHECK(at == want.size());
 }
 
 TEST_CASE("a plain file of 12 MB is memory-mapped: same bytes, lines and chunks") {

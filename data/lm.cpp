@@ -214,6 +214,20 @@ std::size_t utf8_chars(std::string_view s) {
   return n;
 }
 
+// Where the piece of a line to encode at once ends: the whole line (with its '\n') up to
+// kMaxPiece bytes; a longer line is cut after its last space within kMaxPiece bytes, or
+// else at the end of a UTF-8 character, so that the held-out part can start near where
+// it should even in text without line ends.
+constexpr std::size_t kMaxPiece = 4096;
+std::size_t piece_end(std::string_view line) {
+  if (line.size() <= kMaxPiece) return line.size();
+  const std::size_t space = line.substr(0, kMaxPiece).rfind(' ');
+  if (space != std::string_view::npos && space > 0) return space + 1;
+  std::size_t cut = kMaxPiece;
+  while (cut > kMaxPiece - 3 && (static_cast<unsigned char>(line[cut]) & 0xC0) == 0x80) --cut;
+  return (static_cast<unsigned char>(line[cut]) & 0xC0) == 0x80 ? kMaxPiece : cut;
+}
+
 std::string percent(double f) {
   char buf[32];
   std::snprintf(buf, sizeof buf, "%.4g%%", 100.0 * f);
@@ -287,7 +301,8 @@ LMTextData lm_text_data(const std::vector<std::string>& paths, const Tokenizer& 
     for_each_text_chunk(path, [&](std::string_view chunk) {
       while (!chunk.empty()) {
         const std::size_t nl = chunk.find('\n');
-        const std::size_t n = nl == std::string_view::npos ? chunk.size() : nl + 1;
+        const std::size_t n =
+            piece_end(chunk.substr(0, nl == std::string_view::npos ? chunk.size() : nl + 1));
         const std::string_view text = chunk.substr(0, n);
         mark();
         store->append(tokenizer.encode(text));

@@ -100,10 +100,11 @@ struct LMTextData {
 /// Language-model data from text, in one call.
 ///
 /// `paths` name files, folders or globs (list_files), plain or gzip (any mix); their texts
-/// are tokenized in order, line by line (each line with its '\n'), with eos_id between
-/// files. Plain files are memory-mapped and gzip files inflated as a stream; only the
-/// token ids are kept (TokenStore: 1 byte per token when vocab_size <= 256). The last
-/// `eval_fraction` of the tokens, from a line start, is held out:
+/// are tokenized in order, line by line (each line with its '\n'; a line longer than
+/// 4096 bytes in pieces cut after a space), with eos_id between files. Plain files are
+/// memory-mapped and gzip files inflated as a stream; only the token ids are kept (TokenStore: 1
+/// byte per token when vocab_size <= 256). The last `eval_fraction` of the tokens, from a line
+/// start, is held out:
 /// - `train`: lm_windows of the first part (window tokens, batch_size rows, `seed`);
 /// - `eval`: lm_chunks of the held-out part (the same batches after every reset()).
 ///

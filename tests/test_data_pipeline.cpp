@@ -602,3 +602,22 @@ TEST_CASE("lm_text_data: a held-out tail from a line start, counts for bits per 
       },
       8);
 }
+
+TEST_CASE("lm_text_data: text without line ends is still split near the fraction asked") {
+  TempDir d;
+  std::string text;
+  for (int i = 0; i < 20000; ++i) text += (i % 3 ? "ab " : "λx ");  // one line of 66 KB
+  write_bytes(d / "one_line.txt", text);
+  ByteTok tok;
+  data::LMTextData lm = data::lm_text_data({d / "one_line.txt"}, tok, 256, 4, 0.2, 0);
+  const double n = static_cast<double>(lm.train_tokens + lm.eval_tokens);
+  CHECK(n == static_cast<double>(text.size()));
+  CHECK(std::abs(static_cast<double>(lm.eval_tokens) - 0.2 * n) < 4096);
+  // the held-out text starts after a space and its counts are its own
+  const std::string held = text.substr(static_cast<std::size_t>(lm.train_tokens));
+  CHECK(text[static_cast<std::size_t>(lm.train_tokens) - 1] == ' ');
+  CHECK(lm.eval_bytes == static_cast<std::int64_t>(held.size()));
+  std::size_t chars = 0;
+  for (unsigned char c : held) chars += (c & 0xC0) != 0x80;
+  CHECK(lm.eval_characters == static_cast<std::int64_t>(chars));
+}

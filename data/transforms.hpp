@@ -86,6 +86,8 @@ ExampleTransform repeat();
 /// order of a permutation drawn from fold_in(key(seed), block index), then reads the next
 /// block. Examples move at most one block from where they were. Position: {block, index
 /// in block, position below where the block starts...}; seek re-reads one block.
+/// Put repeat() before shuffle, not after: a reset starts the blocks (and their
+/// permutations) again, so `shuffle | repeat` would give every epoch the same order.
 /// core::ValueError for buffer_size 0.
 ExampleTransform shuffle(std::size_t buffer_size, std::int64_t seed);
 

@@ -553,7 +553,7 @@ void Loop::eval_all() {
     for (const auto& [k, v] : values) out() << "  " << k << " " << v;
     out() << "\n" << std::flush;
   }
-  last_eval_seconds_ = now_seconds() - t0;
+  max_eval_seconds_ = std::max(max_eval_seconds_, now_seconds() - t0);
 }
 
 namespace {
@@ -713,6 +713,7 @@ void Loop::run(long n_steps) {
   run_start_step_ = step_;
   last_log_ = 0;
   running_ = true;
+  budget_stop_ = false;
   struct Stopwatch {
     Loop& loop;
     ~Stopwatch() {
@@ -734,11 +735,14 @@ void Loop::run(long n_steps) {
              {"learning_rate", train_.optimizer->learning_rate()},
              {"step_seconds", dt}}});
     const bool last = step_ == n_steps;
-    // The budget: stop now if one more step (and the final evaluation and checkpoint,
-    // timed by the last ones) would end past it.
+    // The budget: stop now if one more step and the final evaluation and checkpoint
+    // could end past it (judged with room to spare: twice the last step, the slowest
+    // evaluation and checkpoint so far, a checkpoint's fsync varies).
     const bool over_budget =
         budget > 0 && !last &&
-        trained_seconds() + last_step_seconds_ + last_eval_seconds_ + last_save_seconds_ > budget;
+        trained_seconds() + 2 * last_step_seconds_ + max_eval_seconds_ + 1.5 * max_save_seconds_ >
+            budget;
+    budget_stop_ = over_budget;
     progress(n_steps, loss, last || over_budget);
     if ((options_.eval_every > 0 && step_ % options_.eval_every == 0) || last || over_budget) {
       eval_all();
@@ -759,10 +763,11 @@ void Loop::run(long n_steps) {
       return;
     }
     if (over_budget) {
+      char trained[32];
+      std::snprintf(trained, sizeof trained, "%.1f", trained_seconds());
       std::string m = "time budget of " + core::shortest(budget) + " s: stopped after step " +
-                      std::to_string(step_) + " of " + std::to_string(n_steps) + " (" +
-                      format_duration(trained_seconds()) +
-                      " trained; one more step would pass the budget)";
+                      std::to_string(step_) + " of " + std::to_string(n_steps) + " (" + trained +
+                      " s trained; one more step could pass the budget)";
       if (saved) m += "; checkpoint " + checkpoint_path(options_.output_dir, step_) + " written";
       finish(EndReason::time_budget, m);
       return;
@@ -794,7 +799,10 @@ Checkpoint Loop::make_checkpoint() const {
     c.loop.push_back({"train_stream", Tensor::from<std::int64_t>({pos.size()}, pos)});
   }
   if (options_.time_budget_seconds > 0) {
-    c.loop.push_back({"seconds", Tensor::scalar(trained_seconds(), DType::f64)});
+    // A run stopped by its budget has used it up (it stops a little before it ends).
+    const double used = budget_stop_ ? std::max(trained_seconds(), options_.time_budget_seconds)
+                                     : trained_seconds();
+    c.loop.push_back({"seconds", Tensor::scalar(used, DType::f64)});
   }
   return c;
 }
@@ -818,7 +826,7 @@ void Loop::save_checkpoint() {
   }
   training::save_checkpoint(checkpoint_path(options_.output_dir, c.step), c);
   prune();
-  last_save_seconds_ = now_seconds() - t0;
+  max_save_seconds_ = std::max(max_save_seconds_, now_seconds() - t0);
 }
 
 void Loop::prune() {

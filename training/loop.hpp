@@ -181,10 +181,12 @@ struct LoopOptions {
   /// Keep the best checkpoint by an eval metric (see KeepBest; needs an output_dir).
   std::optional<KeepBest> keep_best;
   /// Wall-time budget in seconds for the whole run, summed over resumed runs (0: none).
-  /// Before a step that would end past the budget (judged by the last step's,
-  /// evaluation's and checkpoint's durations), run() evaluates, writes a checkpoint and
-  /// returns (EndReason::time_budget); a run resumed with its budget used up trains no
-  /// further. Not an error: run() returns normally.
+  /// Before a step that could end past the budget (judged with room to spare by the
+  /// last step's and the slowest evaluation's and checkpoint's durations), run()
+  /// evaluates, writes a checkpoint (which counts the budget as used up) and returns
+  /// (EndReason::time_budget); a run resumed with its budget used up trains no further
+  /// unless given a larger one. Not an error: run() returns normally. Time is counted
+  /// in checkpoints of runs with a budget only.
   double time_budget_seconds = 0;
 };
 
@@ -323,7 +325,8 @@ class Loop {
   double best_value_ = 0;
   bool has_best_ = false;
   // Durations of the last step, evaluation and checkpoint (for the time budget).
-  double last_step_seconds_ = 0, last_eval_seconds_ = 0, last_save_seconds_ = 0;
+  double last_step_seconds_ = 0, max_eval_seconds_ = 0, max_save_seconds_ = 0;
+  bool budget_stop_ = false;  // the current step ends run() for the time budget
 };
 
 }  // namespace minitrax::training

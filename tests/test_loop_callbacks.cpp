@@ -783,3 +783,33 @@ TEST_CASE("loop: a step that fails leaves the BatchStream where it was") {
   CHECK(stream->position() == std::vector<std::int64_t>{0, 4242});
   CHECK(loop.step() == 0);
 }
+
+TEST_CASE("loop: a saved stream position the stream refuses, or of the wrong type") {
+  TempDir d("badpos");
+  std::ostringstream sink;
+  {
+    auto first = counter_loop(d.str(), &sink, true);
+    first.run(5);
+  }
+  const std::string path = training::checkpoint_path(d.str(), 5);
+  auto c = training::load_checkpoint(path);
+  REQUIRE(c.loop.size() == 1);
+  c.loop[0].value = Tensor::from<std::int64_t>({2}, {5, 7});  // another stream's tag
+  training::save_checkpoint(path, c);
+  auto resumed = counter_loop(d.str(), &sink, true);
+  CHECK_THROWS_WITH_AS(
+      (void)resumed.resume(),
+      (path + ": the training stream 'counter stream' cannot go to the saved position: "
+              "counter stream: not a position of this stream. Nothing was changed.")
+          .c_str(),
+      training::CheckpointError);
+  c.loop[0].value = Tensor::from<float>({2}, {5, 4242});
+  training::save_checkpoint(path, c);
+  auto resumed2 = counter_loop(d.str(), &sink, true);
+  CHECK_THROWS_WITH_AS(
+      (void)resumed2.resume(),
+      (path + ": loop/train_stream must be int64 1-D, got float32 [2]. Nothing was changed.")
+          .c_str(),
+      training::CheckpointError);
+  CHECK(resumed2.step() == 0);
+}

@@ -671,9 +671,6 @@ void Loop::run(long n_steps) {
   check_folder_is_new();
   end_reason_ = EndReason::none;
   end_message_.clear();
-  const std::string ckpt_note = options_.output_dir.empty()
-                                    ? ""
-                                    : "; checkpoint " + checkpoint_path(options_.output_dir, step_);
   const auto& es = options_.early_stopping;
   auto early_message = [&](bool now) {
     std::string m =
@@ -706,7 +703,6 @@ void Loop::run(long n_steps) {
                                        "continue)");
     return;
   }
-  (void)ckpt_note;
   std::optional<StopSignals> graceful;
   if (options_.graceful_stop) graceful.emplace();
   run_start_ = now_seconds();

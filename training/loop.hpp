@@ -213,6 +213,22 @@ struct MetricsRecord {
 /// loop.run(400);
 /// @endcode
 ///
+/// Multi-input models, BatchStreams, callbacks and stopping:
+/// @code
+/// std::shared_ptr<data::BatchStream> train = ..., valid = ...;   // (inputs, mask, targets,
+/// weights) LoopOptions options{.output_dir = "runs/lm", .eval_every = 200, .checkpoint_every =
+/// 1000}; options.callbacks = {every(1000, [](Loop& loop, long step) { /* sample from loop.model()
+/// */ })}; options.early_stopping = EarlyStopping{.metric = "loss", .patience = 5, .min_delta =
+/// 1e-3}; options.keep_best = KeepBest{.metric = "loss"};             // runs/lm/ckpt_best.npz
+/// options.time_budget_seconds = 600;                          // ten minutes, over resumes too
+/// Loop loop(model, {.stream = train, .loss = CrossEntropyLoss(), .optimizer = adam},
+///           {{.stream = valid, .metrics = {{"loss", CrossEntropyLoss()}}, .n_batches = 8}},
+///           options);
+/// loop.resume();
+/// loop.run(100000);
+/// std::cout << loop.end_message() << "\n";   // completed, early stopping or time budget
+/// @endcode
+///
 /// The output folder is one run's: the Loop locks it for its lifetime (RunLock; a
 /// second process gets RunLockedError), run() refuses a folder that already holds a
 /// run unless resume() was called first (RunExistsError), and a SIGTERM or SIGINT

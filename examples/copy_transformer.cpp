@@ -174,10 +174,10 @@ int main(int argc, char** argv) try {
     autodiff::NoRecord quiet;
     for (long b = 100; b < 104; ++b) {
       const training::Batch batch = eval_stream(b);
-      const Tensor pred = core::argmax((*reloaded)(Var(batch.inputs)).value(), -1, DType::i32);
+      const Tensor pred = core::argmax((*reloaded)(Var(batch[0])).value(), -1, DType::i32);
       for (std::size_t i = 0; i < pred.size(); ++i) {
-        const double w = batch.weights.flat(i);
-        correct += w * (pred.flat(i) == batch.targets.flat(i));
+        const double w = batch[2].flat(i);
+        correct += w * (pred.flat(i) == batch[1].flat(i));
         total += w;
       }
     }
@@ -189,7 +189,7 @@ int main(int argc, char** argv) try {
   const training::Batch b = eval_stream(999);
   const std::size_t half = L / 2;
   std::vector<int> prefix;
-  for (std::size_t j = 0; j < half + 1; ++j) prefix.push_back(static_cast<int>(b.inputs.flat(j)));
+  for (std::size_t j = 0; j < half + 1; ++j) prefix.push_back(static_cast<int>(b[0].flat(j)));
   const std::vector<int> out = complete(*reloaded, prefix, L);
   std::cout << "prompt: ";
   for (std::size_t j = 0; j < half + 1; ++j) std::cout << out[j] << ' ';

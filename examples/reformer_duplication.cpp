@@ -104,11 +104,11 @@ double accuracy(base::Layer& model, const training::Stream& stream, long first, 
   double correct = 0, total = 0;
   for (long b = first; b < first + n; ++b) {
     const training::Batch batch = stream(b);
-    const Tensor logp = model.apply({Var(batch.inputs)}, core::key_from_seed(b)).at(0).value();
+    const Tensor logp = model.apply({Var(batch[0])}, core::key_from_seed(b)).at(0).value();
     const Tensor pred = core::argmax(logp, -1, DType::i32);
     for (std::size_t i = 0; i < pred.size(); ++i) {
-      const double w = batch.weights.flat(i);
-      correct += w * (pred.flat(i) == batch.targets.flat(i) ? 1.0 : 0.0);
+      const double w = batch[2].flat(i);
+      correct += w * (pred.flat(i) == batch[1].flat(i) ? 1.0 : 0.0);
       total += w;
     }
   }
@@ -332,7 +332,7 @@ int run(const app::CommandLine& cl, const std::string& program) {
   const std::size_t half = L / 2;
   std::vector<std::int32_t> prompt_ids;
   for (std::size_t j = 0; j < half + 1; ++j) {
-    prompt_ids.push_back(static_cast<std::int32_t>(held_out.inputs.flat(j)));
+    prompt_ids.push_back(static_cast<std::int32_t>(held_out[0].flat(j)));
   }
   const Tensor sampled =
       models::autoregressive_sample(*sampler, Tensor::from<std::int32_t>({1, half + 1}, prompt_ids),

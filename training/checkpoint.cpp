@@ -36,6 +36,7 @@ void save_checkpoint(const std::string& path, const Checkpoint& ckpt) {
                          Tensor::from<std::int64_t>({2}, {static_cast<std::int64_t>(key.hi),
                                                           static_cast<std::int64_t>(key.lo)}));
   }
+  for (const NamedTensor& t : ckpt.loop) entries.emplace_back("loop/" + t.name, t.value);
   core::save_npz(path, entries);
 }
 
@@ -77,6 +78,8 @@ Checkpoint load_checkpoint(const std::string& path) {
       }
       ckpt.keys.emplace_back(
           name.substr(5), Key{static_cast<std::uint32_t>(v[0]), static_cast<std::uint32_t>(v[1])});
+    } else if (starts_with(name, "loop/")) {
+      ckpt.loop.push_back({name.substr(5), t});
     } else {
       throw CheckpointError(
           path + ": unexpected member '" + name +

@@ -11,6 +11,8 @@
 ///   state/Serial/.../state_0          the model's state
 ///   slots/Serial/Dense_1/w/m          optimizer slots
 ///   keys/<name>                       rng keys as uint32 pairs stored in int64 [2]
+///   loop/train_stream                 the Loop's training data::BatchStream position, int64 [n]
+///   loop/seconds                      float64: wall time trained (runs with a time budget)
 /// @endcode
 ///
 /// Files are written atomically (temporary file, fsync, rename): a crash during a
@@ -52,6 +54,11 @@ struct Checkpoint {
   std::vector<NamedTensor> state;                 ///< Layer::flat_state()
   std::vector<NamedTensor> slots;                 ///< Optimizer::slots()
   std::vector<std::pair<std::string, Key>> keys;  ///< named rng keys
+  /// The Loop's own progress besides the step, stored as `loop/<name>`: "train_stream"
+  /// (the training BatchStream's position(), int64 [n]) and "seconds" (float64 scalar:
+  /// wall time trained, for the time budget). Empty for a step-indexed stream without a
+  /// budget.
+  std::vector<NamedTensor> loop;
 };
 
 /// Writes the checkpoint atomically (temporary file, fsync, rename); FileError if

@@ -1,11 +1,16 @@
-// minitrax/training/data.cpp
-#include "training/data.hpp"
+// minitrax/data/synthetic.cpp
+#include "data/synthetic.hpp"
 
 #include <string>
 
 #include "core/error.hpp"
 
-namespace minitrax::training {
+namespace minitrax::data {
+
+using core::DType;
+using core::Key;
+using core::Tensor;
+using core::ValueError;
 
 Batch copy_task_batch(Key key, std::size_t batch_size, std::size_t length, std::size_t vocab_size,
                       bool reverse, std::size_t pad_to_multiple) {
@@ -25,12 +30,11 @@ Batch copy_task_batch(Key key, std::size_t batch_size, std::size_t length, std::
   const std::size_t padded = (length + pad_to_multiple - 1) / pad_to_multiple * pad_to_multiple;
   const Tensor w = core::randint(key, {batch_size, w_len}, 1,
                                  static_cast<std::int64_t>(vocab_size) - 1, DType::i32);
-  Batch b;
-  b.inputs = Tensor::zeros({batch_size, padded}, DType::i32);
-  b.weights = Tensor::zeros({batch_size, padded}, DType::f32);
+  Tensor inputs = Tensor::zeros({batch_size, padded}, DType::i32);
+  Tensor weights = Tensor::zeros({batch_size, padded}, DType::f32);
   const std::int32_t* pw = w.data<std::int32_t>();
-  std::int32_t* px = b.inputs.data<std::int32_t>();
-  float* pl = b.weights.data<float>();
+  std::int32_t* px = inputs.data<std::int32_t>();
+  float* pl = weights.data<float>();
   for (std::size_t i = 0; i < batch_size; ++i) {
     std::int32_t* row = px + i * padded;
     const std::int32_t* wi = pw + i * w_len;
@@ -41,12 +45,13 @@ Batch copy_task_batch(Key key, std::size_t batch_size, std::size_t length, std::
       pl[i * padded + 2 + w_len + j] = 1.0f;
     }
   }
-  b.targets = b.inputs;
-  return b;
+  // (inputs, targets, weights); targets share the inputs' buffer, as before.
+  const Tensor targets = inputs;
+  return Batch{inputs, targets, weights};
 }
 
-Stream copy_task_stream(Key key, std::size_t batch_size, std::size_t length, std::size_t vocab_size,
-                        bool reverse, std::size_t pad_to_multiple) {
+StepStream copy_task_stream(Key key, std::size_t batch_size, std::size_t length,
+                            std::size_t vocab_size, bool reverse, std::size_t pad_to_multiple) {
   // Check the arguments now, not at the first batch.
   copy_task_batch(key, 1, length, vocab_size, reverse, pad_to_multiple);
   if (batch_size < 1) throw ValueError("copy task: batch_size must be >= 1");
@@ -68,7 +73,7 @@ CopyInputs sequence_copy_inputs(Key key, std::size_t vocab_size, std::size_t bat
   for (std::size_t i = 0; i + 1 < train_length; ++i) train_lengths.push_back(2 * (i + 2));
   for (std::size_t i = eval_min_length; i < eval_max_length; ++i)
     eval_lengths.push_back(2 * (i + 1));
-  auto make = [=](Key k, std::vector<std::size_t> lengths) -> Stream {
+  auto make = [=](Key k, std::vector<std::size_t> lengths) -> StepStream {
     return [=](long step) {
       const auto keys = core::split(core::fold_in(k, static_cast<std::uint32_t>(step)), 2);
       const Tensor pick =
@@ -81,4 +86,4 @@ CopyInputs sequence_copy_inputs(Key key, std::size_t vocab_size, std::size_t bat
   return {make(keys[0], train_lengths), make(keys[1], eval_lengths)};
 }
 
-}  // namespace minitrax::training
+}  // namespace minitrax::data

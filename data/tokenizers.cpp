@@ -670,6 +670,7 @@ std::unordered_map<std::string, std::string> trainer_args(const SentencePieceOpt
       {"shuffle_input_sentence", "true"},
       {"max_sentence_length", std::to_string(o.max_line_bytes)},
       {"num_threads", std::to_string(o.num_threads)},
+      {"hard_vocab_limit", o.exact_vocab_size ? "true" : "false"},
       // The text as it is: no Unicode normalization, no space added in front, runs of
       // spaces kept; characters without a piece of their own are spelled in bytes.
       {"normalization_rule_name", "identity"},

@@ -154,7 +154,11 @@ struct SentencePieceOptions {
   /// Training threads. 1 by default: with more, unigram training sums in a different order
   /// and its model can differ from run to run in the last digits of the scores.
   std::int32_t num_threads = 1;
-  /// Seed of SentencePiece's sampling of lines.
+  /// true: training fails if the text cannot fill vocab_size ids ("Vocabulary size too
+  /// high"); false: the vocabulary may come out smaller (SentencePiece's hard_vocab_limit).
+  bool exact_vocab_size = true;
+  /// Seed of SentencePiece's sampling of lines (SentencePiece keeps it in a global: training
+  /// sets it for every SentencePiece user of the process).
   std::uint32_t seed = 1;
   /// Let SentencePiece print its training log to stderr.
   bool verbose = false;

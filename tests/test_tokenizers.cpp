@@ -202,7 +202,7 @@ TEST_CASE("ByteTokenizer: byte b is id b + 2 and every byte string round-trips")
   CHECK(t.decode({pad_id, 'h' + 2, eos_id, 'i' + 2, pad_id}) == "hi");
 }
 
-TEST_CASE("ByteTokenizer: an id outside [0, 258)") {
+TEST_CASE("ByteTokenizer: an id outside the vocabulary") {
   ByteTokenizer t;
   check_error<core::ValueError>(
       "bytes: decode an id outside the vocabulary",
@@ -331,7 +331,7 @@ TEST_CASE("CharVocabBuilder: pieces of any size (splitting characters) give the 
         (dir / "text.txt").string());
 }
 
-TEST_CASE("CharTokenizer: save writes readable JSON atomically; load and load_tokenizer read it") {
+TEST_CASE("CharTokenizer: save writes readable JSON atomically - load and load_tokenizer read it") {
   const fs::path dir = temp_dir("save");
   const CharTokenizer t = CharTokenizer::build(all_samples(), "book.txt");
   const std::string path = (dir / "tokenizer.json").string();
@@ -565,7 +565,7 @@ TEST_CASE("SentencePiece: unigram and BPE models round-trip any UTF-8 text") {
   }
 }
 
-TEST_CASE("SentencePiece: training is deterministic; a file and the same text in memory agree") {
+TEST_CASE("SentencePiece: training is deterministic - a file and the same text in memory agree") {
   const fs::path dir = temp_dir("sp_det");
   const std::string train = training_text(1500) + all_samples() + "\n";
   write_bytes(dir / "train.txt", train);
@@ -577,9 +577,25 @@ TEST_CASE("SentencePiece: training is deterministic; a file and the same text in
     CHECK(a.serialized_model() == b.serialized_model());
     CHECK(a.serialized_model() == c.serialized_model());
   }
+  // Sampling a subset of the lines follows the seed.
+  auto sampled = small_options("unigram");
+  sampled.max_lines = 500;
+  const auto d = SentencePieceTokenizer::train_on_text(train, sampled);
+  const auto e = SentencePieceTokenizer::train_on_text(train, sampled);
+  CHECK(d.serialized_model() == e.serialized_model());
+  for (const auto& text : sample_texts()) check_round_trip(d, text);
 }
 
-TEST_CASE("SentencePiece: save writes the .model; load and load_tokenizer read it") {
+TEST_CASE("SentencePiece: exact_vocab_size = false lets a small text make a smaller vocabulary") {
+  auto o = small_options("bpe");
+  o.exact_vocab_size = false;
+  const auto t = SentencePieceTokenizer::train_on_text("a few words\nand a few more\n", o);
+  CHECK(t.vocab_size() > 259);
+  CHECK(t.vocab_size() < 400);
+  for (const auto& text : sample_texts()) check_round_trip(t, text);
+}
+
+TEST_CASE("SentencePiece: save writes the .model - load and load_tokenizer read it") {
   const fs::path dir = temp_dir("sp_save");
   const auto t =
       SentencePieceTokenizer::train_on_text(training_text(800), small_options("unigram"));

@@ -707,7 +707,12 @@ SentencePieceTokenizer train_with(LineIterator& lines, std::string_view source,
                      "or raise max_line_bytes");
   }
   if (!status.ok()) {
-    throw ValueError(std::string(source) + ": SentencePiece training failed: " + status.ToString());
+    // "./src/trainer_interface.cc(660) [condition] what went wrong": keep what went wrong.
+    std::string why = status.message();
+    if (const std::size_t p = why.find(") ["); p != std::string::npos) {
+      if (const std::size_t q = why.find("] ", p); q != std::string::npos) why.erase(0, q + 2);
+    }
+    throw ValueError(std::string(source) + ": SentencePiece training failed: " + why);
   }
   return SentencePieceTokenizer::from_serialized(model, source);
 }

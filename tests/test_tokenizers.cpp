@@ -741,11 +741,21 @@ TEST_CASE("SentencePiece: bad inputs") {
           "any bytes)");
   const std::string tiny = (dir / "tiny.txt").string();
   write_bytes(tiny, "a few words\n");
-  const std::string too_big = check_error_prefix<core::ValueError>(
+  check_error<core::ValueError>(
       "sp: a vocab_size the text cannot fill",
       [&] { SentencePieceTokenizer::train(tiny, small_options("unigram")); },
-      tiny + ": SentencePiece training failed: ");
-  CHECK(testutil::contains(too_big, "Vocabulary size too high (400)"));
+      tiny +
+          ": SentencePiece training failed: Vocabulary size too high (400). Please set it to "
+          "a value <= 268.");
+  auto long_lines = small_options("unigram");
+  long_lines.max_line_bytes = 8;
+  check_error<core::ValueError>(
+      "sp: every line longer than max_line_bytes",
+      [&] {
+        SentencePieceTokenizer::train_on_text("a line of 22 bytes\nand one of 18\n", long_lines);
+      },
+      "the training text: every line is longer than max_line_bytes (8), so SentencePiece has "
+      "nothing to train on: split the text into lines or raise max_line_bytes");
   auto options = small_options("unigram");
   options.vocab_size = 100;
   check_error<core::ValueError>(

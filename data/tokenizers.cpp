@@ -250,6 +250,41 @@ std::vector<char32_t> decode_utf8(std::string_view text, std::string_view what) 
   return out;
 }
 
+std::string repair_utf8(std::string_view text, std::uint64_t* replaced) {
+  // The length of the valid character at i, or 0 if the bytes there start none.
+  auto valid_at = [&](std::size_t i) -> std::size_t {
+    const auto b0 = static_cast<unsigned char>(text[i]);
+    if (b0 < 0x80) return 1;
+    if (b0 < 0xC2 || b0 > 0xF4) return 0;
+    const std::size_t len = sequence_length(b0);
+    if (text.size() - i < len) return 0;
+    char32_t c = b0 & (0x7F >> len);
+    for (std::size_t k = 1; k < len; ++k) {
+      const auto bk = static_cast<unsigned char>(text[i + k]);
+      if ((bk & 0xC0) != 0x80) return 0;
+      c = (c << 6) | (bk & 0x3F);
+    }
+    const char32_t least = len == 2 ? 0x80 : len == 3 ? 0x800 : 0x10000;
+    return c >= least && is_scalar_value(c) ? len : 0;
+  };
+  std::string out;
+  out.reserve(text.size());
+  std::uint64_t n = 0;
+  for (std::size_t i = 0; i < text.size();) {
+    const std::size_t len = valid_at(i);
+    if (len == 0) {
+      out += "\xEF\xBF\xBD";  // U+FFFD
+      ++n;
+      ++i;
+    } else {
+      out.append(text.substr(i, len));
+      i += len;
+    }
+  }
+  if (replaced != nullptr) *replaced = n;
+  return out;
+}
+
 std::string encode_utf8(const std::vector<char32_t>& code_points) {
   std::string out;
   out.reserve(code_points.size());

@@ -41,6 +41,12 @@ std::vector<char32_t> decode_utf8(std::string_view text, std::string_view what =
 /// The UTF-8 bytes of code points; core::ValueError for a value that is not a Unicode
 /// scalar value (a surrogate or beyond U+10FFFF).
 std::string encode_utf8(const std::vector<char32_t>& code_points);
+/// `text` with every byte that is not part of a valid UTF-8 character replaced by U+FFFD
+/// (so that decode_utf8 accepts it); valid text comes back unchanged. For a text with a few
+/// stray bytes of another encoding: dict-gcide's 40 MB dictionary, for one, holds three
+/// Windows-1252 bytes. `replaced`, if given, receives the number of bytes replaced. A text
+/// repaired in pieces must be cut at line ends, not inside a character.
+std::string repair_utf8(std::string_view text, std::uint64_t* replaced = nullptr);
 /// How a character is named in messages: `'é' (U+00E9)`, `'\n' (U+000A)`, `(U+0007)`.
 std::string describe_char(char32_t c);
 

@@ -272,6 +272,33 @@ TEST_CASE("invalid UTF-8: each kind named, with its byte offset") {
       "U+10FFFF)");
 }
 
+TEST_CASE("repair_utf8: stray bytes become U+FFFD, valid text is unchanged") {
+  for (const auto& text : sample_texts()) CHECK(repair_utf8(text) == text);
+  std::uint64_t n = 99;
+  // dict-gcide's three stray Windows-1252 bytes, in their context.
+  CHECK(repair_utf8("the stock market\x92s drop", &n) == "the stock market\uFFFDs drop");
+  CHECK(n == 1);
+  CHECK(repair_utf8("fa\xe7"
+                    "ade and haven\xb9t",
+                    &n) == "fa\uFFFDade and haven\uFFFDt");
+  CHECK(n == 2);
+  // Each byte of a bad sequence is replaced; the valid characters around it are kept.
+  CHECK(repair_utf8("\xe4\xb8X\u00e9", &n) == "\uFFFD\uFFFDX\u00e9");
+  CHECK(n == 2);
+  CHECK(repair_utf8("ok\xf0\x9f\x98", &n) == "ok\uFFFD\uFFFD\uFFFD");
+  CHECK(n == 3);
+  std::string nine_replacements;
+  for (int k = 0; k < 9; ++k) nine_replacements += "\uFFFD";
+  CHECK(repair_utf8("\xed\xa0\x80\xf4\x90\x80\x80\xc0\xaf", &n) == nine_replacements);
+  CHECK(n == 9);
+  // Whatever the bytes, the result is valid UTF-8.
+  std::string every_byte;
+  for (int b = 0; b < 256; ++b) every_byte += static_cast<char>(b);
+  const std::string fixed = repair_utf8(every_byte, &n);
+  CHECK(n == 128);
+  CHECK(decode_utf8(fixed).size() == 256);
+}
+
 // ============================================================================
 // characters
 // ============================================================================

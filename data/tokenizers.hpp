@@ -23,6 +23,7 @@
 /// @endcode
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -126,8 +127,9 @@ class CharVocabBuilder {
   void add_file(const std::string& path, std::size_t chunk_bytes = std::size_t{1} << 20);
   /// The vocabulary. core::ValueError if the text ended inside a character or had none.
   CharTokenizer finish() const;
-  /// Characters (code points) and bytes added so far.
+  /// Characters (code points) added so far.
   std::uint64_t chars_seen() const { return chars_seen_; }
+  /// Bytes added so far.
   std::uint64_t bytes_seen() const { return bytes_seen_; }
 
  private:
@@ -192,7 +194,9 @@ class SentencePieceTokenizer final : public Tokenizer {
   static SentencePieceTokenizer from_serialized(std::string_view model_bytes,
                                                 std::string_view what = "<memory>");
 
+  /// Movable (not copyable: load the .model again, or from_serialized(serialized_model())).
   SentencePieceTokenizer(SentencePieceTokenizer&&) noexcept;
+  /// Movable.
   SentencePieceTokenizer& operator=(SentencePieceTokenizer&&) noexcept;
   ~SentencePieceTokenizer() override;
 

@@ -8,6 +8,7 @@ packages=(
   cmake g++ make ccache pkg-config            # toolchain
   libxtensor-dev libxtensor-blas-dev libxsimd-dev libopenblas-dev zlib1g-dev  # the library
   nlohmann-json3-dev                          # the main job's JSON config
+  libsentencepiece-dev                        # subword tokenizers (data/tokenizers.cpp)
   doctest-dev libbenchmark-dev                # tests and benchmarks
   python3 python3-numpy                       # numpy round-trip tests of .npy/.npz
   librsvg2-bin                                # rsvg-convert: the tests render every SVG

@@ -39,10 +39,18 @@
 #include "layers/research/position_encodings.hpp"
 #include "layers/reversible.hpp"
 
+#include "data/lm.hpp"
+#include "data/sources.hpp"
+#include "data/stream.hpp"
+#include "data/synthetic.hpp"
+#include "data/tokenizer.hpp"
+#include "data/tokenizers.hpp"
+#include "data/transforms.hpp"
 #include "models/decoding.hpp"
 #include "models/reformer.hpp"
 #include "models/transformer.hpp"
 
+#include "training/callbacks.hpp"
 #include "training/checkpoint.hpp"
 #include "training/data.hpp"
 #include "training/loop.hpp"

@@ -30,6 +30,7 @@
 #include <string>
 #include <vector>
 
+#include "autodiff/fastmath.hpp"
 #include "common/plot.hpp"
 #include "common/run_start.hpp"
 #include "core/format.hpp"
@@ -351,8 +352,11 @@ int train(const app::TextCommandLine& cl) {
   // Bits per token and per character from the same cross-entropy (nats per token).
   const double ln2 = std::log(2.0);
   auto scaled = [](std::string name, double k) {
-    return layers::Serial({training::WeightedCategoryCrossEntropy(),
-                           layers::Fn(std::move(name), [k](const base::Var& x) { return x * k; })});
+    std::function<base::Var(const base::Var&)> times_k = [k](const base::Var& x) {
+      return fastmath::multiply(x, k);
+    };
+    return layers::Serial(
+        {training::WeightedCategoryCrossEntropy(), layers::Fn(std::move(name), times_k)});
   };
   training::EvalTask eval;
   eval.stream = d.eval;

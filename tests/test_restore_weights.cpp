@@ -176,7 +176,7 @@ void train_save_load_predict(Make make, const std::string& tag, double tol32, do
   CHECK(all_bitwise_equal(predict->flat_weights(), loop.model()->flat_weights()));
   CHECK(all_bitwise_equal(eval_model->flat_weights(), loop.model()->flat_weights()));
 
-  const Tensor ids = training::copy_task_stream(key_from_seed(99), 2, kLength, kVocab)(0).inputs;
+  const Tensor ids = training::copy_task_stream(key_from_seed(99), 2, kLength, kVocab)(0)[0];
   {
     const Tensor full = eval_model->apply({Var(ids)}, key_from_seed(0)).at(0).value();
     const Tensor incremental = predict_log_probs(*predict, ids);

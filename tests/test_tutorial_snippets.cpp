@@ -155,9 +155,9 @@ TEST_CASE("tutorial 1-2: the task, the model by hand and as TransformerLM, init 
   const Key key = core::key_from_seed(0);
   // clang-format off
 auto train_stream = training::copy_task_stream(key, /*batch=*/16, /*length=*/64, /*vocab=*/32);
-training::Batch b = train_stream(0);   // b.inputs, b.targets (== inputs), b.weights
+training::Batch b = train_stream(0);   // b[0] inputs, b[1] targets (== inputs), b[2] weights
   // clang-format on
-  CHECK(b.inputs.shape() == Shape{16, 64});
+  CHECK(b[0].shape() == Shape{16, 64});
   {
     // clang-format off
 namespace tl = minitrax::layers;
@@ -174,7 +174,7 @@ for (auto l : {tl::LayerNorm(), tl::Dense(32), tl::LogSoftmax()}) layers.push_ba
 auto model = tl::Serial(layers);
     // clang-format on
     model->init({{{2, 64}, DType::i32}}, key);
-    CHECK((*model)(Var(b.inputs)).shape() == Shape{16, 64, 32});
+    CHECK((*model)(Var(b[0])).shape() == Shape{16, 64, 32});
   }
   auto captured = std::make_unique<CaptureCout>();
   // clang-format off
@@ -190,7 +190,7 @@ for (auto& w : model->flat_weights()) std::cout << w.name << " " << core::shape_
 // Serial/Embedding_1/embeddings [32, 128]
 // Serial/PositionalEncoding_3/pe [1, 64, 128]
 // ...
-Var logp = (*model)(Var(b.inputs));   // [16, 64, 32] log-probabilities
+Var logp = (*model)(Var(b[0]));        // [16, 64, 32] log-probabilities
   // clang-format on
   const std::string out = captured->text.str();
   captured.reset();
@@ -294,7 +294,7 @@ TEST_CASE("tutorial 6: train, save, load into a predict-mode model, sample") {
   // Prompts "0 w 0" from held-out copy-task sequences; the model should copy w.
   const training::Batch held_out =
       training::copy_task_stream(core::key_from_seed(99), 2, 32, 16)(0);
-  const Tensor prompts = core::slice(held_out.inputs, 1, 0, 17);
+  const Tensor prompts = core::slice(held_out[0], 1, 0, 17);
   auto captured = std::make_unique<CaptureCout>();
   const Tensor out = train_save_load_sample("runs/tutorial", prompts);
   captured.reset();
@@ -302,8 +302,8 @@ TEST_CASE("tutorial 6: train, save, load into a predict-mode model, sample") {
   // The prompt is kept, and the second w is (mostly) a copy of the first.
   std::size_t copied = 0;
   for (std::size_t r = 0; r < 2; ++r) {
-    for (std::size_t j = 0; j < 17; ++j) CHECK(out.at({r, j}) == held_out.inputs.at({r, j}));
-    for (std::size_t j = 17; j < 32; ++j) copied += out.at({r, j}) == held_out.inputs.at({r, j});
+    for (std::size_t j = 0; j < 17; ++j) CHECK(out.at({r, j}) == held_out[0].at({r, j}));
+    for (std::size_t j = 17; j < 32; ++j) copied += out.at({r, j}) == held_out[0].at({r, j});
   }
   MESSAGE("copied " << copied << " of 30 tokens");
   CHECK(copied >= 27);  // chance is 1/14 per token

@@ -96,7 +96,7 @@ struct TrainTask {
   /// The optimizer (the Loop initialises its slots from the model's flat weights).
   std::shared_ptr<Optimizer> optimizer;
   /// Learning rate per step (1-based); empty: the optimizer's own, constant.
-  Schedule lr_schedule;
+  Schedule lr_schedule = {};
 };
 
 /// What to evaluate: a stream and named metric layers, averaged over n_batches.
@@ -175,11 +175,11 @@ struct LoopOptions {
   /// the signals' handling to the program.
   bool graceful_stop = true;
   /// Callbacks (training/callbacks.hpp), called in this order.
-  std::vector<std::shared_ptr<Callback>> callbacks;
+  std::vector<std::shared_ptr<Callback>> callbacks = {};
   /// Stop when an eval metric stops improving (see EarlyStopping).
-  std::optional<EarlyStopping> early_stopping;
+  std::optional<EarlyStopping> early_stopping = {};
   /// Keep the best checkpoint by an eval metric (see KeepBest; needs an output_dir).
-  std::optional<KeepBest> keep_best;
+  std::optional<KeepBest> keep_best = {};
   /// Wall-time budget in seconds for the whole run, summed over resumed runs (0: none).
   /// Before a step that could end past the budget (judged with room to spare by the
   /// last step's and the slowest evaluation's and checkpoint's durations), run()

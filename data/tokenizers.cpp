@@ -920,4 +920,33 @@ std::unique_ptr<Tokenizer> load_tokenizer(const std::string& path) {
       SentencePieceTokenizer::from_serialized(bytes, path));
 }
 
+// ---- Utf8Repairing ----
+
+Utf8Repairing::Utf8Repairing(std::shared_ptr<const Tokenizer> inner) : inner_(std::move(inner)) {
+  if (!inner_) throw core::ValueError("Utf8Repairing: the tokenizer to wrap is null");
+}
+
+std::vector<std::int32_t> Utf8Repairing::encode(std::string_view text) const {
+  std::uint64_t n = 0;
+  const std::string fixed = repair_utf8(text, &n);
+  replaced_ += n;
+  return inner_->encode(fixed);
+}
+
+std::string Utf8Repairing::decode(const std::vector<std::int32_t>& ids) const {
+  return inner_->decode(ids);
+}
+
+std::int32_t Utf8Repairing::vocab_size() const {
+  return inner_->vocab_size();
+}
+
+std::string Utf8Repairing::kind() const {
+  return inner_->kind();
+}
+
+void Utf8Repairing::save(const std::string& path) const {
+  inner_->save(path);
+}
+
 }  // namespace minitrax::data

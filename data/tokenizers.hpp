@@ -222,6 +222,36 @@ class SentencePieceTokenizer final : public Tokenizer {
   std::unique_ptr<Impl> impl_;
 };
 
+// -- texts with a few stray bytes ---------------------------------------------------
+/// A tokenizer whose encode() first replaces bytes that are not UTF-8 by U+FFFD
+/// (repair_utf8), for texts with a few stray bytes of another encoding (dict-gcide's
+/// dictionary has three): the wrapped tokenizer then sees valid UTF-8 only. decode,
+/// vocab_size, kind and save are the wrapped tokenizer's. Encoding with it never fails on
+/// invalid UTF-8, so it is for data that was checked to be text (replaced() tells how
+/// many bytes were replaced so far); for binary data use ByteTokenizer.
+/// @code
+/// auto chars = std::make_shared<data::CharTokenizer>(builder.finish());
+/// data::Utf8Repairing tok(chars);
+/// auto d = data::lm_text_data({"/usr/share/dictd/gcide.dict.dz"}, tok, 2048, 8, 0.01, 0);
+/// std::cout << tok.replaced() << " bytes replaced\n";   // 3
+/// @endcode
+class Utf8Repairing final : public Tokenizer {
+ public:
+  /// Wraps `inner` (not null; core::ValueError otherwise).
+  explicit Utf8Repairing(std::shared_ptr<const Tokenizer> inner);
+  std::vector<std::int32_t> encode(std::string_view text) const override;
+  std::string decode(const std::vector<std::int32_t>& ids) const override;
+  std::int32_t vocab_size() const override;
+  std::string kind() const override;
+  void save(const std::string& path) const override;
+  /// Bytes replaced by encode() so far.
+  std::uint64_t replaced() const { return replaced_; }
+
+ private:
+  std::shared_ptr<const Tokenizer> inner_;
+  mutable std::uint64_t replaced_ = 0;
+};
+
 // -- any kind -----------------------------------------------------------------------
 /// Loads what any tokenizer's save() wrote: the JSON file of ByteTokenizer or
 /// CharTokenizer, or a SentencePiece .model file. core::FileError if it is none of them.

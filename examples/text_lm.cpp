@@ -114,8 +114,8 @@ base::LayerPtr make_model(const app::TextConfig& c, long vocab_size, base::Mode 
 std::string model_summary(const app::TextConfig& c) {
   std::ostringstream os;
   if (c.model == "transformer") {
-    os << "TransformerLM, " << c.n_layers << " layers, d_model " << c.d_model << ", d_ff "
-       << c.d_ff << ", " << c.n_heads << " heads (full causal attention)";
+    os << "TransformerLM, " << c.n_layers << " layers, d_model " << c.d_model << ", d_ff " << c.d_ff
+       << ", " << c.n_heads << " heads (full causal attention)";
     return os.str();
   }
   os << "ReformerLM (reversible), " << c.n_layers << " layers, d_model " << c.d_model << ", d_ff "
@@ -132,36 +132,66 @@ std::string tokenizer_file(const std::string& kind) {
   return kind == "sentencepiece" ? "tokenizer.model" : "tokenizer.json";
 }
 
-// The text of the files for SentencePiece's training: at most `limit` bytes, whole lines.
-std::string training_sample(const std::vector<std::string>& files, std::size_t limit) {
+// Bytes that are not UTF-8, and all bytes, of the text read so far.
+struct Utf8Count {
+  std::uint64_t bad = 0, bytes = 0;
+  // A text with a few stray bytes (dict-gcide has 3 in 40 MB) is text; one with more than
+  // 1 in 1000 is not: a character or subword vocabulary of it would be meaningless.
+  void check(const app::TextConfig& c) const {
+    if (bad * 1000 > bytes) {
+      throw core::ValueError(
+          "'" + c.data + "' does not look like UTF-8 text: " + std::to_string(bad) + " of its " +
+          std::to_string(bytes) + " bytes are not UTF-8; tokenizer " + c.tokenizer +
+          " needs text (--tokenizer bytes takes any data)");
+    }
+  }
+};
+
+// The text of the files for SentencePiece's training: at most `limit` bytes, whole lines,
+// stray bytes replaced.
+std::string training_sample(const std::vector<std::string>& files, std::size_t limit,
+                            Utf8Count& count) {
   std::string text;
   for (const std::string& f : files) {
     if (text.size() >= limit) break;
     data::for_each_text_chunk(f, [&](std::string_view chunk) {
-      if (text.size() < limit) text.append(chunk.substr(0, limit - text.size()));
+      if (text.size() >= limit) return;
+      std::uint64_t n = 0;
+      text += data::repair_utf8(chunk, &n);
+      count.bad += n;
+      count.bytes += chunk.size();
     });
   }
   if (const std::size_t nl = text.rfind('\n'); nl != std::string::npos) text.resize(nl + 1);
   return text;
 }
 
-// A new tokenizer for the run's text.
-std::unique_ptr<data::Tokenizer> make_tokenizer(const app::TextConfig& c,
-                                                const std::vector<std::string>& files) {
-  if (c.tokenizer == "bytes") return std::make_unique<data::ByteTokenizer>();
+// A new tokenizer for the run's text; a text with more than a few bytes that are not
+// UTF-8 is refused for characters and subwords.
+std::shared_ptr<const data::Tokenizer> make_tokenizer(const app::TextConfig& c,
+                                                      const std::vector<std::string>& files) {
+  if (c.tokenizer == "bytes") return std::make_shared<data::ByteTokenizer>();
+  Utf8Count count;
   if (c.tokenizer == "chars") {
     data::CharVocabBuilder builder(files.size() == 1 ? files[0] : c.data);
     for (const std::string& f : files) {
-      data::for_each_text_chunk(f, [&](std::string_view chunk) { builder.add(chunk); });
+      data::for_each_text_chunk(f, [&](std::string_view chunk) {
+        std::uint64_t n = 0;
+        builder.add(data::repair_utf8(chunk, &n));
+        count.bad += n;
+        count.bytes += chunk.size();
+      });
     }
-    return std::make_unique<data::CharTokenizer>(builder.finish());
+    count.check(c);
+    return std::make_shared<data::CharTokenizer>(builder.finish());
   }
   data::SentencePieceOptions o;
   o.vocab_size = static_cast<std::int32_t>(c.sp_vocab_size);
   o.model_type = c.sp_model_type;
   o.seed = static_cast<std::uint32_t>(c.seed) + 1;
-  const std::string sample = training_sample(files, std::size_t{16} << 20);
-  return std::make_unique<data::SentencePieceTokenizer>(
+  const std::string sample = training_sample(files, std::size_t{16} << 20, count);
+  count.check(c);
+  return std::make_shared<data::SentencePieceTokenizer>(
       data::SentencePieceTokenizer::train_on_text(sample, o, c.data));
 }
 
@@ -205,7 +235,8 @@ std::vector<std::string> continue_prompts(base::Layer& predict, const data::Toke
   if (static_cast<long>(longest) + n_new > c.length) {
     n_new = std::max<long>(0, c.length - static_cast<long>(longest));
   }
-  const core::Tensor out = models::autoregressive_sample(predict, ids, n_new, sample_options(c, rng));
+  const core::Tensor out =
+      models::autoregressive_sample(predict, ids, n_new, sample_options(c, rng));
   const std::size_t width = out.shape()[1];
   std::vector<std::string> texts;
   for (std::size_t b = 0; b < ids.size(); ++b) {
@@ -298,7 +329,7 @@ int train(const app::TextCommandLine& cl) {
   // ---- tokenizer and data ----
   const std::vector<std::string> files = data::list_files(c.data);
   const fs::path tok_path = fs::path(dir) / tokenizer_file(c.tokenizer);
-  std::unique_ptr<data::Tokenizer> tok;
+  std::shared_ptr<const data::Tokenizer> tok;
   const bool tokenizer_saved = cl.resume && fs::exists(tok_path);
   std::cout << "minitrax text_lm: a language model on " << c.data << " (" << files.size()
             << (files.size() == 1 ? " file" : " files") << ")\n";
@@ -312,22 +343,30 @@ int train(const app::TextCommandLine& cl) {
               << "the text)\n";
   }
   std::cout << std::flush;
+  // Characters and subwords see valid UTF-8 only (the few stray bytes a text may have
+  // become U+FFFD; make_tokenizer refused anything more).
+  std::shared_ptr<const data::Tokenizer> encoder = tok;
+  if (tok->kind() != "bytes") encoder = std::make_shared<data::Utf8Repairing>(tok);
   const data::LMTextData d =
-      data::lm_text_data({c.data}, *tok, static_cast<std::size_t>(c.length),
+      data::lm_text_data({c.data}, *encoder, static_cast<std::size_t>(c.length),
                          static_cast<std::size_t>(c.batch), c.eval_fraction, c.seed);
+  if (auto* r = dynamic_cast<const data::Utf8Repairing*>(encoder.get()); r && r->replaced() > 0) {
+    std::cout << "  note: " << r->replaced() << " bytes of the text are not UTF-8; each reads as "
+              << "U+FFFD\n";
+  }
   const long eval_batches = std::min<long>(c.eval_batches, d.eval_batches);
-  const double tokens_per_char =
-      static_cast<double>(d.eval_tokens) / static_cast<double>(std::max<std::int64_t>(d.eval_characters, 1));
+  const double tokens_per_char = static_cast<double>(d.eval_tokens) /
+                                 static_cast<double>(std::max<std::int64_t>(d.eval_characters, 1));
   std::cout << "  text: " << d.total_characters << " characters, " << d.held << "; "
-            << d.train_tokens << " tokens for training, " << d.eval_tokens
-            << " held out (the last " << core::shortest(100 * c.eval_fraction) << "%; "
-            << eval_batches << " of its " << d.eval_batches << " batches per evaluation)\n"
+            << d.train_tokens << " tokens for training, " << d.eval_tokens << " held out (the last "
+            << core::shortest(100 * c.eval_fraction) << "%; " << eval_batches << " of its "
+            << d.eval_batches << " batches per evaluation)\n"
             << "  model: " << model_summary(c) << ", windows of " << c.length << " tokens\n"
             << "  training: batch " << c.batch << ", up to " << c.steps << " steps"
             << (c.time_budget > 0 ? " or " + core::shortest(c.time_budget) + " s" : "")
             << ", Adam lr " << c.lr << " (" << c.schedule << ", warmup " << c.warmup_steps
-            << "), seed " << c.seed << "\n  output: " << dir
-            << "/ (config.json, " << tokenizer_file(c.tokenizer)
+            << "), seed " << c.seed << "\n  output: " << dir << "/ (config.json, "
+            << tokenizer_file(c.tokenizer)
             << ", metrics.jsonl, checkpoints, ckpt_best.npz, results.json, curves.svg); BLAS "
                "kernels: "
             << core::blas_core_name() << "\n";
@@ -375,22 +414,26 @@ int train(const app::TextCommandLine& cl) {
                                              : training::Progress::automatic;
   options.keep_best = training::KeepBest{.metric = "loss"};
   if (c.early_stop_patience > 0) {
-    options.early_stopping = training::EarlyStopping{.metric = "loss", .patience = c.early_stop_patience};
+    options.early_stopping =
+        training::EarlyStopping{.metric = "loss", .patience = c.early_stop_patience};
   }
   options.time_budget_seconds = c.time_budget;
   const std::string prompt = training_prompt(c, *tok, d);
   if (c.sample_every > 0) {
     const data::Tokenizer* t = tok.get();
-    options.callbacks.push_back(training::every(
-        c.sample_every, [&c, t, prompt](training::Loop& loop, long step) {
+    options.callbacks.push_back(
+        training::every(c.sample_every, [&c, t, prompt](training::Loop& loop, long step) {
           training::Checkpoint now;
           now.weights = loop.model()->flat_weights();
-          auto p = predict_model(c, t->vocab_size(), 1, now, "the model at step " + std::to_string(step));
-          const auto text = continue_prompts(*p, *t, {prompt}, c,
-                                             core::fold_in(core::key_from_seed(c.seed), static_cast<std::uint32_t>(step)));
+          auto p = predict_model(c, t->vocab_size(), 1, now,
+                                 "the model at step " + std::to_string(step));
+          const auto text = continue_prompts(
+              *p, *t, {prompt}, c,
+              core::fold_in(core::key_from_seed(c.seed), static_cast<std::uint32_t>(step)));
           std::cout << "\nsample at step " << step << " (temperature "
-                    << core::shortest(c.sample_temperature) << "):\n" << shown(prompt) << "|"
-                    << shown(text[0]) << "\n" << std::flush;
+                    << core::shortest(c.sample_temperature) << "):\n"
+                    << shown(prompt) << "|" << shown(text[0]) << "\n"
+                    << std::flush;
         }));
   }
 
@@ -415,7 +458,6 @@ int train(const app::TextCommandLine& cl) {
               << " --resume --output-dir " << dir << "\n";
     return stop.exit_status();
   }
-  if (!loop.end_message().empty()) std::cout << loop.end_message() << "\n";
 
   // ---- results ----
   const auto last = loop.latest_metrics("eval");
@@ -425,10 +467,12 @@ int train(const app::TextCommandLine& cl) {
       std::chrono::duration<double>(std::chrono::steady_clock::now() - started_at).count();
   const double trained = loop.trained_seconds();
   const double tokens_per_second =
-      trained > 0 ? static_cast<double>(loop.step()) * static_cast<double>(c.batch * c.length) / trained
-                  : 0.0;
-  results << "{\n  \"steps\": " << loop.step() << ",\n  \"trained_seconds\": "
-          << core::shortest(trained) << ",\n  \"training_tokens_per_second\": "
+      trained > 0
+          ? static_cast<double>(loop.step()) * static_cast<double>(c.batch * c.length) / trained
+          : 0.0;
+  results << "{\n  \"steps\": " << loop.step()
+          << ",\n  \"trained_seconds\": " << core::shortest(trained)
+          << ",\n  \"training_tokens_per_second\": "
           << core::shortest(std::round(tokens_per_second)) << ",\n  \"end\": \""
           << loop.end_message() << "\"";
   if (last) {
@@ -465,13 +509,14 @@ int sample_from(const app::TextCommandLine& cl) {
   for (const std::string& key : cl.given_keys) {
     if (key.rfind("sample_", 0) != 0 && key != "seed") {
       throw app::ConfigError("--sample-from takes the model from the run in '" + dir +
-                             "'; only the sample_* settings and seed may be given, got --" + key);
+                             "'; only the sample_* settings and seed may be given, got " +
+                             app::settings::flag_of(key));
     }
   }
   const std::string config_path = (fs::path(dir) / "config.json").string();
   if (!fs::exists(config_path)) {
-    throw app::ConfigError("--sample-from '" + dir + "': no config.json there; is it a run folder of " +
-                           kProgram + "?");
+    throw app::ConfigError("--sample-from '" + dir +
+                           "': no config.json there; is it a run folder of " + kProgram + "?");
   }
   app::TextConfig c;
   app::apply_json(c, app::read_config_file(config_path), "saved config '" + config_path + "'");

@@ -809,3 +809,24 @@ TEST_CASE("SentencePiece: bad inputs") {
       "decode: id 400 at position 1 is outside the vocabulary [0, 400) of the SentencePiece "
       "tokenizer");
 }
+
+TEST_CASE("tokenizers: Utf8Repairing replaces stray bytes, then encodes as the wrapped one") {
+  auto chars =
+      std::make_shared<data::CharTokenizer>(data::CharTokenizer::build("abc \xEF\xBF\xBD"));
+  data::Utf8Repairing tok(chars);
+  // "a\x92b": one Windows-1252 byte between two letters becomes U+FFFD.
+  const std::vector<std::int32_t> ids = tok.encode(
+      "a\x92"
+      "b c");
+  CHECK(ids == chars->encode("a\xEF\xBF\xBD"
+                             "b c"));
+  CHECK(tok.replaced() == 1);
+  CHECK(tok.decode(ids) ==
+        "a\xEF\xBF\xBD"
+        "b c");
+  CHECK(tok.encode("abc") == chars->encode("abc"));  // valid text: unchanged
+  CHECK(tok.replaced() == 1);
+  CHECK(tok.vocab_size() == chars->vocab_size());
+  CHECK(tok.kind() == "chars");
+  CHECK_THROWS_AS(data::Utf8Repairing(nullptr), core::ValueError);
+}

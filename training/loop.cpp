@@ -7,6 +7,7 @@
 #include <cerrno>
 #include <cstring>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -494,7 +495,12 @@ void Loop::progress(long target, double loss, bool force) {
   const double elapsed = t - run_start_;
   const long done = step_ - run_start_step_;
   const double rate = elapsed > 0 ? static_cast<double>(done) / elapsed : 0.0;
-  const double eta = rate > 0 ? static_cast<double>(target - step_) / rate : NAN;
+  double eta = rate > 0 ? static_cast<double>(target - step_) / rate : NAN;
+  if (options_.time_budget_seconds > 0) {
+    // A run with a time budget ends with the budget if not before.
+    const double left = std::max(0.0, options_.time_budget_seconds - trained_seconds());
+    eta = std::isnan(eta) ? left : std::min(eta, left);
+  }
   char stats[160];
   std::snprintf(stats, sizeof stats, "loss %.4f | %.2f steps/s | ETA %s", loss, rate,
                 format_duration(eta).c_str());

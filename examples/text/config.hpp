@@ -47,7 +47,7 @@ struct TextConfig {
   // training
   long batch = 4;
   long steps = 100000;
-  double lr = 1e-3;
+  double lr = 4e-3;
   long warmup_steps = kAutoWarmup;
   std::string schedule = "rsqrt";  ///< "rsqrt", "constant" or "cosine"
   long seed = 0;
@@ -57,7 +57,7 @@ struct TextConfig {
   long eval_batches = 4;
   long checkpoint_every = 200;
   long early_stop_patience = 0;  ///< evaluations without a better eval loss; 0: never
-  long sample_every = 500;       ///< steps between samples printed in training; 0: none
+  long sample_every = 100;       ///< steps between samples printed in training; 0: none
   std::string sample_prompt = "";
   long sample_length = 200;         ///< tokens to generate
   double sample_temperature = 0.8;  ///< 0: greedy

@@ -461,7 +461,11 @@ int train(const app::TextCommandLine& cl) {
 
   // ---- results ----
   const auto last = loop.latest_metrics("eval");
-  write_curves(dir, model_summary(c), loop.history());
+  write_curves(dir,
+               std::string(c.model == "reformer" ? "ReformerLM" : "TransformerLM") + " on " +
+                   fs::path(c.data).filename().string() + " (" + c.tokenizer + ", windows of " +
+                   std::to_string(c.length) + ")",
+               loop.history());
   std::ostringstream results;
   const double seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - started_at).count();

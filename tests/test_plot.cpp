@@ -352,6 +352,21 @@ TEST_CASE("plot: a text LM's curves, loss and bits per character, train and eval
   check_chart("text_lm_curves", svg);
 }
 
+TEST_CASE("plot: a title wider than the chart is cut short with an ellipsis, not clipped") {
+  plot::LineChart c;
+  c.title =
+      "ReformerLM (reversible), 2 layers, d_model 128, d_ff 512, 2 heads, attention "
+      "[lsh], LSH n_hashes 2, n_buckets 64, chunk_len 64 \xC3\xA9\xC3\xA9\xC3\xA9";
+  c.x_label = "training step";
+  c.panels.push_back(
+      {"loss", plot::Scale::linear, {}, {}, {plot::Series::train("train", {1, 2, 3}, {3, 2, 1})}});
+  const std::string svg = plot::line_chart_svg(c);
+  CHECK(svg.find("chunk_len 64") == std::string::npos);  // the end was cut
+  CHECK(svg.find("\xE2\x80\xA6") != std::string::npos);  // and says so
+  CHECK(svg.find("ReformerLM (reversible), 2 layers") != std::string::npos);
+  check_chart("long_title", svg);  // parses, renders, every text inside the viewBox
+}
+
 TEST_CASE("plot: log x and log y, as in a scaling benchmark") {
   plot::LineChart c;
   c.title = "time per token against length";

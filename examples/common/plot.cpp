@@ -562,13 +562,21 @@ std::string line_chart_svg(const LineChart& chart) {
 
   svg.open(W, H);
   if (!chart.title.empty()) {
-    const double tw = text_width(chart.title, kTitleFont);
-    // Centred on the image when it fits, else from the left edge.
-    if (tw + 2 * kPad <= W) {
-      svg.text(W / 2, title_baseline, chart.title, "middle", kTitleFont);
-    } else {
-      svg.text(kPad, title_baseline, chart.title, "start", kTitleFont);
+    // Centred on the image when it fits, else cut short (at a character boundary,
+    // ending with an ellipsis) so that nothing is clipped.
+    std::string title = chart.title;
+    if (text_width(title, kTitleFont) + 2 * kPad > W) {
+      const std::string ellipsis = "\xE2\x80\xA6";
+      while (!title.empty() && text_width(title + ellipsis, kTitleFont) + 2 * kPad > W) {
+        // One whole character: its continuation bytes, then its first byte.
+        while (!title.empty() && (static_cast<unsigned char>(title.back()) & 0xC0) == 0x80) {
+          title.pop_back();
+        }
+        if (!title.empty()) title.pop_back();
+      }
+      title += ellipsis;
     }
+    svg.text(W / 2, title_baseline, title, "middle", kTitleFont);
   }
   // The axes' ends lie kInset px inside the frame, so that a point at an end (the last
   // evaluation, an accuracy of 100%) is not drawn on the frame.

@@ -4,7 +4,8 @@
 #   1. trains a tiny character-level ReformerLM: held-out bits per character, a sample,
 #      and the run's files (config.json, tokenizer.json, metrics.jsonl, ckpt_best.npz,
 #      curves.svg, results.json);
-#   2. --resume continues it; --sample-from samples a batch of two prompts;
+#   2. --resume continues it (and a run resumed halfway ends with the uninterrupted run's
+#      checkpoint, byte for byte); --sample-from samples a batch of two prompts;
 #   3. SentencePiece subwords train and sample the same way;
 #   4. bad input: an empty file, a text smaller than one window, binary data for a
 #      character vocabulary, a prompt outside the vocabulary, a SentencePiece model that
@@ -69,6 +70,21 @@ run(2 sample_flag --sample-from ${WORK}/chars --d-model 3)
 expect_in(sample_flag "only the sample_* settings and seed may be given, got --d-model")
 run(1 prompt_outside --sample-from ${WORK}/chars --prompt "日本")
 expect_in(prompt_outside "prompt character 0 '日' (U+65E5) is not in the vocabulary of")
+
+# 2b. an interrupted run resumed ends where an uninterrupted one does, byte for byte: the
+#     text pipeline's position is in the checkpoint
+run(0 straight --data "${DOCS}/*.md" --output-dir ${WORK}/straight --steps 8
+    --checkpoint-every 4 --eval-every 4 --sample-every 0 ${tiny})
+run(0 first_half --data "${DOCS}/*.md" --output-dir ${WORK}/halves --steps 4
+    --checkpoint-every 4 --eval-every 4 --sample-every 0 ${tiny})
+run(0 second_half --data "${DOCS}/*.md" --output-dir ${WORK}/halves --steps 8 --resume
+    --checkpoint-every 4 --eval-every 4 --sample-every 0 ${tiny})
+file(SHA256 ${WORK}/straight/ckpt_000000008.npz straight_hash)
+file(SHA256 ${WORK}/halves/ckpt_000000008.npz halves_hash)
+if(NOT straight_hash STREQUAL halves_hash)
+  message(FATAL_ERROR "a run resumed at step 4 ends with another checkpoint than the "
+                      "uninterrupted one (step 8)")
+endif()
 
 # 3. SentencePiece subwords
 run(0 subwords --data "${DOCS}/*.md" --output-dir ${WORK}/sp --tokenizer sentencepiece

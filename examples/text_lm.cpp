@@ -189,6 +189,7 @@ std::shared_ptr<const data::Tokenizer> make_tokenizer(const app::TextConfig& c,
   o.vocab_size = static_cast<std::int32_t>(c.sp_vocab_size);
   o.model_type = c.sp_model_type;
   o.seed = static_cast<std::uint32_t>(c.seed) + 1;
+  o.max_lines = 50000;  // lines sampled for training: SentencePiece's time grows with them
   const std::string sample = training_sample(files, std::size_t{16} << 20, count);
   count.check(c);
   return std::make_shared<data::SentencePieceTokenizer>(

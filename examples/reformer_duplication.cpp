@@ -24,6 +24,8 @@
 #include <vector>
 
 #include "autodiff/tape.hpp"
+#include "common/run_start.hpp"
+#include "common/training_setup.hpp"
 #include "core/format.hpp"
 #include "core/kernels.hpp"
 #include "core/npy.hpp"
@@ -147,54 +149,16 @@ std::string percent(double x) {
   return buf;
 }
 
-// Reads the folder's config.json, the run's settings (empty if there is none).
-std::optional<std::string> saved_config(const std::string& dir) {
-  const fs::path path = fs::path(dir) / "config.json";
-  std::error_code ec;
-  if (!fs::exists(path, ec) && !fs::is_symlink(path, ec)) return std::nullopt;
-  return app::read_config_file(path.string());
-}
-
 int run(const app::CommandLine& cl, const std::string& program) {
-  app::DuplicationConfig c = cl.config;
   const auto started = std::chrono::steady_clock::now();
 
   // ---- output folder: one writer, and nothing written before every check passed ----
-  std::error_code ec;
-  fs::create_directories(c.output_dir, ec);
-  if (ec || !fs::is_directory(c.output_dir)) {
-    std::cerr << "reformer_duplication: cannot create output_dir '" << c.output_dir
-              << "': " << (ec ? ec.message() : std::string("not a folder")) << "\n";
-    return 1;
-  }
-  // Held until the process ends (the kernel drops it even on kill -9); the Loop below
-  // shares it.
-  const auto lock = training::RunLock::acquire(c.output_dir);
-  // A folder with checkpoints, or with the metrics of a run killed before its first
-  // checkpoint, belongs to a run: continue it (--resume) or go elsewhere.
-  const std::string held = training::describe_run(c.output_dir);
-  if (!cl.resume && !held.empty()) {
-    std::cerr << "reformer_duplication: '" << c.output_dir << "' already holds a run (" << held
-              << "); pass --resume to continue it, or --output-dir to start a new run "
-                 "elsewhere (nothing was changed)\n";
-    return 2;
-  }
-  const std::optional<std::string> saved = cl.resume ? saved_config(c.output_dir) : std::nullopt;
-  if (!cl.resume) c = app::resolve_new_run(cl);  // warmup "auto" made a number
-  if (cl.resume) {
-    if (saved) {
-      // The saved config is the run's truth: flags may change only what leaves the
-      // computation done so far as it is (steps, cadences, display); anything else is
-      // refused here, before a file is touched.
-      c = app::resolve_resume(*saved, (fs::path(c.output_dir) / "config.json").string(), cl);
-    } else if (!held.empty()) {
-      std::cerr << "reformer_duplication: '" << c.output_dir << "' holds a run (" << held
-                << ") but no config.json, so its settings are unknown; nothing was changed\n";
-      return 2;
-    } else {
-      c = app::resolve_new_run(cl);  // nothing to continue: a new run with these flags
-    }
-  }
+  // (examples/common/run_start.hpp: the lock, a folder holding a run needs --resume,
+  // the saved config.json is the run's truth)
+  app::StartedRun<app::DuplicationConfig> started_run =
+      app::start_run(app::duplication_config_table(), cl);
+  app::DuplicationConfig c = started_run.config;
+  const std::optional<std::string>& saved = started_run.saved_config;
   const auto L = static_cast<std::size_t>(c.length);
 
   // ---- model, data, training ----
@@ -206,20 +170,9 @@ int run(const app::CommandLine& cl, const std::string& program) {
   const auto eval_stream = training::copy_task_stream(
       keys[1], static_cast<std::size_t>(c.eval_batch), L, static_cast<std::size_t>(c.vocab));
 
-  training::AdamOptions adam;
-  adam.learning_rate = c.lr;
-  adam.weight_decay_rate = 0.0;
-  adam.clip_grad_norm = 1.0;
-  training::Schedule schedule;
-  if (c.schedule == "cosine") {
-    schedule = training::cosine(c.lr, c.steps, c.lr / 20, c.warmup_steps);
-  } else if (c.schedule == "rsqrt") {
-    schedule = training::warmup_and_rsqrt_decay(std::max<long>(c.warmup_steps, 1), c.lr);
-  } else {
-    schedule = training::constant(c.lr);
-  }
   training::TrainTask task{train_stream, training::WeightedCategoryCrossEntropy(),
-                           std::make_shared<training::Adam>(adam), schedule};
+                           app::clipped_adam(c.lr),
+                           app::schedule_by_name(c.schedule, c.lr, c.steps, c.warmup_steps)};
   training::EvalTask eval;
   eval.stream = eval_stream;
   eval.metrics = {{"loss", training::WeightedCategoryCrossEntropy()},
@@ -229,10 +182,7 @@ int run(const app::CommandLine& cl, const std::string& program) {
   options.output_dir = c.output_dir;
   options.eval_every = c.eval_every;
   options.checkpoint_every = c.checkpoint_every;
-  options.progress = c.progress == "bar"     ? training::Progress::bar
-                     : c.progress == "lines" ? training::Progress::lines
-                     : c.progress == "none"  ? training::Progress::none
-                                             : training::Progress::automatic;
+  options.progress = app::progress_by_name(c.progress);
 
   std::cout << "minitrax: toy Reformer on the duplication task \"0 w 0 w\"\n"
             << "  task: length " << c.length << " (|w| = " << c.length / 2 - 1 << "), vocab "
@@ -260,10 +210,7 @@ int run(const app::CommandLine& cl, const std::string& program) {
       std::cout << "--resume: no checkpoint in " << c.output_dir << ", starting at step 0\n";
     }
   }
-  const std::string config_text = app::to_json(c) + "\n";
-  if (!saved || *saved != config_text) {
-    core::write_file_atomic((fs::path(c.output_dir) / "config.json").string(), config_text);
-  }
+  app::write_config_if_changed(c.output_dir, saved, app::to_json(c) + "\n");
   auto resume_hint = [&] {
     return "to continue: " + program + " --resume --output-dir " + c.output_dir;
   };
@@ -405,6 +352,9 @@ int main(int argc, char** argv) {
   } catch (const app::ConfigError& e) {
     std::cerr << "reformer_duplication: " << e.what() << "\n";
     return 2;
+  } catch (const app::RunRefused& e) {
+    std::cerr << "reformer_duplication: " << e.what() << "\n";
+    return e.status();
   } catch (const training::RunLockedError& e) {
     std::cerr << "reformer_duplication: " << e.what() << "\n";
     return 2;

@@ -33,6 +33,7 @@
 #include "autodiff/fastmath.hpp"
 #include "common/plot.hpp"
 #include "common/run_start.hpp"
+#include "common/training_setup.hpp"
 #include "core/format.hpp"
 #include "core/kernels.hpp"
 #include "core/npy.hpp"
@@ -375,20 +376,9 @@ int train(const app::TextCommandLine& cl) {
   // ---- model and loop ----
   auto model = make_model(c, tok->vocab_size(), base::Mode::train);
   const auto keys = core::split(core::key_from_seed(static_cast<std::uint64_t>(c.seed)), 3);
-  training::AdamOptions adam;
-  adam.learning_rate = c.lr;
-  adam.weight_decay_rate = 0.0;
-  adam.clip_grad_norm = 1.0;
-  training::Schedule schedule;
-  if (c.schedule == "cosine") {
-    schedule = training::cosine(c.lr, c.steps, c.lr / 20, c.warmup_steps);
-  } else if (c.schedule == "rsqrt") {
-    schedule = training::warmup_and_rsqrt_decay(std::max<long>(c.warmup_steps, 1), c.lr);
-  } else {
-    schedule = training::constant(c.lr);
-  }
   training::TrainTask task{d.train, training::WeightedCategoryCrossEntropy(),
-                           std::make_shared<training::Adam>(adam), schedule};
+                           app::clipped_adam(c.lr),
+                           app::schedule_by_name(c.schedule, c.lr, c.steps, c.warmup_steps)};
   // Bits per token and per character from the same cross-entropy (nats per token).
   const double ln2 = std::log(2.0);
   auto scaled = [](std::string name, double k) {
@@ -409,10 +399,7 @@ int train(const app::TextCommandLine& cl) {
   options.output_dir = dir;
   options.eval_every = c.eval_every;
   options.checkpoint_every = c.checkpoint_every;
-  options.progress = c.progress == "bar"     ? training::Progress::bar
-                     : c.progress == "lines" ? training::Progress::lines
-                     : c.progress == "none"  ? training::Progress::none
-                                             : training::Progress::automatic;
+  options.progress = app::progress_by_name(c.progress);
   options.keep_best = training::KeepBest{.metric = "loss"};
   if (c.early_stop_patience > 0) {
     options.early_stopping =

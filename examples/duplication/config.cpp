@@ -91,6 +91,10 @@ const ConfigTable<DuplicationConfig>& table() {
 
 }  // namespace
 
+const ConfigTable<DuplicationConfig>& duplication_config_table() {
+  return table();
+}
+
 void apply_json(DuplicationConfig& config, const std::string& json_text,
                 const std::string& source) {
   (void)table().apply_json_keys(config, json_text, source);

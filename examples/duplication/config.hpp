@@ -82,6 +82,9 @@ struct DuplicationConfig {
 /// What the command line asked for (common/settings.hpp).
 using CommandLine = CommandLineOf<DuplicationConfig>;
 
+/// The settings table and its machinery (common/settings.hpp's ConfigTable).
+const ConfigTable<DuplicationConfig>& duplication_config_table();
+
 /// Parses argv without the program name (flags and --config FILE); throws ConfigError.
 /// --help or -h anywhere wins: the result has help = true and nothing else is read.
 CommandLine parse_command_line(const std::vector<std::string>& args);

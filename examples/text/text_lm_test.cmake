@@ -6,7 +6,8 @@
 #      curves.svg, results.json);
 #   2. --resume continues it (and a run resumed halfway ends with the uninterrupted run's
 #      checkpoint, byte for byte); --sample-from samples a batch of two prompts;
-#   3. SentencePiece subwords train and sample the same way;
+#   3. SentencePiece subwords train and sample the same way; so do bytes with a
+#      TransformerLM;
 #   4. bad input: an empty file, a text smaller than one window, binary data for a
 #      character vocabulary, a prompt outside the vocabulary, a SentencePiece model that
 #      does not load: each a clear message and exit status 1 (or 2 for bad flags).
@@ -97,6 +98,14 @@ run(0 sp_sample --sample-from ${WORK}/sp --prompt "The model")
 file(WRITE ${WORK}/sp/tokenizer.model "not a SentencePiece model\n")
 run(1 sp_broken --sample-from ${WORK}/sp --prompt "The model")
 expect_in(sp_broken "tokenizer.model")
+
+# 3b. bytes, and a TransformerLM instead of a ReformerLM, sampled from the saved run
+run(0 bytes_transformer --data "${DOCS}/*.md" --output-dir ${WORK}/bytes --tokenizer bytes
+    --model transformer --steps 3 --eval-every 3 --sample-every 3 ${tiny})
+expect_in(bytes_transformer "tokens: bytes, 258 ids")
+expect_in(bytes_transformer "TransformerLM")
+run(0 bytes_sample --sample-from ${WORK}/bytes --prompt "日本" --sample-top-p 0.9)
+expect_in(bytes_sample "--- prompt 1: \"日本\"")
 
 # 4. bad data
 file(WRITE ${WORK}/empty.txt "")

@@ -54,33 +54,12 @@ struct AttentionChoice {
 
 models::ReformerLMOptions model_options(const app::DuplicationConfig& c, AttentionChoice choice,
                                         base::Mode mode) {
-  models::ReformerLMOptions o;
-  o.vocab_size = c.vocab;
-  o.d_model = c.d_model;
-  o.d_ff = c.d_ff;
-  o.d_attention_key = c.d_attention_key;
-  o.d_attention_value = c.d_attention_value;
-  o.n_layers = c.n_layers;
-  o.n_heads = c.n_heads;
-  o.dropout = c.dropout;
-  o.max_len = c.length;
-  o.ff_chunk_size = c.ff_chunk_size;
-  o.ff_activation = app::ff_activation_layer(c.ff_activation);
+  models::ReformerLMOptions o = app::reformer_options(c, c.vocab, mode);
   o.reversible = c.reversible;
-  o.mode = mode;
-  // Predict mode (sampling) keeps the whole sequence in each attention's memory.
-  const long mem = c.length;
+  const long mem = c.length;  // predict mode keeps the whole sequence
   for (const std::string& a : c.attention) {
     if (a == "lsh" && !choice.full) {
-      o.attention_type.push_back(models::lsh_self_attention({.chunk_len = c.chunk_len,
-                                                             .n_chunks_before = c.n_chunks_before,
-                                                             .n_chunks_after = 0,
-                                                             .n_hashes = choice.n_hashes,
-                                                             .n_buckets = {c.n_buckets},
-                                                             .predict_mem_len = mem,
-                                                             .predict_drop_len = mem,
-                                                             .attention_dropout = c.dropout,
-                                                             .n_parallel_heads = c.n_heads}));
+      o.attention_type.push_back(app::lsh_attention(c, choice.n_hashes, c.n_buckets));
     } else {
       // Full attention over the whole sequence; an LSH layer's weights (w_q, w_v,
       // w_o, queries shared with keys) fit SelfAttention with share_qk.

@@ -74,33 +74,11 @@ base::LayerPtr make_model(const app::TextConfig& c, long vocab_size, base::Mode 
     o.ff_activation = app::ff_activation_layer(c.ff_activation);
     return models::TransformerLM(o);
   }
-  models::ReformerLMOptions o;
-  o.vocab_size = vocab_size;
-  o.d_model = c.d_model;
-  o.d_ff = c.d_ff;
-  o.d_attention_key = c.d_attention_key;
-  o.d_attention_value = c.d_attention_value;
-  o.n_layers = c.n_layers;
-  o.n_heads = c.n_heads;
-  o.dropout = c.dropout;
-  o.max_len = c.length;
-  o.ff_chunk_size = c.ff_chunk_size;
-  o.ff_activation = app::ff_activation_layer(c.ff_activation);
-  o.mode = mode;
-  // Predict mode (sampling) keeps the whole window in each attention's memory.
-  const long mem = c.length;
+  models::ReformerLMOptions o = app::reformer_options(c, vocab_size, mode);
+  const long mem = c.length;  // predict mode (sampling) keeps the whole window
   for (const std::string& a : c.attention) {
     if (a == "lsh") {
-      o.attention_type.push_back(
-          models::lsh_self_attention({.chunk_len = c.chunk_len,
-                                      .n_chunks_before = c.n_chunks_before,
-                                      .n_chunks_after = 0,
-                                      .n_hashes = c.n_hashes,
-                                      .n_buckets = {app::effective_n_buckets(c)},
-                                      .predict_mem_len = mem,
-                                      .predict_drop_len = mem,
-                                      .attention_dropout = c.dropout,
-                                      .n_parallel_heads = c.n_heads}));
+      o.attention_type.push_back(app::lsh_attention(c, c.n_hashes, app::effective_n_buckets(c)));
     } else {
       o.attention_type.push_back(models::self_attention({.chunk_len = c.chunk_len,
                                                          .n_chunks_before = c.n_chunks_before,

@@ -21,8 +21,8 @@
 // on a CPU without AVX-512 that setting dies with SIGILL (OpenBLAS does not check), and
 // OpenBLAS's own choice (e.g. Haswell on AVX2) is the one to use. Results are bitwise
 // the same for any thread count whatever the kernels (core/parallel.hpp).
-// MINITRAX_EFFICIENT_ATTENTION_PER_HEAD=1 runs the memory-lean path head by head (the
-// path before batching) for comparison.
+// --per_head_path runs the memory-lean path head by head (the layers' per_head_path
+// option: forward_unbatched per slice, the path before batching) for comparison.
 //
 // heap_peak_MiB: the largest number of bytes live in malloc'd blocks at any moment of
 // the timed iterations (this program interposes malloc/free and counts each block's
@@ -156,6 +156,9 @@ Tensor input(long batch, long length) {
                         static_cast<std::size_t>(kDModel)});
 }
 
+// --per_head_path: the layers' per_head_path option (see the top of the file).
+bool g_per_head_path = false;
+
 void BM_dense(benchmark::State& state) {
   const long L = state.range(0);
   const bool backward = state.range(1) != 0;
@@ -164,7 +167,8 @@ void BM_dense(benchmark::State& state) {
                                   .d_qk = kDHead,
                                   .d_v = kDHead,
                                   .causal = true,
-                                  .mode = base::Mode::train});
+                                  .mode = base::Mode::train,
+                                  .per_head_path = g_per_head_path});
   const Tensor x = input(1, L);
   layer->init({{x.shape(), core::DType::f32}}, core::key_from_seed(0));
   run_steps(state, *layer, x, backward, L);
@@ -199,7 +203,8 @@ void BM_lsh(benchmark::State& state) {
                                      .n_hashes = n_hashes,
                                      .n_buckets = lsh_buckets(L, 64),
                                      .mode = base::Mode::train,
-                                     .n_parallel_heads = kHeads});
+                                     .n_parallel_heads = kHeads,
+                                     .per_head_path = g_per_head_path});
   const Tensor x = input(batch, L);
   layer->init({{x.shape(), core::DType::f32}}, core::key_from_seed(0));
   run_steps(state, *layer, x, backward, batch * L);
@@ -220,7 +225,8 @@ void BM_path(benchmark::State& state) {
                                .causal = true,
                                .chunk_len = 64,
                                .n_chunks_before = 1,
-                               .use_reference_code = reference});
+                               .use_reference_code = reference,
+                               .per_head_path = g_per_head_path});
   } else {
     layer = ea::LSHSelfAttention({.n_heads = kHeads,
                                   .d_qk = kDHead,
@@ -230,7 +236,8 @@ void BM_path(benchmark::State& state) {
                                   .n_hashes = 2,
                                   .n_buckets = {8},
                                   .n_parallel_heads = kHeads,
-                                  .use_reference_code = reference});
+                                  .use_reference_code = reference,
+                                  .per_head_path = g_per_head_path});
   }
   const Tensor x = input(1, L);
   layer->init({{x.shape(), core::DType::f32}}, core::key_from_seed(0));
@@ -297,6 +304,16 @@ int main(int argc, char** argv) {
     mallopt(M_MMAP_THRESHOLD, std::atoi(t));
     mallopt(M_TRIM_THRESHOLD, std::atoi(t));
   }
+  // --per_head_path (ours, taken out before Google Benchmark reads the flags).
+  int kept = 1;
+  for (int i = 1; i < argc; ++i) {
+    if (std::string(argv[i]) == "--per_head_path") {
+      g_per_head_path = true;
+    } else {
+      argv[kept++] = argv[i];
+    }
+  }
+  argc = kept;
   register_all();
   // Which OpenBLAS kernels ran (OPENBLAS_CORETYPE or OpenBLAS's own choice): the figures
   // depend on it.

@@ -168,6 +168,45 @@ class EfficientAttentionBase : public base::Layer {
   /// Row `index` (= example * n_heads + head) of the current state, leaves unstacked.
   std::vector<Tensor> state_row(long index) const;
 
+  /// What a group of slices produced.
+  struct GroupResult {
+    std::vector<long> examples;               ///< the examples touched, ascending
+    std::vector<Var> outputs;                 ///< per example: sum over the group's heads
+    std::vector<std::vector<Tensor>> states;  ///< per slice (idx_lo .. idx_hi - 1)
+  };
+  /// The outputs (out, logsumexp) of wide attention cores (a window of >= 1024 keys:
+  /// unchunked SelfAttention at L >= 1024), kept by the forward pass so that the
+  /// recomputation in the backward pass need not run them again. The memory-lean path
+  /// carries them as residuals of its custom-VJP node; groups record them in order
+  /// (replay = false) and take them back in the same order (replay = true).
+  struct KeptCores {
+    std::vector<Tensor> tensors;  ///< out, logsumexp, out, logsumexp, ...
+    std::size_t next = 0;         ///< the next pair to replay
+    bool replay = false;          ///< false: record; true: replay
+  };
+  /// One call of forward_group: the slices idx in [idx_lo, idx_hi) (idx = example *
+  /// n_heads + head). x_of(example) gives that example's [L, d_model] input, weights_of(head)
+  /// that head's weights, as Vars (constants in the forward pass, watched on a private
+  /// tape in the backward pass). `state` and `mask` are the stacked tensors.
+  struct GroupCall {
+    long idx_lo = 0;                                   ///< the first slice
+    long idx_hi = 0;                                   ///< one past the last slice
+    std::function<Var(long)> x_of;                     ///< example -> x [L, d_model]
+    std::function<std::vector<Var>(long)> weights_of;  ///< head -> its weights
+    Tensor mask;                                       ///< [B, L] int32, or undefined
+    std::vector<Tensor> state;                         ///< the stacked state leaves
+    Key rng;                          ///< the layer's rng (the same for every slice)
+    bool update_state = true;         ///< see update_state()
+    KeptCores* kept_cores = nullptr;  ///< where wide cores record / replay (may be null)
+  };
+  /// Runs the slices of `call`: the unit of work of the memory-lean path (Trax's
+  /// run_inner). This default loops over the slices calling forward_unbatched.
+  /// SelfAttentionLayer and LSHSelfAttentionLayer override it with their batched version
+  /// of forward_unbatched (all the group's heads in one op each; per_head_path = true
+  /// turns that off). A subclass that changes forward_unbatched and wants the memory-lean
+  /// path to run it should override forward_group to call this one.
+  virtual GroupResult forward_group(const GroupCall& call);
+
  protected:
   /// @copydoc minitrax::base::Layer::forward
   Stack forward(const Stack& inputs) override;
@@ -193,23 +232,6 @@ class EfficientAttentionBase : public base::Layer {
   State predict_state(const Signature& input_signature, const State& inner) const;
   /// The memory-lean implementation: one custom-VJP node, recomputation per group.
   Var forward_memory_lean(const Var& x, const Tensor& mask);
-
-  /// What a group of slices produced.
-  struct GroupResult {
-    std::vector<long> examples;               ///< the examples touched, ascending
-    std::vector<Var> outputs;                 ///< per example: sum over the group's heads
-    std::vector<std::vector<Tensor>> states;  ///< per slice (idx_lo .. idx_hi - 1)
-  };
-  /// Runs the slices idx in [idx_lo, idx_hi) (idx = example * n_heads + head): the unit
-  /// of work of the memory-lean path (Trax's run_inner), and the place to batch heads
-  /// for speed. x_of(example) gives that example's [L, d_model] input, weights_of(head)
-  /// that head's weights, as Vars (constants in the forward pass, watched on a private
-  /// tape in the backward pass). `state` and `mask` are the stacked tensors.
-  /// Default: a loop calling forward_unbatched.
-  virtual GroupResult forward_group(long idx_lo, long idx_hi, const std::function<Var(long)>& x_of,
-                                    const std::function<std::vector<Var>(long)>& weights_of,
-                                    const Tensor& mask, const std::vector<Tensor>& state, Key rng,
-                                    bool update_state);
 
   /// How many slices the memory-lean path processes at a time for a batch of B.
   long group_size(long batch) const;
@@ -248,7 +270,69 @@ struct SelfAttentionOptions {
   double output_dropout = 0.0;     ///< dropout on the output (train mode)
   std::optional<long> n_parallel_heads = std::nullopt;  ///< slices per group (memory-lean path)
   bool use_reference_code = false;  ///< run the plain (example, head) loop instead
+  /// The memory-lean path calls forward_unbatched head by head instead of its batched
+  /// group kernels (same function; for comparisons and benchmarks).
+  bool per_head_path = false;
 };
+
+/// SelfAttention's weight layout in one place: per head (or stacked over heads) the
+/// leaves w_q, w_k (not if share_qk), w_v, w_o, then with bias b_q, b_k (not if
+/// share_qk), b_v. Leaf is Var or Tensor; absent leaves are undefined.
+template <class Leaf>
+struct AttentionWeightsOf {
+  Leaf w_q;  ///< [d_model, d_qk]
+  Leaf w_k;  ///< [d_model, d_qk]; undefined if share_qk
+  Leaf w_v;  ///< [d_model, d_v]
+  Leaf w_o;  ///< [d_v, d_model]
+  Leaf b_q;  ///< [d_qk]; undefined without bias
+  Leaf b_k;  ///< [d_qk]; undefined without bias or if share_qk
+  Leaf b_v;  ///< [d_v]; undefined without bias
+
+  /// The names of the leaves, in order.
+  static std::vector<std::string> names(bool share_qk, bool bias) {
+    std::vector<std::string> n{"w_q"};
+    if (!share_qk) n.push_back("w_k");
+    n.push_back("w_v");
+    n.push_back("w_o");
+    if (bias) {
+      n.push_back("b_q");
+      if (!share_qk) n.push_back("b_k");
+      n.push_back("b_v");
+    }
+    return n;
+  }
+  /// The leaves by name; ValueError if there are not as many as names() says.
+  static AttentionWeightsOf unpack(const std::vector<Leaf>& leaves, bool share_qk, bool bias) {
+    const std::size_t want = names(share_qk, bias).size();
+    if (leaves.size() != want) {
+      throw core::ValueError("attention weights: expected " + std::to_string(want) +
+                             " leaves (w_q, [w_k], w_v, w_o[, biases]), got " +
+                             std::to_string(leaves.size()));
+    }
+    AttentionWeightsOf w;
+    std::size_t i = 0;
+    w.w_q = leaves[i++];
+    if (!share_qk) w.w_k = leaves[i++];
+    w.w_v = leaves[i++];
+    w.w_o = leaves[i++];
+    if (bias) {
+      w.b_q = leaves[i++];
+      if (!share_qk) w.b_k = leaves[i++];
+      w.b_v = leaves[i++];
+    }
+    return w;
+  }
+  /// The defined leaves in names() order.
+  std::vector<Leaf> pack() const {
+    std::vector<Leaf> out;
+    for (const Leaf* l : {&w_q, &w_k, &w_v, &w_o, &b_q, &b_k, &b_v}) {
+      if (l->defined()) out.push_back(*l);
+    }
+    return out;
+  }
+};
+/// One head's (or a group's) weights as Vars.
+using AttentionWeights = AttentionWeightsOf<Var>;
 
 /// Multi-head self-attention, one head at a time (Trax's SelfAttention).
 /// Weights per head (stacked on a leading n_heads axis), in this order:
@@ -291,6 +375,8 @@ class SelfAttentionLayer : public EfficientAttentionBase {
   std::pair<long, long> predict_lengths() const override;
 
  protected:
+  /// The batched forward_unbatched over a group's heads (efficient_attention_fast.cpp).
+  GroupResult forward_group(const GroupCall& call) override;
   /// @copydoc minitrax::base::Layer::weight_names
   std::vector<std::string> weight_names() const override;
   void check_inputs(const Signature& input_signature, bool against_weights) const override;
@@ -328,6 +414,7 @@ struct LSHSelfAttentionOptions {
   double output_dropout = 0.0;                 ///< dropout on the output (train mode)
   std::optional<long> n_parallel_heads = 1;    ///< slices per group (memory-lean path)
   bool use_reference_code = false;             ///< run the plain (example, head) loop instead
+  bool per_head_path = false;                  ///< see SelfAttentionOptions::per_head_path
   /// If set, the buckets in the state are zero-padded to n_hashes * this length, so the
   /// state keeps one shape for all sequence lengths up to it.
   std::optional<long> max_length_for_buckets = std::nullopt;
@@ -391,7 +478,25 @@ class LSHSelfAttentionLayer : public SelfAttentionLayer {
                                                 long head) override;
   std::pair<long, long> predict_lengths() const override;
 
+  /// The buckets of a call and the slice's new state (see buckets_of_call).
+  struct CallBuckets {
+    Tensor buckets;             ///< int32 [n_hashes * seqlen]
+    std::vector<Tensor> state;  ///< (buckets, hash key) after the call
+  };
+  /// The buckets of one (example, head) for a call of length seqlen, and the slice's new
+  /// state. update_state: the state's key is split into (hash_rng, hash_subrng); the
+  /// rotations (the fixed ones of `head` if set, else drawn from hash_subrng, in `dtype`)
+  /// go to hash_with, which returns int32 [n_hashes * seqlen]; the new state is (buckets,
+  /// zero-padded to max_length_for_buckets if set, hash_rng). Otherwise the stored
+  /// buckets (their first n_hashes * seqlen) and the state unchanged. ShapeError if the
+  /// buckets do not cover n_hashes * seqlen positions; ValueError for a malformed state.
+  CallBuckets buckets_of_call(const std::vector<Tensor>& state, bool update_state, long seqlen,
+                              long head, DType dtype,
+                              const std::function<Tensor(const Tensor&)>& hash_with) const;
+
  protected:
+  /// The batched forward_unbatched over a group's heads (efficient_attention_fast.cpp).
+  GroupResult forward_group(const GroupCall& call) override;
   void check_inputs(const Signature& input_signature, bool against_weights) const override;
 
  private:
@@ -399,6 +504,9 @@ class LSHSelfAttentionLayer : public SelfAttentionLayer {
   UnbatchedResult incremental_one_position(const Var& x, long q_start,
                                            const std::vector<Var>& weights,
                                            const std::vector<Tensor>& state, Key rng, long head);
+  /// The hash rotations of `head`: the fixed ones if set, else drawn from rng; in dtype.
+  Tensor rotations_of(long head, Key rng, DType dtype) const;
+  /// Buckets of q [n, d_qk] (mask [n] or undefined) with rotations_of(head, rng, q's dtype).
   Tensor hash(const Tensor& q, Key rng, const Tensor& mask, long head) const;
   LSHSelfAttentionOptions lsh_;
   Tensor fixed_rotations_;

@@ -45,52 +45,17 @@
 #include "autodiff/fastmath.hpp"
 #include "core/kernels.hpp"
 #include "core/ops.hpp"
+#include "layers/research/efficient_attention_internal.hpp"
 
 namespace minitrax::layers::research {
 
 namespace fm = minitrax::fastmath;
+using namespace detail;
 using base::ShapeDtype;
 using core::ShapeError;
 using core::ValueError;
 
 namespace {
-
-std::string str(long v) {
-  return std::to_string(v);
-}
-
-long as_long(std::size_t v) {
-  return static_cast<long>(v);
-}
-
-// Row i of a tensor stacked on axis 0, that axis dropped.
-Tensor row_at(const Tensor& stacked, long i) {
-  const Shape rest(stacked.shape().begin() + 1, stacked.shape().end());
-  return core::slice(stacked, 0, i, i + 1).reshape(rest);
-}
-
-// rows[slice][leaf] -> one tensor per leaf, stacked on a new axis 0.
-std::vector<Tensor> stack_slices(const std::vector<std::vector<Tensor>>& rows) {
-  std::vector<Tensor> leaves;
-  if (rows.empty()) return leaves;
-  for (std::size_t j = 0; j < rows[0].size(); ++j) {
-    std::vector<Tensor> parts;
-    parts.reserve(rows.size());
-    for (const auto& r : rows) {
-      Shape s = r.at(j).shape();
-      s.insert(s.begin(), 1);
-      parts.push_back(r[j].reshape(s));
-    }
-    leaves.push_back(core::concatenate(parts, 0));
-  }
-  return leaves;
-}
-
-State list_of(const std::vector<Tensor>& leaves) {
-  State s;
-  for (const Tensor& t : leaves) s.push_back(State(t));
-  return s;
-}
 
 // Is s a predict-mode state: (mem_end int32 [], (memory,), (per-slice leaves...))?
 bool is_predict_state(const State& s) {
@@ -170,10 +135,10 @@ Var EfficientAttentionBase::forward_predict(const Var& x) {
     std::vector<std::vector<Tensor>> rows;
     for (long i = 0; i < n_slices; ++i) {
       const Key k =
-          old_keys ? key_from_tensor(row_at(old.back(), i)) : keys[static_cast<std::size_t>(i)];
+          old_keys ? key_from_tensor(row_of(old.back(), i)) : keys[static_cast<std::size_t>(i)];
       rows.push_back(create_state_unbatched(unbatched, k));
     }
-    st = predict_state({{x.shape(), x.dtype()}}, list_of(stack_slices(rows)));
+    st = predict_state({{x.shape(), x.dtype()}}, state_of(stack_rows(rows)));
   }
 
   // Check the memory and the per-slice state against this call.
@@ -260,7 +225,7 @@ Var EfficientAttentionBase::forward_predict(const Var& x) {
     for (long head = 0; head < n_heads_; ++head) {
       std::vector<Tensor> slice_state;
       for (const Tensor& leaf : inner)
-        slice_state.push_back(row_at(leaf, example * n_heads_ + head));
+        slice_state.push_back(row_of(leaf, example * n_heads_ + head));
       UnbatchedResult r = incremental_forward_unbatched(x_example, q_start, n, head_weights(head),
                                                         slice_state, rng_, head);
       sum_over_heads = sum_over_heads.defined() ? sum_over_heads + r.out : r.out;
@@ -275,7 +240,7 @@ Var EfficientAttentionBase::forward_predict(const Var& x) {
   State new_state;
   new_state.push_back(State(Tensor::scalar(static_cast<double>(new_mem_end), DType::i32)));
   new_state.push_back(std::move(memory));
-  new_state.push_back(!new_rows.empty() && !new_rows[0].empty() ? list_of(stack_slices(new_rows))
+  new_state.push_back(!new_rows.empty() && !new_rows[0].empty() ? state_of(stack_rows(new_rows))
                                                                 : st[2]);
   state_ = std::move(new_state);
   return output;
@@ -320,17 +285,9 @@ EfficientAttentionBase::UnbatchedResult SelfAttentionLayer::incremental_forward_
   const std::vector<Key> rngs = core::split(rng, 2);
 
   // 2. This head's weights (biases too, which Trax's incremental path cannot unpack).
-  std::size_t i = 0;
-  const Var& w_q = weights.at(i++);
-  const Var w_k = opt_.share_qk ? Var() : weights.at(i++);
-  const Var& w_v = weights.at(i++);
-  const Var& w_o = weights.at(i++);
-  Var b_q, b_k, b_v;
-  if (opt_.bias) {
-    b_q = weights.at(i++);
-    if (!opt_.share_qk) b_k = weights.at(i++);
-    b_v = weights.at(i++);
-  }
+  const AttentionWeights w = AttentionWeights::unpack(weights, opt_.share_qk, opt_.bias);
+  const Var &w_q = w.w_q, &w_k = w.w_k, &w_v = w.w_v, &w_o = w.w_o;
+  const Var &b_q = w.b_q, &b_k = w.b_k, &b_v = w.b_v;
 
   // 3. Queries for the new positions only; keys and values for every position of x.
   const Var x_new = q_start == 0 && q_len == x_len ? x : fm::slice(x, 0, q_start, q_start + q_len);

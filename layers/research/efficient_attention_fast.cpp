@@ -1,0 +1,632 @@
+// minitrax/layers/research/efficient_attention_fast.cpp: the memory-lean path of the
+// efficient attention layers (EfficientAttentionBase::forward_memory_lean), and the
+// batched forward_group of SelfAttention and LSHSelfAttention that it runs.
+//
+// Read efficient_attention.cpp first: this file computes the same function as the
+// reference loop there, faster and with less memory, and the tests pin the two together.
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <map>
+
+// GCC 12 reports a false "may be used uninitialized" inside the AVX-512 intrinsics that
+// xsimd's max/min inline (as core/vmath.cpp notes); silenced for the header's lines only.
+#pragma GCC diagnostic push
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#include <xsimd/xsimd.hpp>
+#pragma GCC diagnostic pop
+
+#include "autodiff/fastmath.hpp"
+#include "autodiff/transforms.hpp"
+#include "core/kernels.hpp"
+#include "core/ops.hpp"
+#include "core/parallel.hpp"
+#include "layers/chunked_attention.hpp"
+#include "layers/research/efficient_attention.hpp"
+#include "layers/research/efficient_attention_internal.hpp"
+
+namespace minitrax::layers::research {
+
+namespace fm = minitrax::fastmath;
+using autodiff::VarList;
+using core::ShapeError;
+using core::ValueError;
+using namespace detail;
+
+// ---- the batched group path ---------------------------------------------------------------
+//
+// forward_group for SelfAttention and LSHSelfAttention, batched over the slices of a group:
+// the same function as forward_unbatched per (example, head), written with a leading slice
+// axis G so that every step is ONE op over all the group's heads (one batched gemm for the
+// projections, one for q k^T over [G * n_chunks, chunk, window] blocks, one for the
+// probabilities times v, one for the output projection) instead of G times many small ops.
+// Memory per head stays O(L * window) when chunked. Each step matches attend's and
+// forward_unbatched's arithmetic, so the results equal the reference path's within
+// rounding (the test file pins them together).
+
+namespace {
+
+// The slices [idx_lo, idx_hi) as E examples of Hg consecutive heads each (a group is part
+// of one example's heads, or whole examples: group_size's rule guarantees it).
+struct GroupLayout {
+  long n_examples = 0;  // E
+  long heads_per = 0;   // Hg
+  long example_lo = 0;
+  long head_lo = 0;
+  bool ok = false;
+};
+
+GroupLayout layout_of(long idx_lo, long idx_hi, long n_heads) {
+  GroupLayout g;
+  const long n = idx_hi - idx_lo;
+  if (n <= 0) return g;
+  g.example_lo = idx_lo / n_heads;
+  g.head_lo = idx_lo % n_heads;
+  const long example_hi = (idx_hi - 1) / n_heads;
+  g.n_examples = example_hi - g.example_lo + 1;
+  if (g.n_examples == 1) {
+    g.heads_per = n;
+    g.ok = true;
+  } else if (idx_lo % n_heads == 0 && idx_hi % n_heads == 0) {
+    g.heads_per = n_heads;
+    g.ok = true;
+  }
+  return g;
+}
+
+// The group's examples' inputs: [E, L, d_model].
+Var group_examples(const GroupLayout& lay, const std::function<Var(long)>& x_of) {
+  VarList parts;
+  for (long e = 0; e < lay.n_examples; ++e) {
+    const Var xe = x_of(lay.example_lo + e);
+    parts.push_back(fm::reshape(xe, {1, as_long(xe.dim(0)), as_long(xe.dim(1))}));
+  }
+  return parts.size() == 1 ? parts[0] : fm::concatenate(parts, 0);
+}
+
+// Weight leaf i of each of the group's heads (each head once), stacked: [Hg, ...].
+std::vector<Var> group_head_weights(const GroupLayout& lay, long n_heads,
+                                    const std::function<std::vector<Var>(long)>& weights_of) {
+  std::vector<VarList> per_leaf;
+  for (long j = 0; j < lay.heads_per; ++j) {
+    const std::vector<Var> ws = weights_of((lay.head_lo + j) % n_heads);
+    if (per_leaf.empty()) per_leaf.resize(ws.size());
+    for (std::size_t i = 0; i < ws.size(); ++i) {
+      std::vector<long> s{1};
+      for (std::size_t a = 0; a < ws[i].ndim(); ++a) s.push_back(as_long(ws[i].dim(a)));
+      per_leaf[i].push_back(fm::reshape(ws[i], s));
+    }
+  }
+  std::vector<Var> out;
+  for (const VarList& parts : per_leaf) {
+    out.push_back(parts.size() == 1 ? parts[0] : fm::concatenate(parts, 0));
+  }
+  return out;
+}
+
+// X [E, L, D] projected by every head's w [Hg, D, d] (+ b [Hg, d]) in ONE gemm against the
+// heads' matrices side by side ([D, Hg * d]): [E, L, Hg * d].
+Var project_side_by_side(const Var& X, const Var& w, const Var& b) {
+  const long D = as_long(X.dim(2));
+  const long Hg = as_long(w.dim(0)), d = as_long(w.dim(2));
+  const Var wc =
+      Hg == 1 ? fm::reshape(w, {D, d}) : fm::reshape(fm::transpose(w, {1, 0, 2}), {D, Hg * d});
+  Var y = fm::matmul(X, wc);
+  if (b.defined()) y = y + fm::reshape(b, {1, 1, Hg * d});
+  return y;
+}
+
+// The same split into slices: [G = E * Hg, L, d].
+Var project_heads(const Var& X, const Var& w, const Var& b) {
+  const long E = as_long(X.dim(0)), L = as_long(X.dim(1));
+  const long Hg = as_long(w.dim(0)), d = as_long(w.dim(2));
+  const Var y = project_side_by_side(X, w, b);
+  if (Hg == 1) return y;
+  return fm::reshape(fm::transpose(fm::reshape(y, {E, L, Hg, d}), {0, 2, 1, 3}), {E * Hg, L, d});
+}
+
+// Attention whose window spans at least this many keys keeps its outputs for the
+// recomputation (KeptCores): O(L * d_v) per slice, as much as the queries.
+constexpr long kKeepCoresWindow = 1024;
+
+// attend for G slices at once: q [G, len, d_qk], k (undefined: shared with q) and v
+// [G, len, d_v]; masks from q_info / kv_info (int32 [R, len], slice s uses row
+// s / (G / R); undefined: no mask). Returns out [G, len, d_v] and logsumexp [G, len].
+struct BatchedAttend {
+  Var out, logsumexp;
+};
+
+BatchedAttend attend_batched(const Var& q, const Var& k_in, const Var& v, std::optional<long> chunk,
+                             long before, long after, const Tensor& q_info, const Tensor& kv_info,
+                             bool causal, bool exclude_self, bool masked, double dropout, Key rng,
+                             EfficientAttentionBase::KeptCores* kept) {
+  const long len = as_long(q.dim(1));
+  const long d_qk = as_long(q.dim(2));
+  // Keys: RMS-normalised when shared with the queries, then / sqrt(d_qk).
+  Var k = k_in.defined() ? k_in : length_normalized(q);
+  k = fm::divide(k, Tensor::scalar(std::sqrt(static_cast<double>(d_qk)), k.dtype()));
+  kernels::ChunkedAttentionSpec spec;
+  spec.chunk = chunk.value_or(len);
+  spec.before = before;
+  spec.after = after;
+  spec.causal = causal;
+  spec.exclude_self = exclude_self;
+  spec.masked = masked;
+  spec.ordered = true;  // its caller, SelfAttention, passes positions in order
+  spec.q_info = q_info;
+  spec.kv_info = kv_info;
+  if (dropout > 0.0) {
+    const long window = (1 + before + after) * spec.chunk;
+    spec.multiplier = kernels::dropout_multiplier(
+        dropout, rng, Shape{static_cast<std::size_t>(spec.chunk), static_cast<std::size_t>(window)},
+        q.dtype());
+  }
+  // A wide window (unchunked attention: the whole sequence) costs as much to recompute
+  // as the forward pass: its outputs are kept (recorded, then replayed), see KeptCores.
+  const bool wide = (1 + before + after) * spec.chunk >= kKeepCoresWindow;
+  if (wide && kept != nullptr && kept->replay) {
+    if (kept->next + 2 > kept->tensors.size()) {
+      throw core::ValueError("efficient attention: internal: no kept attention outputs to replay");
+    }
+    const std::pair<Tensor, Tensor> saved{kept->tensors[kept->next], kept->tensors[kept->next + 1]};
+    kept->next += 2;
+    const kernels::AttentionOutputs r = kernels::chunked_attention(q, k, v, spec, &saved);
+    return {r.out, r.logsumexp};
+  }
+  const kernels::AttentionOutputs r = kernels::chunked_attention(q, k, v, spec);
+  if (wide && kept != nullptr) {
+    kept->tensors.push_back(r.out.value());
+    kept->tensors.push_back(r.logsumexp.value());
+  }
+  return {r.out, r.logsumexp};
+}
+
+// The largest and smallest of x[0 .. n), n >= 1 (SIMD lanes, then the tail).
+template <class T>
+void max_min(const T* x, long n, T& mx, T& mn) {
+  using B = xsimd::batch<T>;
+  constexpr long w = static_cast<long>(B::size);
+  long i = 0;
+  mx = x[0];
+  mn = x[0];
+  if (n >= w) {
+    B bmax = B::load_unaligned(x), bmin = bmax;
+    for (i = w; i + w <= n; i += w) {
+      const B b = B::load_unaligned(x + i);
+      bmax = xsimd::max(bmax, b);
+      bmin = xsimd::min(bmin, b);
+    }
+    alignas(64) T lanes[2][w];
+    bmax.store_aligned(lanes[0]);
+    bmin.store_aligned(lanes[1]);
+    for (long j = 0; j < w; ++j) {
+      mx = lanes[0][j] > mx ? lanes[0][j] : mx;
+      mn = lanes[1][j] < mn ? lanes[1][j] : mn;
+    }
+  }
+  for (; i < n; ++i) {
+    mx = x[i] > mx ? x[i] : mx;
+    mn = x[i] < mn ? x[i] : mn;
+  }
+}
+
+// LSH hashing of one slice, hash_vectors_with's function without its temporaries:
+// rotated = q R ([rows, n_hashes * rot_size / 2], one gemm per block of 128 positions, so
+// that the block stays in cache however many buckets there are), then per round and
+// factor the argmax over [rotated, -rotated] (first index on ties) read off the columns'
+// max and min: the max is in the first half unless -min is larger.
+template <class T>
+void hash_slice(const T* q, long ldq, long L, long d, const Tensor& rotations,
+                const std::vector<long>& factors, long n_hashes, const std::int32_t* mask,
+                std::int32_t* buckets, std::vector<T>& rotated) {
+  long rot = 0, per_round = 1;
+  for (long f : factors) {
+    rot += f / 2;
+    per_round *= f;
+  }
+  if (mask != nullptr) per_round += 1;  // padding's own bucket
+  const long cols = n_hashes * rot;
+  const long block = 128;
+  rotated.resize(static_cast<std::size_t>(std::min(block, L) * cols));
+  for (long t0 = 0; t0 < L; t0 += block) {
+    const long n = std::min(block, L - t0);
+    core::gemm(core::Trans::N, core::Trans::N, n, cols, d, T(1), q + t0 * ldq, ldq,
+               rotations.data<T>(), cols, T(0), rotated.data(), cols);
+    for (long i = 0; i < n; ++i) {
+      const long t = t0 + i;
+      const T* r = rotated.data() + i * cols;
+      for (long h = 0; h < n_hashes; ++h) {
+        std::int32_t b = 0;
+        if (mask != nullptr && mask[t] == 0) {
+          b = static_cast<std::int32_t>(per_round - 1);
+        } else {
+          long c0 = h * rot, radix = 1;
+          for (long f : factors) {
+            const long half = f / 2;
+            const T* rf = r + c0;
+            T mx, mn;
+            max_min(rf, half, mx, mn);
+            // the first index holding the winning value
+            const bool pos = mx >= -mn;
+            const T want = pos ? mx : mn;
+            long id = 0;
+            while (id + 1 < half && rf[id] != want) ++id;  // (NaN: stops at the end)
+            b += static_cast<std::int32_t>((pos ? id : half + id) * radix);
+            radix *= f;
+            c0 += half;
+          }
+        }
+        buckets[h * L + t] = static_cast<std::int32_t>(b + h * per_round);
+      }
+    }
+  }
+}
+
+// sort_buckets' sticker and undo_sort for buckets whose round h holds ids in
+// [h * per_round, (h + 1) * per_round): a stable counting sort by bucket over the ticker
+// order gives the order of buckets_and_t = L * bucket + position (within one bucket all
+// tickers come from one round, so ticker order is position order). False (nothing
+// written) if the buckets do not have that form; the caller then uses sort_buckets.
+bool counting_sort_buckets(const std::int32_t* b, long L, long n_hashes, long per_round,
+                           std::int32_t* sticker, std::int32_t* undo, std::vector<long>& count) {
+  const long N = n_hashes * L, n_ids = n_hashes * per_round;
+  if (static_cast<double>(L) * static_cast<double>(n_ids) >
+      static_cast<double>(std::numeric_limits<std::int32_t>::max())) {
+    return false;  // sort_buckets reports the int32 overflow of the keys
+  }
+  for (long t = 0; t < N; ++t) {
+    if (b[t] < 0 || b[t] / per_round != t / L) return false;
+  }
+  count.assign(static_cast<std::size_t>(n_ids + 1), 0);
+  for (long t = 0; t < N; ++t) ++count[static_cast<std::size_t>(b[t]) + 1];
+  for (long i = 0; i < n_ids; ++i)
+    count[static_cast<std::size_t>(i) + 1] += count[static_cast<std::size_t>(i)];
+  for (long t = 0; t < N; ++t) {
+    const long slot = count[static_cast<std::size_t>(b[t])]++;
+    sticker[slot] = static_cast<std::int32_t>(t);
+    undo[t] = static_cast<std::int32_t>(slot);
+  }
+  return true;
+}
+
+// What a batched group produced (EfficientAttentionBase::GroupResult's fields).
+struct GroupOut {
+  std::vector<long> examples;
+  std::vector<Var> outputs;
+  std::vector<std::vector<Tensor>> states;
+};
+
+// The group's result from the heads' outputs side by side, o [E, L, Hg * d_v]: the output
+// projection summed over each example's heads as ONE gemm against w_o [Hg * d_v, D],
+// broadcast output dropout.
+void finish_side_by_side(const GroupLayout& lay, const Var& o, const Var& w_o, double rate,
+                         Key output_rng, GroupOut& g) {
+  const long E = lay.n_examples, Hg = lay.heads_per;
+  const long L = as_long(o.dim(1)), dv = as_long(w_o.dim(1)), D = as_long(w_o.dim(2));
+  Var out = fm::matmul(o, fm::reshape(w_o, {Hg * dv, D}));  // [E, L, D]
+  if (rate > 0.0) {
+    out = out * Var(kernels::dropout_multiplier(rate, output_rng, Shape{out.dim(2)}, out.dtype()));
+  }
+  for (long e = 0; e < E; ++e) {
+    g.examples.push_back(lay.example_lo + e);
+    g.outputs.push_back(E == 1 ? fm::reshape(out, {L, D})
+                               : fm::reshape(fm::slice(out, 0, e, e + 1), {L, D}));
+  }
+}
+
+// The same from out [G, L, d_v] (slices first): the heads put side by side first.
+void finish_group(const GroupLayout& lay, const Var& attended, const Var& w_o, double rate,
+                  Key output_rng, GroupOut& g) {
+  const long E = lay.n_examples, Hg = lay.heads_per;
+  const long L = as_long(attended.dim(1)), dv = as_long(attended.dim(2));
+  const Var o =
+      Hg == 1 ? attended
+              : fm::reshape(fm::transpose(fm::reshape(attended, {E, Hg, L, dv}), {0, 2, 1, 3}),
+                            {E, L, Hg * dv});
+  finish_side_by_side(lay, o, w_o, rate, output_rng, g);
+}
+
+// SelfAttentionLayer::forward_unbatched for the G slices of a group at once.
+GroupOut self_attention_group(const SelfAttentionOptions& opt, const GroupLayout& lay, long n_heads,
+                              const std::function<Var(long)>& x_of,
+                              const std::function<std::vector<Var>(long)>& weights_of,
+                              const Tensor& mask, Key rng, double attention_rate,
+                              double output_rate, EfficientAttentionBase::KeptCores* kept) {
+  GroupOut g;
+  // 1. Two keys (the same for every slice): attention dropout, output dropout.
+  const std::vector<Key> rngs = core::split(rng, 2);
+  // 2. Inputs [E, L, d_model] and the heads' weights stacked [Hg, ...].
+  const Var X = group_examples(lay, x_of);
+  const AttentionWeights W = AttentionWeights::unpack(group_head_weights(lay, n_heads, weights_of),
+                                                      opt.share_qk, opt.bias);
+  const long L = as_long(X.dim(1));
+  // 3. Projections, one gemm each for all the group's heads: [G, L, d].
+  const Var q = project_heads(X, W.w_q, W.b_q);
+  const Var k = opt.share_qk ? Var() : project_heads(X, W.w_k, W.b_k);
+  const Var v = project_heads(X, W.w_v, W.b_v);
+  const long G = as_long(q.dim(0));
+  // 4. Masks: positions, padded keys negative (one row per example when masked).
+  Tensor q_info, kv_info;
+  if (opt.causal || opt.share_qk || opt.masked) {
+    const long rows = opt.masked ? lay.n_examples : 1;
+    q_info =
+        Tensor::empty({static_cast<std::size_t>(rows), static_cast<std::size_t>(L)}, DType::i32);
+    kv_info = Tensor::empty(q_info.shape(), DType::i32);
+    std::int32_t* qi = q_info.data<std::int32_t>();
+    std::int32_t* ki = kv_info.data<std::int32_t>();
+    for (long r = 0; r < rows; ++r) {
+      const std::int32_t* m =
+          opt.masked ? mask.data<std::int32_t>() + (lay.example_lo + r) * L : nullptr;
+      for (long t = 0; t < L; ++t) {
+        qi[r * L + t] = static_cast<std::int32_t>(t);
+        ki[r * L + t] = static_cast<std::int32_t>(m == nullptr || m[t] != 0 ? t : -t);
+      }
+    }
+  }
+  // 5. Attention over [G * n_chunks, chunk, window] blocks.
+  const BatchedAttend att =
+      attend_batched(q, k, v, opt.chunk_len, opt.n_chunks_before, opt.n_chunks_after, q_info,
+                     kv_info, opt.causal, opt.share_qk, opt.masked, attention_rate, rngs[0], kept);
+  // 6. Output projection, output dropout, sum over heads.
+  finish_group(lay, att.out, W.w_o, output_rate, rngs[1], g);
+  g.states.resize(static_cast<std::size_t>(G));
+  return g;
+}
+
+// LSHSelfAttentionLayer::forward_unbatched for the G slices of a group at once.
+GroupOut lsh_group(const LSHSelfAttentionLayer& layer, const GroupLayout& lay, long n_heads,
+                   const std::function<Var(long)>& x_of,
+                   const std::function<std::vector<Var>(long)>& weights_of, const Tensor& mask,
+                   const std::vector<Tensor>& state, Key rng, bool update_state,
+                   double attention_rate, double output_rate) {
+  const LSHSelfAttentionOptions& o = layer.lsh_options();
+  if (state.size() != 2) {
+    throw ValueError("LSHSelfAttention: expected a state of (buckets, hash key), got " +
+                     std::to_string(state.size()) + " tensors");
+  }
+  GroupOut g;
+  const std::vector<Key> rngs = core::split(rng, 2);
+  // 1. q and v of every slice, one gemm each for all the group's heads: [G, L, d].
+  const Var X = group_examples(lay, x_of);
+  const std::vector<Var> W = group_head_weights(lay, n_heads, weights_of);
+  //    Kept side by side, [E, L, Hg * d]: the attention node reads that layout.
+  const Var q = project_side_by_side(X, W.at(0), Var());
+  const Var v = project_side_by_side(X, W.at(1), Var());
+  const long Hg = lay.heads_per, G = lay.n_examples * Hg, L = as_long(q.dim(1));
+  const long n_hashes = o.n_hashes;
+  const long N = n_hashes * L;
+  const long d_qk = as_long(q.dim(2)) / Hg;
+  const Tensor qv = q.value();
+
+  // 2. Hash and sort each slice (integer work, no gradient), straight into the index
+  //    tables of the attention node: positions, key infos and unsorted rows per sorted slot.
+  const Shape gn{static_cast<std::size_t>(G), static_cast<std::size_t>(N)};
+  Tensor pos_all = Tensor::empty(gn, DType::i32);
+  Tensor kv_all = o.masked ? Tensor::empty(gn, DType::i32) : pos_all;
+  Tensor row_all = Tensor::empty(gn, DType::i32);
+  std::int32_t* ppos = pos_all.data<std::int32_t>();
+  std::int32_t* pkv = kv_all.data<std::int32_t>();
+  std::int32_t* prow = row_all.data<std::int32_t>();
+  long per_round = 1;
+  for (long f : o.n_buckets) per_round *= f;
+  if (o.masked) per_round += 1;
+  //    One slice per item (core::parallel_for); the states are collected in slice order.
+  g.states.resize(static_cast<std::size_t>(G));
+  //    Work per slice: the rotations (when hashing) and the counting sort.
+  long rot_size = 0;
+  for (long f : o.n_buckets) rot_size += f;
+  const double hash_flops =
+      static_cast<double>(N) * (update_state ? static_cast<double>(d_qk * rot_size) : 0.0) +
+      10.0 * static_cast<double>(N);
+  core::parallel_for(G, hash_flops, [&](long s, int) {
+    std::vector<std::int32_t> undo(static_cast<std::size_t>(N));
+    std::vector<long> count;
+    const long example = lay.example_lo + s / lay.heads_per;
+    const long head = lay.head_lo + s % lay.heads_per;
+    const long idx = example * n_heads + head;
+    const std::int32_t* m = mask.defined() ? mask.data<std::int32_t>() + example * L : nullptr;
+    const LSHSelfAttentionLayer::CallBuckets call = layer.buckets_of_call(
+        {row_of(state[0], idx), row_of(state[1], idx)}, update_state, L, head, qv.dtype(),
+        [&](const Tensor& rotations) {
+          Tensor buckets = Tensor::empty({static_cast<std::size_t>(N)}, DType::i32);
+          core::dispatch_floating(qv.dtype(), "LSHSelfAttention hash", [&](auto tag) {
+            using T = decltype(tag);
+            std::vector<T> rotated;
+            hash_slice<T>(qv.data<T>() + ((s / Hg) * L * Hg + s % Hg) * d_qk, Hg * d_qk, L, d_qk,
+                          rotations, o.n_buckets, n_hashes, m, buckets.data<std::int32_t>(),
+                          rotated);
+          });
+          return buckets;
+        });
+    const Tensor& buckets = call.buckets;
+    g.states[static_cast<std::size_t>(s)] = call.state;
+    std::int32_t* sk = prow + s * N;  // the sticker, written in place
+    const Tensor b32 = buckets.astype(DType::i32);
+    if (!counting_sort_buckets(b32.data<std::int32_t>(), L, n_hashes, per_round, sk, undo.data(),
+                               count)) {
+      const SortedBuckets sorted = sort_buckets(buckets, L, n_hashes);
+      std::copy_n(sorted.sticker.data<std::int32_t>(), N, sk);
+    }
+    for (long t = 0; t < N; ++t) {
+      const std::int32_t p = static_cast<std::int32_t>(sk[t] % L);
+      ppos[s * N + t] = p;
+      if (o.masked) pkv[s * N + t] = m[p] != 0 ? p : -p;
+    }
+  });
+
+  // 3. Shared-QK chunked attention over the sorted slots, read through the sort, and the
+  //    hash rounds combined (each weighted by its share of the softmax mass): one node,
+  //    [E, L, Hg * d_v].
+  kernels::LshAttentionSpec spec;
+  spec.n_hashes = n_hashes;
+  spec.heads = Hg;
+  spec.chunk = *o.chunk_len;
+  spec.before = o.n_chunks_before;
+  spec.after = o.n_chunks_after;
+  spec.causal = o.causal;
+  spec.masked = o.masked;
+  spec.pos = pos_all;
+  spec.kv_info = kv_all;
+  spec.row = row_all;
+  if (attention_rate > 0.0) {
+    const long window = (1 + spec.before + spec.after) * spec.chunk;
+    spec.multiplier = kernels::dropout_multiplier(
+        attention_rate, rngs[0],
+        Shape{static_cast<std::size_t>(spec.chunk), static_cast<std::size_t>(window)}, q.dtype());
+  }
+  const Var combined = kernels::lsh_chunked_attention(q, v, spec);
+  // 4. Output projection summed over heads, output dropout.
+  finish_side_by_side(lay, combined, W.at(2), output_rate, rngs[1], g);
+  return g;
+}
+
+}  // namespace
+
+// ---- the batched groups of the two classes ------------------------------------------------
+
+EfficientAttentionBase::GroupResult SelfAttentionLayer::forward_group(const GroupCall& call) {
+  const GroupLayout lay = layout_of(call.idx_lo, call.idx_hi, n_heads());
+  if (opt_.per_head_path || !lay.ok) return EfficientAttentionBase::forward_group(call);
+  GroupOut o = self_attention_group(opt_, lay, n_heads(), call.x_of, call.weights_of, call.mask,
+                                    call.rng, effective_rate(opt_.attention_dropout),
+                                    effective_rate(opt_.output_dropout), call.kept_cores);
+  return {std::move(o.examples), std::move(o.outputs), std::move(o.states)};
+}
+
+EfficientAttentionBase::GroupResult LSHSelfAttentionLayer::forward_group(const GroupCall& call) {
+  const GroupLayout lay = layout_of(call.idx_lo, call.idx_hi, n_heads());
+  if (lsh_.per_head_path || !lay.ok) return EfficientAttentionBase::forward_group(call);
+  GroupOut o = lsh_group(*this, lay, n_heads(), call.x_of, call.weights_of, call.mask, call.state,
+                         call.rng, call.update_state, effective_rate(lsh_.attention_dropout),
+                         effective_rate(lsh_.output_dropout));
+  return {std::move(o.examples), std::move(o.outputs), std::move(o.states)};
+}
+
+// ---- the memory-lean implementation --------------------------------------------------------
+
+Var EfficientAttentionBase::forward_memory_lean(const Var& x, const Tensor& mask) {
+  const long batch = as_long(x.dim(0));
+  const long n_slices = batch * n_heads_;
+  const long group = group_size(batch);
+  const std::size_t n_weights = own_weights().size();
+  const bool has_mask = mask.defined();
+  const bool update = update_state_;
+  const Key rng = rng_;
+  const std::vector<Tensor> old_state = state_.flatten();
+  // The backward pass may run after this call returns: keep the layer alive (when it is
+  // owned by a shared_ptr, as factories make it). It reads only the layer's options.
+  std::shared_ptr<EfficientAttentionBase> keep =
+      std::static_pointer_cast<EfficientAttentionBase>(weak_from_this().lock());
+  EfficientAttentionBase* self = this;
+
+  autodiff::VarList inputs{x};
+  for (std::size_t i = 0; i < n_weights; ++i) inputs.push_back(weight(i));
+
+  // Wide attention cores keep their outputs for the backward pass's recomputation (see
+  // KeptCores), only when a tape records (a backward pass may follow). They travel as
+  // the node's last residuals.
+  const bool keep_cores = autodiff::recording_tape() != nullptr;
+  const std::size_t n_state = old_state.size();
+
+  std::vector<Tensor> new_state = old_state;
+  auto forward_fn = [&](const std::vector<Tensor>& in, std::vector<Tensor>& residuals) {
+    KeptCores kept;
+    const Tensor& xv = in[0];
+    const std::vector<Tensor> wv(in.begin() + 1, in.end());
+    Tensor out = Tensor::zeros(xv.shape(), xv.dtype());
+    auto x_of = [&](long example) { return Var(row_of(xv, example)); };
+    auto weights_of = [&](long head) {
+      std::vector<Var> ws;
+      for (const Tensor& w : wv) ws.emplace_back(row_of(w, head));
+      return ws;
+    };
+    std::vector<std::vector<Tensor>> rows;
+    for (long lo = 0; lo < n_slices; lo += group) {
+      const long hi = std::min(lo + group, n_slices);
+      GroupCall call{
+          lo, hi, x_of, weights_of, mask, old_state, rng, update, keep_cores ? &kept : nullptr};
+      GroupResult g = forward_group(call);
+      for (std::size_t k = 0; k < g.examples.size(); ++k) {
+        add_block(out, g.examples[k], g.outputs[k].value());
+      }
+      for (auto& s : g.states) rows.push_back(std::move(s));
+    }
+    if (update && !rows.empty() && !rows[0].empty()) new_state = stack_rows(rows);
+    // Residuals: inputs, weights, mask, the NEW state (what the recomputation reuses),
+    // then the kept outputs of wide attention cores.
+    residuals = in;
+    if (has_mask) residuals.push_back(mask);
+    residuals.insert(residuals.end(), new_state.begin(), new_state.end());
+    residuals.insert(residuals.end(), kept.tensors.begin(), kept.tensors.end());
+    return std::vector<Tensor>{out};
+  };
+
+  auto backward_fn = [keep, self, n_weights, has_mask, n_state, n_slices, group, rng](
+                         const std::vector<Tensor>& res, const std::vector<Tensor>& cts) {
+    (void)keep;  // held only to keep the layer alive until the backward pass
+    const Tensor& xv = res[0];
+    const std::vector<Tensor> wv(res.begin() + 1, res.begin() + 1 + static_cast<long>(n_weights));
+    std::size_t pos = 1 + n_weights;
+    const Tensor mask_v = has_mask ? res[pos++] : Tensor();
+    const std::vector<Tensor> state_v(res.begin() + static_cast<long>(pos),
+                                      res.begin() + static_cast<long>(pos + n_state));
+    KeptCores kept;
+    kept.tensors.assign(res.begin() + static_cast<long>(pos + n_state), res.end());
+    kept.replay = true;
+    const Tensor& ct = cts.at(0);
+
+    Tensor gx = Tensor::zeros(xv.shape(), xv.dtype());
+    std::vector<Tensor> gw;
+    for (const Tensor& w : wv) gw.push_back(Tensor::zeros(w.shape(), w.dtype()));
+
+    for (long lo = 0; lo < n_slices; lo += group) {
+      const long hi = std::min(lo + group, n_slices);
+      // Recompute this group on a private tape (reusing the stored state), then
+      // differentiate it at once: only one group's intermediates are alive at a time.
+      Tape tape;
+      std::map<long, Var> xs;
+      std::map<long, std::vector<Var>> ws;
+      auto x_of = [&](long example) {
+        auto it = xs.find(example);
+        if (it == xs.end()) it = xs.emplace(example, tape.watch(row_of(xv, example))).first;
+        return it->second;
+      };
+      auto weights_of = [&](long head) {
+        auto it = ws.find(head);
+        if (it == ws.end()) {
+          std::vector<Var> w;
+          for (const Tensor& t : wv) w.push_back(tape.watch(row_of(t, head)));
+          it = ws.emplace(head, std::move(w)).first;
+        }
+        return it->second;
+      };
+      GroupResult g =
+          self->forward_group({lo, hi, x_of, weights_of, mask_v, state_v, rng, false, &kept});
+      std::vector<Tensor> seeds;
+      for (long e : g.examples) seeds.push_back(row_of(ct, e));
+      autodiff::VarList wrt;
+      for (const auto& [e, v] : xs) wrt.push_back(v);
+      for (const auto& [h, w] : ws) wrt.insert(wrt.end(), w.begin(), w.end());
+      const std::vector<Tensor> grads = tape.core()->backward(g.outputs, seeds, wrt);
+      std::size_t k = 0;
+      for (const auto& [e, v] : xs) add_block(gx, e, grads[k++]);
+      for (const auto& [h, w] : ws) {
+        for (std::size_t i = 0; i < w.size(); ++i) add_block(gw[i], h, grads[k++]);
+      }
+    }
+    std::vector<Tensor> out{gx};
+    out.insert(out.end(), gw.begin(), gw.end());
+    return out;
+  };
+
+  autodiff::VarList y =
+      autodiff::custom_vjp(name() + "_attention", inputs, forward_fn, backward_fn);
+  if (update) state_ = state_of(new_state);
+  return y.at(0);
+}
+
+}  // namespace minitrax::layers::research

@@ -194,7 +194,9 @@ std::string np_str(const Tensor& t) {
   return rec(0, 0, n);
 }
 
-std::string np_str(const Var& v) { return np_str(v.value()); }
+std::string np_str(const Var& v) {
+  return np_str(v.value());
+}
 
 /// A short one-line view of a tensor for the check lines: all elements if at most 24, else
 /// the first 6 and the count.
@@ -244,9 +246,9 @@ bool check_equal(const std::string& what, const std::vector<long>& expected, con
 /// Float arrays: max |expected - got| <= tol.
 bool check_close(const std::string& what, const Tensor& expected, const Tensor& got, double tol) {
   const bool same_shape = expected.shape() == got.shape();
-  const double diff = same_shape ? core::max_abs_diff(expected.astype(DType::f64),
-                                                      got.astype(DType::f64))
-                                 : INFINITY;
+  const double diff = same_shape
+                          ? core::max_abs_diff(expected.astype(DType::f64), got.astype(DType::f64))
+                          : INFINITY;
   char buf[96];
   if (tol == 0) {
     std::snprintf(buf, sizeof buf, " max |diff| %.3g (must be exact)", diff);
@@ -386,8 +388,8 @@ AttendResult our_simple_attend(const Var& q, Var k, const Var& v,
 void step2_our_simple_attend() {
   banner(2, "our_simple_attend [lab 2.2]");
   // rng_attend = fastmath.random.get_prng(1)
-  // q = k = jax.random.uniform(rng_attend, (seq_len, d_qk)); v = uniform(rng_attend, (seq_len, d_v))
-  // (the lab uses the same key twice, so v's first values repeat q's)
+  // q = k = jax.random.uniform(rng_attend, (seq_len, d_qk)); v = uniform(rng_attend, (seq_len,
+  // d_v)) (the lab uses the same key twice, so v's first values repeat q's)
   const Key rng_attend = core::key_from_seed(1);
   const Tensor q = core::uniform(rng_attend, {8, 3});
   const Tensor k = q;
@@ -404,10 +406,10 @@ void step2_our_simple_attend() {
                0.7216782,  0.53293145, 0.48003793, 0.56753993, 0.72232544, 0.5141734,  0.46625748,
                0.57100445, 0.70785505, 0.5325362,  0.4590797},
               r.out.value(), 1e-6);
-  check_close("logits vs the lab's expected output", {8},
-              {2.6512175, 2.1914332, 2.6630518, 2.7792363, 2.4583826, 2.5421977, 2.4145055,
-               2.5111294},
-              r.logsumexp.value(), 1e-6);
+  check_close(
+      "logits vs the lab's expected output", {8},
+      {2.6512175, 2.1914332, 2.6630518, 2.7792363, 2.4583826, 2.5421977, 2.4145055, 2.5111294},
+      r.logsumexp.value(), 1e-6);
   // The library's attend (Trax's, with chunking and adjacent chunks) computes the same.
   const research::AttendResult lib = research::attend(q, k, v, {});
   check_close("our_simple_attend = research::attend", lib.out.value(), r.out.value(), 1e-7);
@@ -426,10 +428,11 @@ class OurSelfAttention : public research::SelfAttentionLayer {
   explicit OurSelfAttention(const research::SelfAttentionOptions& options)
       : SelfAttentionLayer(options, research::SrcLoc::current(), "OurSelfAttention") {}
 
-  int calls = 0;           // forward_unbatched calls so far
+  int calls = 0;              // forward_unbatched calls so far
   double max_vs_library = 0;  // largest |ours - library's forward_unbatched| over the calls
 
-  UnbatchedResult forward_unbatched(const Var& x, const Tensor& mask, const std::vector<Var>& weights,
+  UnbatchedResult forward_unbatched(const Var& x, const Tensor& mask,
+                                    const std::vector<Var>& weights,
                                     const std::vector<Tensor>& state, Key rng, bool update_state,
                                     long head) override {
     ++calls;
@@ -504,7 +507,9 @@ const std::vector<double> kStep3Expected = {
     6.80265129e-01, -1.09031767e-01, -5.38248658e-01, 1.94203168e-01, 4.23955917e-03};
 
 /// The lab's x: jax.random.uniform(jax.random.PRNGKey(0), (1, 8, 5)).
-Tensor lab_x() { return core::uniform(core::key_from_seed(0), {1, 8, 5}); }
+Tensor lab_x() {
+  return core::uniform(core::key_from_seed(0), {1, 8, 5});
+}
 
 void step3_our_self_attention() {
   banner(3, "OurSelfAttention [lab 2.3]");
@@ -528,13 +533,13 @@ void step3_our_self_attention() {
              "3 heads, " + std::to_string(osa->calls) + " calls");
   check_close("output vs the lab's expected output (JAX threefry inputs, Trax's init draws)",
               {1, 8, 5}, kStep3Expected, y, 1e-6);
-  check_that("each head's forward_unbatched = the library's SelfAttentionLayer::forward_unbatched",
-             osa->max_vs_library <= 1e-7,
-             "max |diff| " + [&] {
-               char buf[32];
-               std::snprintf(buf, sizeof buf, "%.3g", osa->max_vs_library);
-               return std::string(buf);
-             }());
+  check_that(
+      "each head's forward_unbatched = the library's SelfAttentionLayer::forward_unbatched",
+      osa->max_vs_library <= 1e-7, "max |diff| " + [&] {
+        char buf[32];
+        std::snprintf(buf, sizeof buf, "%.3g", osa->max_vs_library);
+        return std::string(buf);
+      }());
   // The library's SelfAttention layer itself, same options and init key: the same weights
   // and the same output.
   auto sa = research::SelfAttention(opt);
@@ -607,7 +612,9 @@ Tensor our_hash_vectors(const Tensor& vecs, Key rng, long n_buckets, long n_hash
   Tensor offsets = core::mul(Tensor::arange(nh, DType::i32), static_cast<double>(per_round));
   offsets = offsets.reshape(Shape{nh, 1});
   buckets = core::add(buckets, offsets).reshape(Shape{nh * vecs.dim(0)});
-  if (verbose) std::cout << "buckets with offsets " << tuple(buckets.shape()) << "\n " << np_str(buckets) << "\n";
+  if (verbose)
+    std::cout << "buckets with offsets " << tuple(buckets.shape()) << "\n " << np_str(buckets)
+              << "\n";
   return buckets;
 }
 
@@ -653,7 +660,8 @@ void step4_our_hash_vectors() {
   // The notebook printed [3 x8, 7 x8, 11 x8] on the TensorFlow backend and [3 x8, 5 x8,
   // 11 x8] on JAX: the backends' random normals differ. Ours are JAX's.
   check_equal("buckets vs the lab's JAX-backend output",
-              {3, 3, 3, 3, 3, 3, 3, 3, 5, 5, 5, 5, 5, 5, 5, 5, 11, 11, 11, 11, 11, 11, 11, 11}, ohv);
+              {3, 3, 3, 3, 3, 3, 3, 3, 5, 5, 5, 5, 5, 5, 5, 5, 11, 11, 11, 11, 11, 11, 11, 11},
+              ohv);
   const std::vector<std::int32_t> ours = ohv.to_vector<std::int32_t>();
   check_equal("our_hash_vectors = research::hash_vectors", {ours.begin(), ours.end()},
               research::hash_vectors(ohv_q, ohv_rng, {ohv_n_buckets}, ohv_n_hashes));
@@ -682,17 +690,20 @@ Sorted sort_buckets(const Tensor& buckets, const Tensor& q, const Tensor& v, lon
       core::add(core::mul(buckets.astype(DType::i32), static_cast<double>(seqlen)),
                 remainder(ticker, seqlen));
   if (verbose)
-    std::cout << "buckets_and_t " << tuple(buckets_and_t.shape()) << " " << np_str(buckets_and_t) << "\n";
+    std::cout << "buckets_and_t " << tuple(buckets_and_t.shape()) << " " << np_str(buckets_and_t)
+              << "\n";
 
   // Step 3: sort ("s" for sorted): sticker[i] is the slot that goes to sorted place i.
   const auto [sbuckets_and_t, sticker] = core::sort_key_val(buckets_and_t, ticker, -1);
   if (verbose) {
-    std::cout << "sbuckets_and_t " << tuple(sbuckets_and_t.shape()) << " " << np_str(sbuckets_and_t) << "\n";
+    std::cout << "sbuckets_and_t " << tuple(sbuckets_and_t.shape()) << " " << np_str(sbuckets_and_t)
+              << "\n";
     std::cout << "sticker " << tuple(sticker.shape()) << " " << np_str(sticker) << "\n";
   }
   // Step 4: undo_sort, the inverse permutation: sorting sticker brings each slot home.
   const Tensor undo_sort = core::sort_key_val(sticker, ticker, -1).second;
-  if (verbose) std::cout << "undo_sort " << tuple(undo_sort.shape()) << " " << np_str(undo_sort) << "\n";
+  if (verbose)
+    std::cout << "undo_sort " << tuple(undo_sort.shape()) << " " << np_str(undo_sort) << "\n";
 
   // Step 5: the sorted queries and values; st = the original position of each slot.
   const Tensor st = remainder(sticker, seqlen);
@@ -767,7 +778,9 @@ DotAndV dotandv(const Var& sq, const Var& sv, const Tensor& undo_sort, long kv_c
   // Step 1: chunks of kv_chunk_len sorted queries, each chunk dotted with itself.
   const Var rsq = fm::reshape(sq, {-1, kv_chunk_len, static_cast<long>(sq.dim(-1))});
   const Var rsqt = fm::transpose(rsq, {0, 2, 1});  // np.swapaxes(rsq, -1, -2)
-  if (verbose) std::cout << "rsq.shape,rsqt.shape:  " << tuple(rsq.shape()) << " " << tuple(rsqt.shape()) << "\n";
+  if (verbose)
+    std::cout << "rsq.shape,rsqt.shape:  " << tuple(rsq.shape()) << " " << tuple(rsqt.shape())
+              << "\n";
   Var dotlike = fm::matmul(rsq, rsqt);
   if (verbose) std::cout << "dotlike\n " << np_str(dotlike) << "\n";
 
@@ -778,18 +791,23 @@ DotAndV dotandv(const Var& sq, const Var& sv, const Tensor& undo_sort, long kv_c
 
   // Step 3: the values, chunked the same way; so = weights @ values per chunk.
   const Var vr = fm::reshape(sv, {-1, kv_chunk_len, static_cast<long>(sv.dim(-1))});
-  if (verbose) std::cout << "dotlike.shape, vr.shape: " << tuple(dotlike.shape()) << " " << tuple(vr.shape()) << "\n";
+  if (verbose)
+    std::cout << "dotlike.shape, vr.shape: " << tuple(dotlike.shape()) << " " << tuple(vr.shape())
+              << "\n";
   Var so = fm::matmul(dotlike, vr);
   if (verbose) std::cout << "so.shape: " << tuple(so.shape()) << "\n";
   so = fm::reshape(so, {-1, static_cast<long>(so.dim(-1))});
   slogits = fm::reshape(slogits, {-1});  // provided
-  if (verbose) std::cout << "so.shape,slogits.shape " << tuple(so.shape()) << " " << tuple(slogits.shape()) << "\n";
+  if (verbose)
+    std::cout << "so.shape,slogits.shape " << tuple(so.shape()) << " " << tuple(slogits.shape())
+              << "\n";
 
   // Step 4: undo the sort: each slot's output and logsumexp back in (round, position) order.
   Var o = fm::take(so, Var(undo_sort), 0);
   Var logits = fm::take(slogits, Var(undo_sort), 0);
   if (verbose) std::cout << "o.shape,o " << tuple(o.shape()) << " " << np_str(o) << "\n";
-  if (verbose) std::cout << "logits.shape, logits " << tuple(logits.shape()) << " " << np_str(logits) << "\n";
+  if (verbose)
+    std::cout << "logits.shape, logits " << tuple(logits.shape()) << " " << np_str(logits) << "\n";
   const Var unsorted_logits = logits;
 
   // Step 5 (provided): combine the rounds. Each round's softmax was normalised over its own
@@ -808,7 +826,8 @@ void step6_dotandv() {
   banner(6, "dotandv [lab 3.4]");
   // Step 5's outputs, recomputed quietly.
   const SortInputs in = lab_sort_inputs();
-  const Sorted s = sort_buckets(in.buckets, in.q, in.v, in.n_buckets, in.n_hashes, in.seqlen, false);
+  const Sorted s =
+      sort_buckets(in.buckets, in.q, in.v, in.n_buckets, in.n_hashes, in.seqlen, false);
   const long t_kv_chunk_len = 2;
 
   const DotAndV pass = dotandv(s.sq, s.sv, s.undo_sort, t_kv_chunk_len, in.n_hashes, in.seqlen,
@@ -829,15 +848,16 @@ void step6_dotandv() {
     for (double d : {0.0, 3.0, 12.0, 27.0})
       for (int i = 0; i < 4; ++i) want_dots.push_back(d);
   check_close("dotlike per chunk = 0, 3, 12, 27 (twice)", {8, 2, 2}, want_dots, dotlike, 0.0);
-  check_close("passthrough: out rows 0, 6, 24, 54 (twice)", {8, 5},
-              [] {
-                std::vector<double> e;
-                for (int h = 0; h < 2; ++h)
-                  for (double r : {0.0, 6.0, 24.0, 54.0})
-                    for (int f = 0; f < 5; ++f) e.push_back(r);
-                return e;
-              }(),
-              pass.o.value(), 0.0);
+  check_close(
+      "passthrough: out rows 0, 6, 24, 54 (twice)", {8, 5},
+      [] {
+        std::vector<double> e;
+        for (int h = 0; h < 2; ++h)
+          for (double r : {0.0, 6.0, 24.0, 54.0})
+            for (int f = 0; f < 5; ++f) e.push_back(r);
+        return e;
+      }(),
+      pass.o.value(), 0.0);
   check_close("passthrough: logits all 0", Tensor::zeros({16}), pass.logits.value(), 0.0);
   std::vector<double> want_logits;
   for (int i = 0; i < 4; ++i)
@@ -845,8 +865,8 @@ void step6_dotandv() {
   // float32 spacing near 27.7 is 1.9e-6: the tolerance allows one unit there.
   check_close("softmax: logits = dot + ln 2 = [0.6931472 3.6931472 12.693148 27.693148] x4", {16},
               want_logits, soft.logits.value(), 2e-6);
-  check_close("softmax: out = 1 everywhere (lab: 1 and 0.99999905)", Tensor::ones({8, 5}, DType::f64),
-              soft.o.value(), 1e-6);
+  check_close("softmax: out = 1 everywhere (lab: 1 and 0.99999905)",
+              Tensor::ones({8, 5}, DType::f64), soft.o.value(), 1e-6);
   // Trax unsorts with permute_via_gather / permute_via_sort (the same values, with
   // gradients that are gathers too); the lab's comment says np.take "would also work".
   const research::SortedBuckets lib = research::sort_buckets(in.buckets, in.seqlen, in.n_hashes);
@@ -874,10 +894,11 @@ class OurLSHSelfAttention : public research::LSHSelfAttentionLayer {
       : LSHSelfAttentionLayer(options, research::SrcLoc::current()) {}
 
   int calls = 0;
-  bool buckets_agree = true;   // our_hash_vectors = the layer's buckets, every head
+  bool buckets_agree = true;    // our_hash_vectors = the layer's buckets, every head
   std::vector<Tensor> buckets;  // each head's buckets
 
-  UnbatchedResult forward_unbatched(const Var& x, const Tensor& mask, const std::vector<Var>& weights,
+  UnbatchedResult forward_unbatched(const Var& x, const Tensor& mask,
+                                    const std::vector<Var>& weights,
                                     const std::vector<Tensor>& state, Key rng, bool update_state,
                                     long head) override {
     ++calls;
@@ -913,14 +934,13 @@ class OurLSHSelfAttention : public research::LSHSelfAttentionLayer {
 // The notebook's expected output of step 7 (its "Expected Output" block; a second printed
 // run differs from it by up to 5e-7).
 const std::vector<double> kStep7Expected = {
-    6.6842866e-01, -1.1364317e-01, -5.4430598e-01, 2.1126229e-01, -1.0988474e-02,
-    7.0949805e-01, -1.5455173e-01, -5.9923279e-01, 2.2719435e-01, 1.3833910e-02,
-    7.1442688e-01, -1.2046629e-01, -5.3956538e-01, 1.7320301e-01, -1.6552359e-02,
-    6.7178923e-01, -7.6611072e-02, -5.9399861e-01, 2.1236289e-01, 7.9482794e-04,
-    7.1518469e-01, -1.1359149e-01, -5.7821870e-01, 2.1304403e-01, 3.0598417e-02,
-    6.8235356e-01, -9.3979865e-02, -5.5341852e-01, 2.1608178e-01, -6.6673756e-04,
-    6.1286646e-01, -8.1026971e-02, -4.8148811e-01, 1.9373316e-01, 3.1555206e-02,
-    7.2203499e-01, -1.0199657e-01, -5.5215180e-01, 1.7872262e-01, -2.2289127e-02};
+    6.6842866e-01,  -1.1364317e-01, -5.4430598e-01, 2.1126229e-01,  -1.0988474e-02, 7.0949805e-01,
+    -1.5455173e-01, -5.9923279e-01, 2.2719435e-01,  1.3833910e-02,  7.1442688e-01,  -1.2046629e-01,
+    -5.3956538e-01, 1.7320301e-01,  -1.6552359e-02, 6.7178923e-01,  -7.6611072e-02, -5.9399861e-01,
+    2.1236289e-01,  7.9482794e-04,  7.1518469e-01,  -1.1359149e-01, -5.7821870e-01, 2.1304403e-01,
+    3.0598417e-02,  6.8235356e-01,  -9.3979865e-02, -5.5341852e-01, 2.1608178e-01,  -6.6673756e-04,
+    6.1286646e-01,  -8.1026971e-02, -4.8148811e-01, 1.9373316e-01,  3.1555206e-02,  7.2203499e-01,
+    -1.0199657e-01, -5.5215180e-01, 1.7872262e-01,  -2.2289127e-02};
 
 void step7_our_lsh_self_attention() {
   banner(7, "OurLSHSelfAttention [lab 3.5]");
@@ -1000,17 +1020,17 @@ struct Step {
 };
 
 const std::vector<Step> kSteps = {
-    {1, "our_softmax", "2.1.1", "softmax through its logsumexp, on [1, 2, 3, 4]", step1_our_softmax},
+    {1, "our_softmax", "2.1.1", "softmax through its logsumexp, on [1, 2, 3, 4]",
+     step1_our_softmax},
     {2, "our_simple_attend", "2.2", "one head's dot-product attention, seq 8, d_qk 3, d_v 4",
      step2_our_simple_attend},
-    {3, "OurSelfAttention", "2.3", "SelfAttention, reference path: 3 heads, 3 forward_unbatched calls",
-     step3_our_self_attention},
+    {3, "OurSelfAttention", "2.3",
+     "SelfAttention, reference path: 3 heads, 3 forward_unbatched calls", step3_our_self_attention},
     {4, "our_hash_vectors", "3.2", "angular LSH of ones(8, 5): 4 buckets, 3 hashes",
      step4_our_hash_vectors},
     {5, "sort_buckets", "3.3", "sort by (bucket, position): sticker and undo_sort",
      step5_sort_buckets},
-    {6, "dotandv", "3.4", "attention within chunks of 2, unsort, combine 2 rounds",
-     step6_dotandv},
+    {6, "dotandv", "3.4", "attention within chunks of 2, unsort, combine 2 rounds", step6_dotandv},
     {7, "OurLSHSelfAttention", "3.5",
      "LSHSelfAttention, reference path: chunk_len 8, 5 hashes, 4 buckets",
      step7_our_lsh_self_attention},
@@ -1028,15 +1048,16 @@ void print_list() {
 }
 
 void print_help() {
-  std::cout << "reformer_lab: the course lab \"Reformer Efficient Attention\" (Coursera NLP C4W4),\n"
-               "step by step in C++, on the lab's inputs. Prints what the notebook prints, then\n"
-               "checks each step (lines ending in OK or MISMATCH).\n\n"
-               "usage: reformer_lab [--step N]... [--list] [--help]\n"
-               "  (no options)  run all steps\n"
-               "  --step N      run step N (1..7); repeat to run several\n"
-               "  --list        list the steps\n"
-               "  --help        this text\n\n"
-               "Exit status: 0 if every check passed, 1 if one failed, 2 for a usage error.\n\n";
+  std::cout
+      << "reformer_lab: the course lab \"Reformer Efficient Attention\" (Coursera NLP C4W4),\n"
+         "step by step in C++, on the lab's inputs. Prints what the notebook prints, then\n"
+         "checks each step (lines ending in OK or MISMATCH).\n\n"
+         "usage: reformer_lab [--step N]... [--list] [--help]\n"
+         "  (no options)  run all steps\n"
+         "  --step N      run step N (1..7); repeat to run several\n"
+         "  --list        list the steps\n"
+         "  --help        this text\n\n"
+         "Exit status: 0 if every check passed, 1 if one failed, 2 for a usage error.\n\n";
   print_list();
 }
 

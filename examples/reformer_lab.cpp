@@ -1004,9 +1004,9 @@ class OurLSHSelfAttention : public research::LSHSelfAttentionLayer {
     }
   }
 
-  int calls = 0;                // forward_unbatched calls so far
-  bool verbose = true;          // print as the notebook does
-  std::vector<Tensor> buckets;  // each call's buckets
+  int calls = 0;                     // forward_unbatched calls so far
+  bool verbose = true;               // print as the notebook does
+  std::vector<Tensor> head_buckets;  // each call's buckets
 
   UnbatchedResult forward_unbatched(const Var& x, const Tensor& mask,
                                     const std::vector<Var>& weights,
@@ -1072,7 +1072,7 @@ class OurLSHSelfAttention : public research::LSHSelfAttentionLayer {
     }
     if (verbose)
       std::cout << "buckets " << tuple(buckets.shape()) << " " << np_str(buckets) << "\n";
-    this->buckets.push_back(buckets);
+    head_buckets.push_back(buckets);
 
     // Step 5: sort the (round, position) slots by bucket ("s" for sorted).
     const Sorted s = sort_buckets(buckets, q, v, n_buckets, n_hashes, seqlen, /*verbose=*/false);
@@ -1206,9 +1206,9 @@ void step7_our_lsh_self_attention() {
 
   check_that("forward_unbatched called once per head", al->calls == 3,
              "3 heads, " + std::to_string(al->calls) + " calls");
-  for (std::size_t h = 0; h < al->buckets.size(); ++h) {
+  for (std::size_t h = 0; h < al->head_buckets.size(); ++h) {
     check_bucket_ranges("head " + std::to_string(h) + ": round r's buckets lie in [4r, 4r+3]",
-                        al->buckets[h], 4, 5);
+                        al->head_buckets[h], 4, 5);
   }
   check_close("output vs the lab's expected output (JAX threefry inputs, Trax's init draws)",
               {1, 8, 5}, kStep7Expected, y, 1e-6);

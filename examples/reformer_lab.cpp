@@ -30,13 +30,21 @@
 //
 // Steps 3 and 7 run the layers with use_reference_code = true: the layer loops over
 // (example, head) and calls forward_unbatched once per head. The lab's classes override
-// forward_unbatched; so do ours, and they call the library's
-// SelfAttentionLayer::forward_unbatched / LSHSelfAttentionLayer::forward_unbatched. To
-// watch one head at work, build with the `debug` preset and break there in gdb:
+// forward_unbatched, and so do ours, with the lab's bodies built from the earlier steps:
+// OurSelfAttention projects x and attends with our_simple_attend (step 2);
+// OurLSHSelfAttention hashes with our_hash_vectors (step 4), sorts with sort_buckets
+// (step 5), attends within chunks and combines the rounds with dotandv (step 6). Neither
+// calls the library's forward_unbatched. Afterwards each step runs the library's
+// SelfAttentionLayer / LSHSelfAttentionLayer::forward_unbatched on the same inputs,
+// weights, rng and state, and checks that the outputs and new states agree. To watch one
+// head of the lab's class at work, build with the `debug` preset and break in gdb:
 //
 //   gdb --args build/debug/examples/reformer_lab --step 7
-//   (gdb) break minitrax::layers::research::LSHSelfAttentionLayer::forward_unbatched
+//   (gdb) break OurLSHSelfAttention::forward_unbatched
 //   (gdb) run
+//
+// (A breakpoint on minitrax::layers::research::LSHSelfAttentionLayer::forward_unbatched
+// stops in the library's version instead, when step 7 compares it head by head.)
 //
 // Random inputs: the lab draws them with JAX (jax.random.uniform(PRNGKey(0), ...),
 // fastmath.random.get_prng(1)). minitrax's rng produces JAX's Threefry bits
@@ -72,6 +80,7 @@ using core::Key;
 using core::Shape;
 using core::Tensor;
 using core::Trans;
+using UnbatchedResult = research::EfficientAttentionBase::UnbatchedResult;
 
 namespace {
 
@@ -194,7 +203,9 @@ std::string np_str(const Tensor& t) {
   return rec(0, 0, n);
 }
 
-std::string np_str(const Var& v) { return np_str(v.value()); }
+std::string np_str(const Var& v) {
+  return np_str(v.value());
+}
 
 /// A short one-line view of a tensor for the check lines: all elements if at most 24, else
 /// the first 6 and the count.
@@ -244,9 +255,9 @@ bool check_equal(const std::string& what, const std::vector<long>& expected, con
 /// Float arrays: max |expected - got| <= tol.
 bool check_close(const std::string& what, const Tensor& expected, const Tensor& got, double tol) {
   const bool same_shape = expected.shape() == got.shape();
-  const double diff = same_shape ? core::max_abs_diff(expected.astype(DType::f64),
-                                                      got.astype(DType::f64))
-                                 : INFINITY;
+  const double diff = same_shape
+                          ? core::max_abs_diff(expected.astype(DType::f64), got.astype(DType::f64))
+                          : INFINITY;
   char buf[96];
   if (tol == 0) {
     std::snprintf(buf, sizeof buf, " max |diff| %.3g (must be exact)", diff);
@@ -386,8 +397,8 @@ AttendResult our_simple_attend(const Var& q, Var k, const Var& v,
 void step2_our_simple_attend() {
   banner(2, "our_simple_attend [lab 2.2]");
   // rng_attend = fastmath.random.get_prng(1)
-  // q = k = jax.random.uniform(rng_attend, (seq_len, d_qk)); v = uniform(rng_attend, (seq_len, d_v))
-  // (the lab uses the same key twice, so v's first values repeat q's)
+  // q = k = jax.random.uniform(rng_attend, (seq_len, d_qk)); v = uniform(rng_attend, (seq_len,
+  // d_v)) (the lab uses the same key twice, so v's first values repeat q's)
   const Key rng_attend = core::key_from_seed(1);
   const Tensor q = core::uniform(rng_attend, {8, 3});
   const Tensor k = q;
@@ -404,10 +415,10 @@ void step2_our_simple_attend() {
                0.7216782,  0.53293145, 0.48003793, 0.56753993, 0.72232544, 0.5141734,  0.46625748,
                0.57100445, 0.70785505, 0.5325362,  0.4590797},
               r.out.value(), 1e-6);
-  check_close("logits vs the lab's expected output", {8},
-              {2.6512175, 2.1914332, 2.6630518, 2.7792363, 2.4583826, 2.5421977, 2.4145055,
-               2.5111294},
-              r.logsumexp.value(), 1e-6);
+  check_close(
+      "logits vs the lab's expected output", {8},
+      {2.6512175, 2.1914332, 2.6630518, 2.7792363, 2.4583826, 2.5421977, 2.4145055, 2.5111294},
+      r.logsumexp.value(), 1e-6);
   // The library's attend (Trax's, with chunking and adjacent chunks) computes the same.
   const research::AttendResult lib = research::attend(q, k, v, {});
   check_close("our_simple_attend = research::attend", lib.out.value(), r.out.value(), 1e-7);
@@ -420,20 +431,30 @@ void step2_our_simple_attend() {
 /// The lab's OurSelfAttention: Trax's SelfAttention with the lab's forward_unbatched. With
 /// use_reference_code the layer calls forward_unbatched once per (example, head); each
 /// call projects x to q, k, v with that head's weights, attends with our_simple_attend and
-/// projects back with w_o. The layer sums the heads.
+/// projects back with w_o. The layer sums the heads. Everything one head does is here:
+/// the library's SelfAttentionLayer::forward_unbatched is not called (the step compares
+/// the two from outside).
 class OurSelfAttention : public research::SelfAttentionLayer {
  public:
   explicit OurSelfAttention(const research::SelfAttentionOptions& options)
-      : SelfAttentionLayer(options, research::SrcLoc::current(), "OurSelfAttention") {}
+      : SelfAttentionLayer(options, research::SrcLoc::current(), "OurSelfAttention") {
+    if (options.chunk_len) {
+      throw core::ValueError(
+          "OurSelfAttention: our_simple_attend attends over the whole sequence; chunk_len must "
+          "be unset, got " +
+          std::to_string(*options.chunk_len));
+    }
+  }
 
-  int calls = 0;           // forward_unbatched calls so far
-  double max_vs_library = 0;  // largest |ours - library's forward_unbatched| over the calls
+  int calls = 0;        // forward_unbatched calls so far
+  bool verbose = true;  // print as the notebook does
 
-  UnbatchedResult forward_unbatched(const Var& x, const Tensor& mask, const std::vector<Var>& weights,
-                                    const std::vector<Tensor>& state, Key rng, bool update_state,
-                                    long head) override {
+  UnbatchedResult forward_unbatched(const Var& x, const Tensor& mask,
+                                    const std::vector<Var>& weights,
+                                    const std::vector<Tensor>& state, Key rng,
+                                    bool /*update_state*/, long /*head*/) override {
     ++calls;
-    std::cout << "ourSelfAttention:forward_unbatched\n";
+    if (verbose) std::cout << "ourSelfAttention:forward_unbatched\n";
     // attend_rng, output_rng = fastmath.random.split(rng)
     const std::vector<Key> rngs = core::split(rng, 2);
     const Key attend_rng = rngs[0], output_rng = rngs[1];
@@ -450,7 +471,8 @@ class OurSelfAttention : public research::SelfAttentionLayer {
       if (!opt_.share_qk) b_k = weights.at(i++);
       b_v = weights.at(i++);
     }
-    std::cout << "x.shape,w_q.shape " << tuple(x.shape()) << " " << tuple(w_q.shape()) << "\n";
+    if (verbose)
+      std::cout << "x.shape,w_q.shape " << tuple(x.shape()) << " " << tuple(w_q.shape()) << "\n";
 
     // The same weights slide over every position (like a filter): q = x w_q, ...
     Var q = fm::matmul(x, w_q);
@@ -476,17 +498,12 @@ class OurSelfAttention : public research::SelfAttentionLayer {
     }
 
     // "Notice, we are calling our version of attend"
-    const AttendResult o = our_simple_attend(q, k, v, mask_fn, q_info, kv_info,
-                                             effective_rate(opt_.attention_dropout), attend_rng,
-                                             /*verbose=*/true);
+    const AttendResult o =
+        our_simple_attend(q, k, v, mask_fn, q_info, kv_info, effective_rate(opt_.attention_dropout),
+                          attend_rng, verbose);
     // "Notice, wo weight matrix applied to output of attend in forward_unbatched"
     Var out = fm::matmul(o.out, w_o);
     out = research::apply_broadcasted_dropout(out, effective_rate(opt_.output_dropout), output_rng);
-
-    // Not in the notebook: the library's forward_unbatched (Trax's code) on the same head.
-    const UnbatchedResult lib =
-        SelfAttentionLayer::forward_unbatched(x, mask, weights, state, rng, update_state, head);
-    max_vs_library = std::max(max_vs_library, core::max_abs_diff(lib.out.value(), out.value()));
     return {out, state};
   }
 };
@@ -504,7 +521,9 @@ const std::vector<double> kStep3Expected = {
     6.80265129e-01, -1.09031767e-01, -5.38248658e-01, 1.94203168e-01, 4.23955917e-03};
 
 /// The lab's x: jax.random.uniform(jax.random.PRNGKey(0), (1, 8, 5)).
-Tensor lab_x() { return core::uniform(core::key_from_seed(0), {1, 8, 5}); }
+Tensor lab_x() {
+  return core::uniform(core::key_from_seed(0), {1, 8, 5});
+}
 
 void step3_our_self_attention() {
   banner(3, "OurSelfAttention [lab 2.3]");
@@ -528,18 +547,62 @@ void step3_our_self_attention() {
              "3 heads, " + std::to_string(osa->calls) + " calls");
   check_close("output vs the lab's expected output (JAX threefry inputs, Trax's init draws)",
               {1, 8, 5}, kStep3Expected, y, 1e-6);
-  check_that("each head's forward_unbatched = the library's SelfAttentionLayer::forward_unbatched",
-             osa->max_vs_library <= 1e-7,
-             "max |diff| " + [&] {
-               char buf[32];
-               std::snprintf(buf, sizeof buf, "%.3g", osa->max_vs_library);
-               return std::string(buf);
-             }());
-  // The library's SelfAttention layer itself, same options and init key: the same weights
-  // and the same output.
+  // Not in the notebook: each head of ours against the library's
+  // SelfAttentionLayer::forward_unbatched, on the same x, weights and rng (quietly).
   auto sa = research::SelfAttention(opt);
   sa->init({{x.shape(), x.dtype()}}, core::key_from_seed(1));
+  const Var x0 = Var(x.reshape(Shape{8, 5}));
+  osa->verbose = false;
+  double max_vs_library = 0;
+  for (long h = 0; h < opt.n_heads; ++h) {
+    const std::vector<Var> w = osa->head_weights(h);
+    const Var ours = osa->forward_unbatched(x0, Tensor(), w, {}, osa->rng(), true, h).out;
+    const Var lib = sa->forward_unbatched(x0, Tensor(), w, {}, osa->rng(), true, h).out;
+    max_vs_library = std::max(max_vs_library, core::max_abs_diff(lib.value(), ours.value()));
+  }
+  osa->verbose = true;
+  check_that(
+      "each head's forward_unbatched = the library's SelfAttentionLayer::forward_unbatched",
+      max_vs_library <= 1e-7, "max |diff| " + [&] {
+        char buf[32];
+        std::snprintf(buf, sizeof buf, "%.3g", max_vs_library);
+        return std::string(buf);
+      }());
+  // The library's SelfAttention layer itself, same options and init key: the same weights
+  // and the same output.
   check_close("research::SelfAttention gives the same output", y, (*sa)(Var(x)).value(), 1e-7);
+
+  // Beyond the lab's settings: causal, a padding mask, biases, dropout, two examples; the
+  // same weights (all shifted by 0.1, so that the biases are not zero) and the same rng.
+  research::SelfAttentionOptions hard;
+  hard.n_heads = 2;
+  hard.d_qk = 4;
+  hard.d_v = 3;
+  hard.causal = true;
+  hard.masked = true;
+  hard.bias = true;
+  hard.attention_dropout = 0.2;
+  hard.output_dropout = 0.1;
+  hard.use_reference_code = true;
+  const Tensor hx = core::uniform(core::key_from_seed(5), {2, 8, 6});
+  const Tensor hmask =
+      Tensor::from<std::int32_t>({2, 8}, {1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0});
+  auto ours = std::make_shared<OurSelfAttention>(hard);
+  ours->verbose = false;
+  auto lib = research::SelfAttention(hard);
+  const base::Signature sig{{hx.shape(), hx.dtype()}, {hmask.shape(), hmask.dtype()}};
+  ours->init(sig, core::key_from_seed(3));
+  std::vector<Tensor> shifted;
+  for (const base::NamedTensor& w : ours->flat_weights())
+    shifted.push_back(core::add(w.value, 0.1));
+  ours->set_flat_weights(shifted);
+  lib->init(sig, core::key_from_seed(3));
+  lib->set_flat_weights(shifted);
+  ours->set_rng(core::key_from_seed(11));
+  lib->set_rng(core::key_from_seed(11));
+  check_close("causal, masked, biases, dropout, 2 examples: = research::SelfAttention",
+              (*lib)({Var(hx), Var(hmask)}).at(0).value(),
+              (*ours)({Var(hx), Var(hmask)}).at(0).value(), 1e-5);
 }
 
 // =============================================================================================
@@ -607,7 +670,9 @@ Tensor our_hash_vectors(const Tensor& vecs, Key rng, long n_buckets, long n_hash
   Tensor offsets = core::mul(Tensor::arange(nh, DType::i32), static_cast<double>(per_round));
   offsets = offsets.reshape(Shape{nh, 1});
   buckets = core::add(buckets, offsets).reshape(Shape{nh * vecs.dim(0)});
-  if (verbose) std::cout << "buckets with offsets " << tuple(buckets.shape()) << "\n " << np_str(buckets) << "\n";
+  if (verbose)
+    std::cout << "buckets with offsets " << tuple(buckets.shape()) << "\n " << np_str(buckets)
+              << "\n";
   return buckets;
 }
 
@@ -653,7 +718,8 @@ void step4_our_hash_vectors() {
   // The notebook printed [3 x8, 7 x8, 11 x8] on the TensorFlow backend and [3 x8, 5 x8,
   // 11 x8] on JAX: the backends' random normals differ. Ours are JAX's.
   check_equal("buckets vs the lab's JAX-backend output",
-              {3, 3, 3, 3, 3, 3, 3, 3, 5, 5, 5, 5, 5, 5, 5, 5, 11, 11, 11, 11, 11, 11, 11, 11}, ohv);
+              {3, 3, 3, 3, 3, 3, 3, 3, 5, 5, 5, 5, 5, 5, 5, 5, 11, 11, 11, 11, 11, 11, 11, 11},
+              ohv);
   const std::vector<std::int32_t> ours = ohv.to_vector<std::int32_t>();
   check_equal("our_hash_vectors = research::hash_vectors", {ours.begin(), ours.end()},
               research::hash_vectors(ohv_q, ohv_rng, {ohv_n_buckets}, ohv_n_hashes));
@@ -664,12 +730,14 @@ void step4_our_hash_vectors() {
 // =============================================================================================
 
 struct Sorted {
-  Tensor sq, sv, sticker, undo_sort;
+  Var sq, sv;                 // [n_hashes * L, d]: the queries and values in sorted order
+  Tensor sticker, undo_sort;  // int32 [n_hashes * L]
 };
 
 /// The lab's sort_buckets: sort all n_hashes * L (round, position) slots by bucket, so that
 /// the members of a bucket sit next to each other, and remember how to undo the sort.
-Sorted sort_buckets(const Tensor& buckets, const Tensor& q, const Tensor& v, long n_buckets,
+/// q [L, d_qk], v [L, d_v] (differentiable: the sorted copies are gathers of them).
+Sorted sort_buckets(const Tensor& buckets, const Var& q, const Var& v, long n_buckets,
                     long n_hashes, long seqlen, bool verbose = true) {
   (void)n_buckets;  // the lab passes it but does not need it
   if (verbose) std::cout << "---sort_buckets--\n";
@@ -682,22 +750,25 @@ Sorted sort_buckets(const Tensor& buckets, const Tensor& q, const Tensor& v, lon
       core::add(core::mul(buckets.astype(DType::i32), static_cast<double>(seqlen)),
                 remainder(ticker, seqlen));
   if (verbose)
-    std::cout << "buckets_and_t " << tuple(buckets_and_t.shape()) << " " << np_str(buckets_and_t) << "\n";
+    std::cout << "buckets_and_t " << tuple(buckets_and_t.shape()) << " " << np_str(buckets_and_t)
+              << "\n";
 
   // Step 3: sort ("s" for sorted): sticker[i] is the slot that goes to sorted place i.
   const auto [sbuckets_and_t, sticker] = core::sort_key_val(buckets_and_t, ticker, -1);
   if (verbose) {
-    std::cout << "sbuckets_and_t " << tuple(sbuckets_and_t.shape()) << " " << np_str(sbuckets_and_t) << "\n";
+    std::cout << "sbuckets_and_t " << tuple(sbuckets_and_t.shape()) << " " << np_str(sbuckets_and_t)
+              << "\n";
     std::cout << "sticker " << tuple(sticker.shape()) << " " << np_str(sticker) << "\n";
   }
   // Step 4: undo_sort, the inverse permutation: sorting sticker brings each slot home.
   const Tensor undo_sort = core::sort_key_val(sticker, ticker, -1).second;
-  if (verbose) std::cout << "undo_sort " << tuple(undo_sort.shape()) << " " << np_str(undo_sort) << "\n";
+  if (verbose)
+    std::cout << "undo_sort " << tuple(undo_sort.shape()) << " " << np_str(undo_sort) << "\n";
 
   // Step 5: the sorted queries and values; st = the original position of each slot.
   const Tensor st = remainder(sticker, seqlen);
-  const Tensor sq = core::take(q, st, 0);
-  const Tensor sv = core::take(v, st, 0);
+  const Var sq = fm::take(q, Var(st), 0);
+  const Var sv = fm::take(v, Var(st), 0);
   return {sq, sv, sticker, undo_sort};
 }
 
@@ -742,7 +813,7 @@ void step5_sort_buckets() {
   check_equal("undo_sort", {0, 2, 4, 6, 1, 3, 5, 7, 8, 10, 12, 14, 9, 11, 13, 15}, s.undo_sort);
   check_close("sq (first column; every row is that value times [1, 1, 1])", {16},
               {0, 0, 1, 1, 2, 2, 3, 3, 0, 0, 1, 1, 2, 2, 3, 3},
-              core::slice(s.sq, 1, 0, 1).reshape(Shape{16}), 0.0);
+              core::slice(s.sq.value(), 1, 0, 1).reshape(Shape{16}), 0.0);
   check_that("sv has shape (16, 5)", s.sv.shape() == Shape{16, 5}, tuple(s.sv.shape()));
   check_that("sticker[undo_sort] = ticker (undo_sort inverts the sort)",
              core::equal(core::take(s.sticker, s.undo_sort), Tensor::arange(16, DType::i32)));
@@ -759,37 +830,85 @@ struct DotAndV {
   Var logits;  // the unsorted logsumexps (the lab prints them); kept for the checks
 };
 
+/// What Trax's attend does on top of the lab's dotandv, for OurLSHSelfAttention (step 7):
+/// adjacent chunks, masks and attention dropout. The defaults leave dotandv as the lab
+/// wrote it (step 6).
+struct AttendExtras {
+  long n_chunks_before = 0;  // earlier chunks (in sorted order) each chunk also sees
+  long n_chunks_after = 0;   // later chunks each chunk also sees
+  research::MaskFn mask_fn;  // empty: no mask
+  Tensor q_info;             // int32 [n_hashes * L]: each sorted slot's position
+  Tensor kv_info;            // the keys' positions (negative: padding); undefined: q_info
+  double dropout = 0.0;      // attention dropout rate
+  Key rng{};                 // for dropout
+};
+
 /// The lab's dotandv: attention inside fixed-size chunks of the sorted sequence, then
-/// unsorted and the hash rounds combined. Simplified on purpose: no key normalisation or
-/// scaling, no adjacent chunks, no masks (Trax's attend does all of those; step 7).
-DotAndV dotandv(const Var& sq, const Var& sv, const Tensor& undo_sort, long kv_chunk_len,
-                long n_hashes, long seqlen, bool passthrough, bool verbose = false) {
-  // Step 1: chunks of kv_chunk_len sorted queries, each chunk dotted with itself.
+/// unsorted and the hash rounds combined. sq, sk [n_hashes * L, d_qk] (the lab passes sq
+/// twice), sv [n_hashes * L, d_v], undo_sort int32 [n_hashes * L]. As the lab wrote it it
+/// is simplified on purpose: no key normalisation or scaling (the caller passes the keys
+/// it wants as sk), no adjacent chunks, no masks; `extras` adds those (step 7).
+DotAndV dotandv(const Var& sq, const Var& sk, const Var& sv, const Tensor& undo_sort,
+                long kv_chunk_len, long n_hashes, long seqlen, bool passthrough,
+                bool verbose = false, const AttendExtras& extras = {}) {
+  const long before = extras.n_chunks_before, after = extras.n_chunks_after;
+  const bool adjacent = before != 0 || after != 0;
+  // Step 1: chunks of kv_chunk_len sorted queries, each chunk dotted with its keys.
   const Var rsq = fm::reshape(sq, {-1, kv_chunk_len, static_cast<long>(sq.dim(-1))});
-  const Var rsqt = fm::transpose(rsq, {0, 2, 1});  // np.swapaxes(rsq, -1, -2)
-  if (verbose) std::cout << "rsq.shape,rsqt.shape:  " << tuple(rsq.shape()) << " " << tuple(rsqt.shape()) << "\n";
+  Var rsk = fm::reshape(sk, {-1, kv_chunk_len, static_cast<long>(sk.dim(-1))});
+  // (Trax's attend: each chunk's keys also come from the chunks before and after it.)
+  if (adjacent) rsk = research::look_adjacent(rsk, before, after);
+  const Var rsqt = fm::transpose(rsk, {0, 2, 1});  // np.swapaxes(rsk, -1, -2)
+  if (verbose)
+    std::cout << "rsq.shape,rsqt.shape:  " << tuple(rsq.shape()) << " " << tuple(rsqt.shape())
+              << "\n";
   Var dotlike = fm::matmul(rsq, rsqt);
   if (verbose) std::cout << "dotlike\n " << np_str(dotlike) << "\n";
+
+  // (Trax's attend: the masks compare each query's position with each key's.)
+  if (extras.mask_fn) {
+    const std::size_t n_chunks = rsq.dim(0), chunk = rsq.dim(1), window = rsqt.dim(2);
+    const Tensor q_info = extras.q_info.reshape(Shape{n_chunks, chunk, 1});
+    Tensor kv_info =
+        (extras.kv_info.defined() ? extras.kv_info : extras.q_info).reshape(Shape{n_chunks, chunk});
+    if (adjacent) kv_info = research::look_adjacent(kv_info, before, after);
+    dotlike = extras.mask_fn(dotlike, q_info, kv_info.reshape(Shape{n_chunks, 1, window}));
+  }
 
   // Step 2: the softmax within each chunk (or the passthrough).
   Var slogits;
   std::tie(dotlike, slogits) = our_softmax(dotlike, passthrough);
   if (verbose) std::cout << "dotlike post softmax\n " << np_str(dotlike) << "\n";
 
+  // (Trax's attend: attention dropout, one keep mask [chunk, window] for all chunks.)
+  if (extras.dropout > 0.0) {
+    const double keep_prob = 1.0 - extras.dropout;
+    const Tensor keep = core::bernoulli(extras.rng, keep_prob, {dotlike.dim(-2), dotlike.dim(-1)});
+    const Tensor multiplier =
+        core::div(keep.astype(dotlike.dtype()), Tensor::scalar(keep_prob, dotlike.dtype()));
+    dotlike = dotlike * Var(multiplier);
+  }
+
   // Step 3: the values, chunked the same way; so = weights @ values per chunk.
-  const Var vr = fm::reshape(sv, {-1, kv_chunk_len, static_cast<long>(sv.dim(-1))});
-  if (verbose) std::cout << "dotlike.shape, vr.shape: " << tuple(dotlike.shape()) << " " << tuple(vr.shape()) << "\n";
+  Var vr = fm::reshape(sv, {-1, kv_chunk_len, static_cast<long>(sv.dim(-1))});
+  if (adjacent) vr = research::look_adjacent(vr, before, after);
+  if (verbose)
+    std::cout << "dotlike.shape, vr.shape: " << tuple(dotlike.shape()) << " " << tuple(vr.shape())
+              << "\n";
   Var so = fm::matmul(dotlike, vr);
   if (verbose) std::cout << "so.shape: " << tuple(so.shape()) << "\n";
   so = fm::reshape(so, {-1, static_cast<long>(so.dim(-1))});
   slogits = fm::reshape(slogits, {-1});  // provided
-  if (verbose) std::cout << "so.shape,slogits.shape " << tuple(so.shape()) << " " << tuple(slogits.shape()) << "\n";
+  if (verbose)
+    std::cout << "so.shape,slogits.shape " << tuple(so.shape()) << " " << tuple(slogits.shape())
+              << "\n";
 
   // Step 4: undo the sort: each slot's output and logsumexp back in (round, position) order.
   Var o = fm::take(so, Var(undo_sort), 0);
   Var logits = fm::take(slogits, Var(undo_sort), 0);
   if (verbose) std::cout << "o.shape,o " << tuple(o.shape()) << " " << np_str(o) << "\n";
-  if (verbose) std::cout << "logits.shape, logits " << tuple(logits.shape()) << " " << np_str(logits) << "\n";
+  if (verbose)
+    std::cout << "logits.shape, logits " << tuple(logits.shape()) << " " << np_str(logits) << "\n";
   const Var unsorted_logits = logits;
 
   // Step 5 (provided): combine the rounds. Each round's softmax was normalised over its own
@@ -808,15 +927,18 @@ void step6_dotandv() {
   banner(6, "dotandv [lab 3.4]");
   // Step 5's outputs, recomputed quietly.
   const SortInputs in = lab_sort_inputs();
-  const Sorted s = sort_buckets(in.buckets, in.q, in.v, in.n_buckets, in.n_hashes, in.seqlen, false);
+  const Sorted s =
+      sort_buckets(in.buckets, in.q, in.v, in.n_buckets, in.n_hashes, in.seqlen, false);
   const long t_kv_chunk_len = 2;
 
-  const DotAndV pass = dotandv(s.sq, s.sv, s.undo_sort, t_kv_chunk_len, in.n_hashes, in.seqlen,
-                               /*passthrough=*/true, /*verbose=*/true);
+  const DotAndV pass =
+      dotandv(s.sq, s.sq, s.sv, s.undo_sort, t_kv_chunk_len, in.n_hashes, in.seqlen,
+              /*passthrough=*/true, /*verbose=*/true);
   std::cout << "out\n " << np_str(pass.o) << "\n";
   std::cout << "\n-----With softmax enabled----\n\n";
-  const DotAndV soft = dotandv(s.sq, s.sv, s.undo_sort, t_kv_chunk_len, in.n_hashes, in.seqlen,
-                               /*passthrough=*/false, /*verbose=*/true);
+  const DotAndV soft =
+      dotandv(s.sq, s.sq, s.sv, s.undo_sort, t_kv_chunk_len, in.n_hashes, in.seqlen,
+              /*passthrough=*/false, /*verbose=*/true);
   std::cout << "out\n " << np_str(soft.o) << "\n";
 
   // Deterministic expected values. The chunks pair equal rows, so a chunk of value-c rows has
@@ -829,15 +951,16 @@ void step6_dotandv() {
     for (double d : {0.0, 3.0, 12.0, 27.0})
       for (int i = 0; i < 4; ++i) want_dots.push_back(d);
   check_close("dotlike per chunk = 0, 3, 12, 27 (twice)", {8, 2, 2}, want_dots, dotlike, 0.0);
-  check_close("passthrough: out rows 0, 6, 24, 54 (twice)", {8, 5},
-              [] {
-                std::vector<double> e;
-                for (int h = 0; h < 2; ++h)
-                  for (double r : {0.0, 6.0, 24.0, 54.0})
-                    for (int f = 0; f < 5; ++f) e.push_back(r);
-                return e;
-              }(),
-              pass.o.value(), 0.0);
+  check_close(
+      "passthrough: out rows 0, 6, 24, 54 (twice)", {8, 5},
+      [] {
+        std::vector<double> e;
+        for (int h = 0; h < 2; ++h)
+          for (double r : {0.0, 6.0, 24.0, 54.0})
+            for (int f = 0; f < 5; ++f) e.push_back(r);
+        return e;
+      }(),
+      pass.o.value(), 0.0);
   check_close("passthrough: logits all 0", Tensor::zeros({16}), pass.logits.value(), 0.0);
   std::vector<double> want_logits;
   for (int i = 0; i < 4; ++i)
@@ -845,8 +968,8 @@ void step6_dotandv() {
   // float32 spacing near 27.7 is 1.9e-6: the tolerance allows one unit there.
   check_close("softmax: logits = dot + ln 2 = [0.6931472 3.6931472 12.693148 27.693148] x4", {16},
               want_logits, soft.logits.value(), 2e-6);
-  check_close("softmax: out = 1 everywhere (lab: 1 and 0.99999905)", Tensor::ones({8, 5}, DType::f64),
-              soft.o.value(), 1e-6);
+  check_close("softmax: out = 1 everywhere (lab: 1 and 0.99999905)",
+              Tensor::ones({8, 5}, DType::f64), soft.o.value(), 1e-6);
   // Trax unsorts with permute_via_gather / permute_via_sort (the same values, with
   // gradients that are gathers too); the lab's comment says np.take "would also work".
   const research::SortedBuckets lib = research::sort_buckets(in.buckets, in.seqlen, in.n_hashes);
@@ -862,65 +985,196 @@ void step6_dotandv() {
 // Step 7 [3.5]: OurLSHSelfAttention
 // =============================================================================================
 
-/// The lab's OurLSHSelfAttention: Trax's LSHSelfAttention.forward_unbatched with the lab's
-/// our_hash_vectors in place of Trax's hash_vectors. The rest of that function is Trax's
-/// code (projections, the sort, the chunked attend with the self mask, the unsort, the
-/// combination of rounds); minitrax's LSHSelfAttentionLayer::forward_unbatched is that
-/// code, and this override calls it. It hashes the queries with our_hash_vectors first,
-/// from the same key, and checks that the layer's buckets are ours.
+/// The lab's OurLSHSelfAttention: Trax's LSHSelfAttention with the lab's forward_unbatched,
+/// assembled from the lab's own steps: q = x w_q and v = x w_v; buckets from
+/// our_hash_vectors (step 4) with a key split from the state; sort_buckets (step 5);
+/// chunked attention with dotandv (step 6), given what Trax's attend adds (normalised and
+/// scaled keys, the self mask, adjacent chunks, dropout); the unsort and the combination of
+/// rounds (inside dotandv); the output projection w_o. The library's
+/// LSHSelfAttentionLayer::forward_unbatched is not called: the step compares the two from
+/// outside. Break here in gdb to step through one head.
 class OurLSHSelfAttention : public research::LSHSelfAttentionLayer {
  public:
   explicit OurLSHSelfAttention(const research::LSHSelfAttentionOptions& options)
-      : LSHSelfAttentionLayer(options, research::SrcLoc::current()) {}
+      : LSHSelfAttentionLayer(options, research::SrcLoc::current()) {
+    if (options.n_buckets.size() != 1) {
+      throw core::ValueError(
+          "OurLSHSelfAttention: our_hash_vectors takes one n_buckets, got a factorised list of " +
+          std::to_string(options.n_buckets.size()));
+    }
+  }
 
-  int calls = 0;
-  bool buckets_agree = true;   // our_hash_vectors = the layer's buckets, every head
-  std::vector<Tensor> buckets;  // each head's buckets
+  int calls = 0;                     // forward_unbatched calls so far
+  bool verbose = true;               // print as the notebook does
+  std::vector<Tensor> head_buckets;  // each call's buckets
 
-  UnbatchedResult forward_unbatched(const Var& x, const Tensor& mask, const std::vector<Var>& weights,
+  UnbatchedResult forward_unbatched(const Var& x, const Tensor& mask,
+                                    const std::vector<Var>& weights,
                                     const std::vector<Tensor>& state, Key rng, bool update_state,
                                     long head) override {
     ++calls;
-    const research::LSHSelfAttentionOptions& o = lsh_options();
-    std::cout << "OurLSHSelfAttention:forward_unbatched (head " << head << ")\n";
+    const research::LSHSelfAttentionOptions& opts = lsh_options();
+    if (fixed_rotations().defined()) {
+      throw core::ValueError(
+          "OurLSHSelfAttention: our_hash_vectors draws its own rotations; set_fixed_rotations "
+          "is not supported");
+    }
+    if (verbose) std::cout << "OurLSHSelfAttention:forward_unbatched (head " << head << ")\n";
+    // attend_rng, output_rng = fastmath.random.split(rng)
+    const std::vector<Key> rngs = core::split(rng, 2);
+    const Key attend_rng = rngs[0], output_rng = rngs[1];
     // w_q, w_v, w_o = weights (shared QK: no w_k)
     const Var& w_q = weights.at(0);
-    std::cout << "x.shape,w_q.shape " << tuple(x.shape()) << " " << tuple(w_q.shape()) << "\n";
+    const Var& w_v = weights.at(1);
+    const Var& w_o = weights.at(2);
+    if (verbose)
+      std::cout << "x.shape,w_q.shape " << tuple(x.shape()) << " " << tuple(w_q.shape()) << "\n";
 
-    Tensor ours;
+    // q = np.matmul(x, w_q); v = np.matmul(x, w_v): the queries are the keys too.
+    const Var q = fm::matmul(x, w_q);  // [L, d_qk]
+    const Var v = fm::matmul(x, w_v);  // [L, d_v]
+    const long seqlen = static_cast<long>(x.dim(0));
+    const long n_hashes = opts.n_hashes;
+    const long n_buckets = opts.n_buckets.at(0);
+    if (state.size() != 2) {
+      throw core::ValueError("OurLSHSelfAttention: expected a state of (buckets, hash key), got " +
+                             std::to_string(state.size()) + " tensors");
+    }
+
+    Tensor buckets;
+    std::vector<Tensor> new_state = state;
     if (update_state) {
       // _, old_hash_rng = state;  hash_rng, hash_subrng = fastmath.random.split(old_hash_rng)
       const std::vector<Key> keys = core::split(research::key_from_tensor(state.at(1)), 2);
-      const Key hash_subrng = keys[1];
-      // q = np.matmul(x, w_q);  buckets = our_hash_vectors(q, hash_subrng, n_buckets, n_hashes)
-      const Tensor q = fm::matmul(x, w_q).value();
-      ours = our_hash_vectors(q, hash_subrng, o.n_buckets.at(0), o.n_hashes, mask);
+      const Key hash_rng = keys[0], hash_subrng = keys[1];
+      // buckets = our_hash_vectors(q, hash_subrng, n_buckets, n_hashes, mask): int32
+      // [n_hashes * L], not differentiated (q's values only).
+      buckets = our_hash_vectors(q.value(), hash_subrng, n_buckets, n_hashes, mask);
+      // state = (buckets, hash_rng); with max_length_for_buckets the stored buckets are
+      // zero-padded to n_hashes * max_length_for_buckets, one shape for every length.
+      Tensor s_buckets = buckets;
+      if (opts.max_length_for_buckets && seqlen < *opts.max_length_for_buckets) {
+        const std::size_t pad =
+            static_cast<std::size_t>(n_hashes * *opts.max_length_for_buckets) - buckets.size();
+        s_buckets = core::concatenate({buckets, Tensor::zeros({pad}, DType::i32)}, 0);
+      }
+      new_state = {s_buckets, research::key_to_tensor(hash_rng)};
+    } else {
+      // buckets, _ = state: the buckets of the forward pass that made the state.
+      buckets = state.at(0);
+      if (opts.max_length_for_buckets) buckets = core::slice(buckets, 0, 0, n_hashes * seqlen);
     }
+    if (static_cast<long>(buckets.size()) != n_hashes * seqlen) {
+      throw core::ShapeError(
+          "OurLSHSelfAttention: the stored buckets cover " + std::to_string(buckets.size()) +
+          " positions, this call needs n_hashes * length = " + std::to_string(n_hashes * seqlen) +
+          ": run a state-updating forward pass at this length first");
+    }
+    if (verbose)
+      std::cout << "buckets " << tuple(buckets.shape()) << " " << np_str(buckets) << "\n";
+    head_buckets.push_back(buckets);
 
-    // Trax's forward_unbatched: break here in gdb to step through one head.
-    UnbatchedResult r =
-        LSHSelfAttentionLayer::forward_unbatched(x, mask, weights, state, rng, update_state, head);
+    // Step 5: sort the (round, position) slots by bucket ("s" for sorted).
+    const Sorted s = sort_buckets(buckets, q, v, n_buckets, n_hashes, seqlen, /*verbose=*/false);
+    const Var& sq = s.sq;  // [n_hashes * L, d_qk]
+    const Var& sv = s.sv;  // [n_hashes * L, d_v]
+    // st = sticker % seqlen: the original position of each sorted slot.
+    const Tensor st = remainder(s.sticker, seqlen);
 
-    // The new state is (buckets, hash_rng): the buckets this head attended with.
-    const Tensor& used = r.state.at(0);
-    std::cout << "buckets " << tuple(used.shape()) << " " << np_str(used) << "\n";
-    if (ours.defined()) buckets_agree = buckets_agree && core::equal(ours, used);
-    buckets.push_back(used);
-    return r;
+    // The keys are the queries (shared QK), length-normalised, then / sqrt(d_qk) (Trax's
+    // attend does this inside; the lab's dotandv takes the keys ready).
+    const Var sk =
+        fm::divide(research::length_normalized(sq),
+                   Tensor::scalar(std::sqrt(static_cast<double>(sq.dim(-1))), sq.dtype()));
+
+    // mask_fn = partial(mask_self_attention, causal, exclude_self = True, masked); q_info = st;
+    // masked: kv_info = st * where(mask[st], 1, -1) (padded keys get negative positions).
+    AttendExtras extras;
+    extras.n_chunks_before = opts.n_chunks_before;
+    extras.n_chunks_after = opts.n_chunks_after;
+    extras.mask_fn = [causal = opts.causal, masked = opts.masked](const Var& dots, const Tensor& qi,
+                                                                  const Tensor& kvi) {
+      return research::mask_self_attention(dots, qi, kvi, causal, /*exclude_self=*/true, masked);
+    };
+    extras.q_info = st;
+    if (opts.masked) {
+      const Tensor smask = core::take(mask.astype(DType::i32), st, 0);
+      const Tensor ones = Tensor::ones({st.size()}, DType::i32);
+      extras.kv_info = core::mul(st, core::where(smask, ones, core::neg(ones)));
+    }
+    extras.dropout = effective_rate(opts.attention_dropout);
+    extras.rng = attend_rng;
+
+    // Step 6: attention within chunks of the sorted slots, the sort undone (undo_sort) and
+    // the rounds combined by their logsumexps: o [L, d_v].
+    const DotAndV attended = dotandv(sq, sk, sv, s.undo_sort, *opts.chunk_len, n_hashes, seqlen,
+                                     /*passthrough=*/false, /*verbose=*/false, extras);
+    const Var& o = attended.o;  // (attended.logits: the rounds' logsumexps, already used)
+
+    // out = np.matmul(o, w_o), then the output dropout (one mask over the features).
+    Var out = fm::matmul(o, w_o);
+    out = research::apply_broadcasted_dropout(out, effective_rate(opts.output_dropout), output_rng);
+    return {out, new_state};
   }
 };
 
 // The notebook's expected output of step 7 (its "Expected Output" block; a second printed
 // run differs from it by up to 5e-7).
 const std::vector<double> kStep7Expected = {
-    6.6842866e-01, -1.1364317e-01, -5.4430598e-01, 2.1126229e-01, -1.0988474e-02,
-    7.0949805e-01, -1.5455173e-01, -5.9923279e-01, 2.2719435e-01, 1.3833910e-02,
-    7.1442688e-01, -1.2046629e-01, -5.3956538e-01, 1.7320301e-01, -1.6552359e-02,
-    6.7178923e-01, -7.6611072e-02, -5.9399861e-01, 2.1236289e-01, 7.9482794e-04,
-    7.1518469e-01, -1.1359149e-01, -5.7821870e-01, 2.1304403e-01, 3.0598417e-02,
-    6.8235356e-01, -9.3979865e-02, -5.5341852e-01, 2.1608178e-01, -6.6673756e-04,
-    6.1286646e-01, -8.1026971e-02, -4.8148811e-01, 1.9373316e-01, 3.1555206e-02,
-    7.2203499e-01, -1.0199657e-01, -5.5215180e-01, 1.7872262e-01, -2.2289127e-02};
+    6.6842866e-01,  -1.1364317e-01, -5.4430598e-01, 2.1126229e-01,  -1.0988474e-02, 7.0949805e-01,
+    -1.5455173e-01, -5.9923279e-01, 2.2719435e-01,  1.3833910e-02,  7.1442688e-01,  -1.2046629e-01,
+    -5.3956538e-01, 1.7320301e-01,  -1.6552359e-02, 6.7178923e-01,  -7.6611072e-02, -5.9399861e-01,
+    2.1236289e-01,  7.9482794e-04,  7.1518469e-01,  -1.1359149e-01, -5.7821870e-01, 2.1304403e-01,
+    3.0598417e-02,  6.8235356e-01,  -9.3979865e-02, -5.5341852e-01, 2.1608178e-01,  -6.6673756e-04,
+    6.1286646e-01,  -8.1026971e-02, -4.8148811e-01, 1.9373316e-01,  3.1555206e-02,  7.2203499e-01,
+    -1.0199657e-01, -5.5215180e-01, 1.7872262e-01,  -2.2289127e-02};
+
+/// The max |a - b| of two outputs as "%.3g" text.
+std::string diff_text(const Tensor& a, const Tensor& b) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.3g",
+                core::max_abs_diff(a.astype(DType::f64), b.astype(DType::f64)));
+  return buf;
+}
+
+/// Whether two layers' states are identical, leaf by leaf (buckets and hash keys).
+bool same_state(const base::Layer& a, const base::Layer& b) {
+  const std::vector<Tensor> sa = a.state().flatten(), sb = b.state().flatten();
+  if (sa.size() != sb.size()) return false;
+  for (std::size_t i = 0; i < sa.size(); ++i) {
+    if (sa[i].shape() != sb[i].shape() || sa[i].dtype() != sb[i].dtype() ||
+        !core::equal(sa[i], sb[i]))
+      return false;
+  }
+  return true;
+}
+
+/// Not in the notebook: `ours` and the library's `lib` (same options, same init key) run side
+/// by side on `inputs`: two state-updating calls (each rehashes with a key split from the
+/// state), then one that reuses the stored buckets (update_state = false). After each call
+/// the outputs must agree within 1e-5 and the states (buckets, hash keys) be identical.
+void check_layer_vs_library(const std::string& what, research::EfficientAttentionBase& ours,
+                            research::EfficientAttentionBase& lib, const base::Stack& inputs) {
+  for (int call = 1; call <= 3; ++call) {
+    const bool update = call < 3;
+    ours.set_update_state(update);
+    lib.set_update_state(update);
+    ours.set_rng(core::key_from_seed(10 + call));  // the same dropout masks for both
+    lib.set_rng(core::key_from_seed(10 + call));
+    const Tensor y_ours = ours(inputs).at(0).value();
+    const Tensor y_lib = lib(inputs).at(0).value();
+    const double diff = core::max_abs_diff(y_ours.astype(DType::f64), y_lib.astype(DType::f64));
+    const bool state_ok = same_state(ours, lib);
+    check_that(what + ", call " + std::to_string(call) +
+                   (update ? " (rehashing)" : " (update_state = false)") +
+                   ": output and state = the library's",
+               y_ours.shape() == y_lib.shape() && diff <= 1e-5 && state_ok,
+               "output max |diff| " + diff_text(y_ours, y_lib) + " (tolerance 1e-5), state " +
+                   (state_ok ? "identical" : "DIFFERENT"));
+  }
+  ours.set_update_state(true);
+  lib.set_update_state(true);
+}
 
 void step7_our_lsh_self_attention() {
   banner(7, "OurLSHSelfAttention [lab 3.5]");
@@ -943,25 +1197,99 @@ void step7_our_lsh_self_attention() {
   // x = uniform(PRNGKey(0), (1, seq_len, emb_len)); al.init(signature(x), get_prng(1))
   const Tensor x = lab_x();
   al->init({{x.shape(), x.dtype()}}, core::key_from_seed(1));
+  // (Not in the notebook: the state each head starts from, for the comparisons below.)
+  std::vector<std::vector<Tensor>> start_state;
+  for (long h = 0; h < opt.n_heads; ++h) start_state.push_back(al->state_row(h));
   // al(x)
   const Tensor y = (*al)(Var(x)).value();
   std::cout << "DeviceArray(" << np_str(y) << ", dtype=float32)\n";
 
   check_that("forward_unbatched called once per head", al->calls == 3,
              "3 heads, " + std::to_string(al->calls) + " calls");
-  check_that("our_hash_vectors gives the buckets the layer attended with", al->buckets_agree);
-  for (std::size_t h = 0; h < al->buckets.size(); ++h) {
+  for (std::size_t h = 0; h < al->head_buckets.size(); ++h) {
     check_bucket_ranges("head " + std::to_string(h) + ": round r's buckets lie in [4r, 4r+3]",
-                        al->buckets[h], 4, 5);
+                        al->head_buckets[h], 4, 5);
   }
   check_close("output vs the lab's expected output (JAX threefry inputs, Trax's init draws)",
               {1, 8, 5}, kStep7Expected, y, 1e-6);
+
+  // Each head against the library's LSHSelfAttentionLayer::forward_unbatched, run on this
+  // same layer with the same x, weights, starting state and rng: the same output (within
+  // 1e-5) and the same new state (buckets and hash key, exactly). (A gdb breakpoint on the
+  // library's function stops here, once per head.)
+  const Var x0 = Var(x.reshape(Shape{8, 5}));
+  al->verbose = false;
+  double max_vs_library = 0;
+  bool states_agree = true;
+  for (long h = 0; h < opt.n_heads; ++h) {
+    const std::vector<Var> w = al->head_weights(h);
+    const UnbatchedResult ours = al->forward_unbatched(
+        x0, Tensor(), w, start_state[static_cast<std::size_t>(h)], al->rng(), true, h);
+    const UnbatchedResult lib = al->LSHSelfAttentionLayer::forward_unbatched(
+        x0, Tensor(), w, start_state[static_cast<std::size_t>(h)], al->rng(), true, h);
+    max_vs_library =
+        std::max(max_vs_library, core::max_abs_diff(ours.out.value(), lib.out.value()));
+    const std::vector<Tensor> layer_row = al->state_row(h);  // what the layer's call stored
+    for (std::size_t i = 0; i < 2; ++i) {
+      states_agree = states_agree && core::equal(ours.state.at(i), lib.state.at(i)) &&
+                     core::equal(layer_row.at(i), lib.state.at(i));
+    }
+  }
+  al->verbose = true;
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.3g", max_vs_library);
+  check_that(
+      "each head's forward_unbatched = the library's LSHSelfAttentionLayer::forward_unbatched",
+      max_vs_library <= 1e-5, std::string("max |diff| ") + buf + " (tolerance 1e-5)");
+  check_that(
+      "our_hash_vectors gives the library's buckets: each head's new state (buckets, hash key) "
+      "= the library's",
+      states_agree);
+  // The library's LSHSelfAttention layer itself, same options and init key, call after call.
+  {
+    auto ours = std::make_shared<OurLSHSelfAttention>(opt);
+    ours->verbose = false;
+    auto lib = research::LSHSelfAttention(opt);
+    ours->init({{x.shape(), x.dtype()}}, core::key_from_seed(1));
+    lib->init({{x.shape(), x.dtype()}}, core::key_from_seed(1));
+    check_layer_vs_library("research::LSHSelfAttention, the lab's settings", *ours, *lib, {Var(x)});
+  }
+  // Beyond the lab's settings: causal, padding mask, adjacent chunks, dropout, two examples,
+  // buckets padded to max_length_for_buckets.
+  {
+    research::LSHSelfAttentionOptions hard;
+    hard.n_heads = 2;
+    hard.d_qk = 4;
+    hard.d_v = 3;
+    hard.causal = true;
+    hard.masked = true;
+    hard.chunk_len = 4;
+    hard.n_chunks_before = 1;
+    hard.n_chunks_after = 1;
+    hard.n_hashes = 2;
+    hard.n_buckets = {4};
+    hard.attention_dropout = 0.2;
+    hard.output_dropout = 0.1;
+    hard.max_length_for_buckets = 12;
+    hard.use_reference_code = true;
+    const Tensor hx = core::uniform(core::key_from_seed(5), {2, 8, 6});
+    const Tensor hmask =
+        Tensor::from<std::int32_t>({2, 8}, {1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0});
+    auto ours = std::make_shared<OurLSHSelfAttention>(hard);
+    ours->verbose = false;
+    auto lib = research::LSHSelfAttention(hard);
+    const base::Signature sig{{hx.shape(), hx.dtype()}, {hmask.shape(), hmask.dtype()}};
+    ours->init(sig, core::key_from_seed(3));
+    lib->init(sig, core::key_from_seed(3));
+    check_layer_vs_library(
+        "causal, masked, 1 chunk before and after, dropout, 2 examples, max_length_for_buckets",
+        *ours, *lib, {Var(hx), Var(hmask)});
+  }
 
   // The derived invariant: with chunk_len = L = 8 and no adjacent chunks, every round's
   // only chunk is the whole sequence, so each round is full attention and the rounds are
   // identical: the output is full shared-QK attention with the self mask (-1e5), whatever
   // the hashing. Computed here with the lab's our_simple_attend, head by head.
-  const Var x0 = Var(x.reshape(Shape{8, 5}));
   const research::MaskFn self_mask = [](const Var& dots, const Tensor& qi, const Tensor& kvi) {
     return research::mask_self_attention(dots, qi, kvi, /*causal=*/false, /*exclude_self=*/true,
                                          /*masked=*/false);
@@ -1000,17 +1328,17 @@ struct Step {
 };
 
 const std::vector<Step> kSteps = {
-    {1, "our_softmax", "2.1.1", "softmax through its logsumexp, on [1, 2, 3, 4]", step1_our_softmax},
+    {1, "our_softmax", "2.1.1", "softmax through its logsumexp, on [1, 2, 3, 4]",
+     step1_our_softmax},
     {2, "our_simple_attend", "2.2", "one head's dot-product attention, seq 8, d_qk 3, d_v 4",
      step2_our_simple_attend},
-    {3, "OurSelfAttention", "2.3", "SelfAttention, reference path: 3 heads, 3 forward_unbatched calls",
-     step3_our_self_attention},
+    {3, "OurSelfAttention", "2.3",
+     "SelfAttention, reference path: 3 heads, 3 forward_unbatched calls", step3_our_self_attention},
     {4, "our_hash_vectors", "3.2", "angular LSH of ones(8, 5): 4 buckets, 3 hashes",
      step4_our_hash_vectors},
     {5, "sort_buckets", "3.3", "sort by (bucket, position): sticker and undo_sort",
      step5_sort_buckets},
-    {6, "dotandv", "3.4", "attention within chunks of 2, unsort, combine 2 rounds",
-     step6_dotandv},
+    {6, "dotandv", "3.4", "attention within chunks of 2, unsort, combine 2 rounds", step6_dotandv},
     {7, "OurLSHSelfAttention", "3.5",
      "LSHSelfAttention, reference path: chunk_len 8, 5 hashes, 4 buckets",
      step7_our_lsh_self_attention},
@@ -1028,15 +1356,16 @@ void print_list() {
 }
 
 void print_help() {
-  std::cout << "reformer_lab: the course lab \"Reformer Efficient Attention\" (Coursera NLP C4W4),\n"
-               "step by step in C++, on the lab's inputs. Prints what the notebook prints, then\n"
-               "checks each step (lines ending in OK or MISMATCH).\n\n"
-               "usage: reformer_lab [--step N]... [--list] [--help]\n"
-               "  (no options)  run all steps\n"
-               "  --step N      run step N (1..7); repeat to run several\n"
-               "  --list        list the steps\n"
-               "  --help        this text\n\n"
-               "Exit status: 0 if every check passed, 1 if one failed, 2 for a usage error.\n\n";
+  std::cout
+      << "reformer_lab: the course lab \"Reformer Efficient Attention\" (Coursera NLP C4W4),\n"
+         "step by step in C++, on the lab's inputs. Prints what the notebook prints, then\n"
+         "checks each step (lines ending in OK or MISMATCH).\n\n"
+         "usage: reformer_lab [--step N]... [--list] [--help]\n"
+         "  (no options)  run all steps\n"
+         "  --step N      run step N (1..7); repeat to run several\n"
+         "  --list        list the steps\n"
+         "  --help        this text\n\n"
+         "Exit status: 0 if every check passed, 1 if one failed, 2 for a usage error.\n\n";
   print_list();
 }
 

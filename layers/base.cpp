@@ -116,14 +116,8 @@ std::pair<Weights, State> Layer::init(const Signature& input_signature, Key rng,
     set_rng(rng);
     init_weights_and_state(input_signature);
     initialized_ = true;
-  } catch (const LayerError& e) {
-    throw LayerError(std::string(e.what()) + "\n  in " + name_ + " (created at " + where() +
-                         ") init with inputs " + signature_str(input_signature),
-                     e.original());
-  } catch (const std::exception& e) {
-    throw LayerError(name_ + " (created at " + where() + ") init with inputs " +
-                         signature_str(input_signature) + ": " + e.what(),
-                     e.what());
+  } catch (const std::exception&) {
+    rethrow_in_frame(layer_frame(*this, " init with inputs " + signature_str(input_signature)));
   }
   if (use_cache) {
     init_cached_ = true;
@@ -155,8 +149,8 @@ void Layer::set_own_weights(std::vector<Tensor> ws) {
 
 const Var& Layer::weight(std::size_t i) const {
   if (weights_.size() == 0) {  // a leaf (marker) or an empty list: never given weights
-    throw core::ValueError(name_ + " (created at " + where() +
-                           ") has no weights: it was called before init(); call init with the "
+    throw core::ValueError(layer_frame(*this) +
+                           " has no weights: it was called before init(); call init with the "
                            "input signature first (or set its weights)");
   }
   if (i >= weights_.size()) {
@@ -390,7 +384,7 @@ void Layer::set_flat_state(const std::vector<Tensor>& flat) {
 
 Stack Layer::apply(const Stack& inputs, Key rng) {
   const std::string frame =
-      name_ + " (created at " + where() + ") with inputs " + signature_str(signature_of(inputs));
+      layer_frame(*this, " with inputs " + signature_str(signature_of(inputs)));
   if (static_cast<int>(inputs.size()) != n_in_) {
     const std::string msg = "expected " + std::to_string(n_in_) + " input" +
                             (n_in_ == 1 ? "" : "s") + ", got " + std::to_string(inputs.size());
@@ -401,13 +395,10 @@ Stack Layer::apply(const Stack& inputs, Key rng) {
       // Inputs that are wrong whatever the weights are reported as such (shape rules need
       // no weights); only inputs the layer would accept get the init message.
       (void)output_signature(signature_of(inputs));
-      std::string msg = name_ + " (created at " + where() +
-                        ") was called before init(): call init with the input signature first "
+      std::string msg = layer_frame(*this) +
+                        " was called before init(): call init with the input signature first "
                         "(or set its weights)";
-      if (missing != this) {
-        msg += "; its sublayer " + missing->name_ + " (created at " + missing->where() +
-               ") has no weights";
-      }
+      if (missing != this) msg += "; its sublayer " + layer_frame(*missing) + " has no weights";
       throw LayerError(msg, msg);
     }
   }
@@ -421,11 +412,13 @@ Stack Layer::apply(const Stack& inputs, Key rng) {
                              ", the layer promises n_out = " + std::to_string(n_out_));
     }
     return out;
-  } catch (const LayerError& e) {
-    throw LayerError(std::string(e.what()) + "\n  in " + frame, e.original());
-  } catch (const std::exception& e) {
-    throw LayerError(frame + ": " + e.what(), e.what());
+  } catch (const std::exception&) {
+    rethrow_in_frame(frame);
   }
+}
+
+Stack Layer::recompute(const Stack& inputs, Key rng) {
+  return apply(inputs, rng);
 }
 
 Stack Layer::operator()(const Stack& inputs) {
@@ -442,25 +435,11 @@ Var Layer::operator()(const Var& x) {
 
 std::pair<Stack, State> Layer::pure_fn(const Stack& inputs, const VarTree& weights,
                                        const State& state, Key rng) {
-  const VarTree old_weights = weight_vars();
-  const State old_state = this->state();
-  const Key old_rng = rng_;
-  auto restore = [&] {
-    set_weights(old_weights);
-    set_state(old_state);
-    rng_ = old_rng;
-  };
-  try {
-    set_weights(weights);
-    set_state(state);
-    Stack out = apply(inputs, rng);
-    State new_state = this->state();
-    restore();
-    return {std::move(out), std::move(new_state)};
-  } catch (...) {
-    restore();
-    throw;
-  }
+  RestoreGuard restore(*this);
+  set_weights(weights);
+  set_state(state);
+  Stack out = apply(inputs, rng);
+  return {std::move(out), this->state()};
 }
 
 Signature Layer::forward_signature(const Signature& input_signature) {
@@ -482,18 +461,12 @@ Signature Layer::output_signature(const Signature& input_signature) {
   if (static_cast<int>(input_signature.size()) != n_in_) {
     const std::string msg = "expected " + std::to_string(n_in_) + " input signatures, got " +
                             std::to_string(input_signature.size());
-    throw LayerError(name_ + " (created at " + where() + ") output_signature: " + msg, msg);
+    throw LayerError(layer_frame(*this, " output_signature") + ": " + msg, msg);
   }
   try {
     return forward_signature(input_signature);
-  } catch (const LayerError& e) {
-    throw LayerError(std::string(e.what()) + "\n  in " + name_ + " (created at " + where() +
-                         ") with inputs " + signature_str(input_signature),
-                     e.original());
-  } catch (const std::exception& e) {
-    throw LayerError(name_ + " (created at " + where() + ") with inputs " +
-                         signature_str(input_signature) + ": " + e.what(),
-                     e.what());
+  } catch (const std::exception&) {
+    rethrow_in_frame(layer_frame(*this, " with inputs " + signature_str(input_signature)));
   }
 }
 
@@ -509,6 +482,39 @@ void Layer::set_rng(Key rng) {
   if (sublayers_.empty()) return;
   const auto keys = core::split(rng, sublayers_.size());
   for (std::size_t i = 0; i < sublayers_.size(); ++i) sublayers_[i]->set_rng(keys[i]);
+}
+
+// ---- restoring and error frames ------------------------------------------------------
+
+RestoreGuard::RestoreGuard(Layer& layer, unsigned what)
+    : layer_(layer),
+      what_(what),
+      initialized_(layer.initialized()),
+      weights_(initialized_ && (what & weights) != 0 ? layer.weight_vars() : VarTree()),
+      state_(initialized_ && (what & state) != 0 ? layer.state() : State()),
+      rng_(layer.rng()),
+      mode_(layer.mode()) {}
+
+RestoreGuard::~RestoreGuard() {
+  if (!active_) return;
+  if ((what_ & mode) != 0) layer_.set_mode(mode_);  // sublayers too
+  if (initialized_ && (what_ & weights) != 0) layer_.set_weights(weights_);
+  if (initialized_ && (what_ & state) != 0) layer_.set_state(state_);
+  if ((what_ & rng) != 0) layer_.rng_ = rng_;
+}
+
+std::string layer_frame(const Layer& layer, const std::string& doing) {
+  return layer.name() + " (created at " + layer.where() + ")" + doing;
+}
+
+void rethrow_in_frame(const std::string& frame) {
+  try {
+    throw;
+  } catch (const LayerError& e) {
+    throw LayerError(std::string(e.what()) + "\n  in " + frame, e.original());
+  } catch (const std::exception& e) {
+    throw LayerError(frame + ": " + e.what(), e.what());
+  }
 }
 
 }  // namespace minitrax::base

@@ -75,6 +75,7 @@ class LayerError : public core::Error {
 };
 
 class Layer;
+class RestoreGuard;
 /// Layers are held and composed by shared pointer; sharing a pointer shares weights.
 using LayerPtr = std::shared_ptr<Layer>;
 
@@ -200,6 +201,11 @@ class Layer : public std::enable_shared_from_this<Layer> {
   /// (created at m.cpp:3) was called before init(): call init with the input signature
   /// first (or set its weights); its sublayer Dense (created at m.cpp:2) has no weights".
   Stack apply(const Stack& inputs, Key rng);
+  /// apply() as the recomputation of an earlier forward pass (reversible layers' backward
+  /// pass): a layer whose forward pass draws a new state (LSH attention rehashes with a
+  /// fresh key) reuses its current state instead and leaves it unchanged. The default
+  /// is apply(); EfficientAttentionBase overrides it (update_state = false for the call).
+  virtual Stack recompute(const Stack& inputs, Key rng);
 
   // ---- mode and rng -----------------------------------------------------------------
   /// The layer's mode (train, eval or predict).
@@ -242,6 +248,7 @@ class Layer : public std::enable_shared_from_this<Layer> {
   Mode mode_ = Mode::train;           ///< The current mode.
 
  private:
+  friend class RestoreGuard;  // puts rng_ back without set_rng's split over sublayers
   void clear_init_cache();
   const Layer* first_without_weights() const;
   void collect_flat_weights(const std::string& prefix, std::vector<NamedTensor>& out,
@@ -263,6 +270,57 @@ class Layer : public std::enable_shared_from_this<Layer> {
   bool initialized_ = false;
   bool init_cached_ = false;
 };
+
+/// Puts back what a layer has installed (its weights, state, rng and mode) when the guard
+/// goes out of scope, also when an exception leaves the scope: the one way minitrax code
+/// swaps other weights or state into a layer for a while (pure_fn, the recomputations of
+/// backward passes, the training loop around a step or a callback). release() keeps
+/// the changes instead. A layer that was never initialised gets back its rng and mode.
+/// @code
+/// {
+///   base::RestoreGuard restore(*layer);
+///   layer->set_flat_weights(other);   // ... use the layer with other weights ...
+/// }                                   // the layer's own weights are back
+/// @endcode
+class RestoreGuard {
+ public:
+  /// What a guard puts back (flags, combined with |).
+  enum What : unsigned {
+    weights = 1u,  ///< the installed weights (Vars: a tape's watched weights too)
+    state = 2u,    ///< the state tree
+    rng = 4u,      ///< the rng key (as it was, without set_rng's split)
+    mode = 8u,     ///< the mode (of the layer and its sublayers)
+    all = 15u,     ///< all of them
+  };
+  /// Saves what `what` names of the layer.
+  explicit RestoreGuard(Layer& layer, unsigned what = all);
+  /// Puts them back unless release() was called.
+  ~RestoreGuard();
+  RestoreGuard(const RestoreGuard&) = delete;
+  RestoreGuard& operator=(const RestoreGuard&) = delete;
+  /// Keeps whatever the layer has now (nothing is put back).
+  void release() { active_ = false; }
+
+ private:
+  Layer& layer_;
+  unsigned what_;
+  bool initialized_;
+  VarTree weights_;
+  State state_;
+  Key rng_;
+  Mode mode_;
+  bool active_ = true;
+};
+
+/// A layer's frame in error messages: "<name> (created at <file:line>)" followed by
+/// `doing` (e.g. " with inputs [8, 32] f32"). Every LayerError frame is made here.
+std::string layer_frame(const Layer& layer, const std::string& doing = "");
+
+/// Inside a catch block: rethrows the exception in flight as a LayerError with `frame`
+/// added. A plain exception becomes "<frame>: <message>"; a LayerError gets "\n  in
+/// <frame>" appended (outer layers add their frames after inner ones) and keeps its
+/// original message.
+[[noreturn]] void rethrow_in_frame(const std::string& frame);
 
 /// Zero tensors of a signature (for shape inference by running a layer).
 Stack zeros_of(const Signature& sig);

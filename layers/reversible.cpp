@@ -8,7 +8,6 @@
 #include "autodiff/transforms.hpp"
 #include "core/ops.hpp"
 #include "layers/combinators.hpp"
-#include "layers/research/efficient_attention.hpp"
 #include "layers/stack_internal.hpp"
 
 namespace minitrax::layers {
@@ -31,25 +30,6 @@ Stack vars_of(const std::vector<Tensor>& xs) {
   return Stack(xs.begin(), xs.end());
 }
 
-// Saves a layer's installed weights, state and rng; puts them back when it goes
-// out of scope (also when an exception leaves the scope).
-class Restore {
- public:
-  explicit Restore(base::Layer& layer)
-      : layer_(layer), weights_(layer.flat_weight_vars()), state_(layer.state()) {}
-  ~Restore() {
-    layer_.set_flat_weights(weights_);
-    layer_.set_state(state_);
-  }
-  Restore(const Restore&) = delete;
-  Restore& operator=(const Restore&) = delete;
-
- private:
-  base::Layer& layer_;
-  std::vector<Var> weights_;
-  State state_;
-};
-
 // The child states of a combinator's state tree (a marker or leaf gives empties).
 State child_state(const State& s, std::size_t i) {
   if (s.is_leaf() || i >= s.size()) return State();
@@ -62,27 +42,6 @@ void check_count(const std::string& who, const char* what, std::size_t got, int 
                            std::to_string(got));
   }
 }
-
-// Sets the attention layer's update_state flag for a scope, if it has one.
-class NoStateUpdate {
- public:
-  explicit NoStateUpdate(base::Layer* layer)
-      : attention_(dynamic_cast<research::EfficientAttentionBase*>(layer)) {
-    if (attention_) {
-      previous_ = attention_->update_state();
-      attention_->set_update_state(false);
-    }
-  }
-  ~NoStateUpdate() {
-    if (attention_) attention_->set_update_state(previous_);
-  }
-  NoStateUpdate(const NoStateUpdate&) = delete;
-  NoStateUpdate& operator=(const NoStateUpdate&) = delete;
-
- private:
-  research::EfficientAttentionBase* attention_;
-  bool previous_ = true;
-};
 
 }  // namespace
 
@@ -111,7 +70,7 @@ ReverseGrad ReversibleLayer::grad_at(const std::vector<Tensor>& inputs,
   const Key saved_rng = rng_;
   autodiff::VjpResult result;
   {
-    Restore restore(*this);
+    base::RestoreGuard restore(*this, base::RestoreGuard::weights | base::RestoreGuard::state);
     result = autodiff::vjp(
         [&](const VarList& v) {
           set_flat_weights(std::vector<Var>(v.begin() + static_cast<long>(n), v.end()));
@@ -242,9 +201,9 @@ Var ReversibleHalfResidualLayer::residual_of(const Stack& context, const State& 
                             residual->apply(top(context, residual->n_in()), rngs[0]));
   if (const LayerPtr attention = attention_layer()) {
     attention->set_state(*attention_state);
-    NoStateUpdate replay(attention.get());
+    // The recomputation of the forward pass: LSH attention reuses its buckets.
     stack = replace_top(stack, attention->n_in(),
-                        attention->apply(top(stack, attention->n_in()), rngs[1]));
+                        attention->recompute(top(stack, attention->n_in()), rngs[1]));
   }
   return stack[0];
 }
@@ -263,7 +222,7 @@ std::vector<Tensor> ReversibleHalfResidualLayer::reverse(const std::vector<Tenso
   Tensor residual;
   {
     autodiff::NoRecord quiet;
-    Restore restore(*this);
+    base::RestoreGuard restore(*this, base::RestoreGuard::weights | base::RestoreGuard::state);
     residual = residual_of(vars_of(std::vector<Tensor>(outputs.begin() + 1, outputs.end())),
                            child_state(state, 0), &attention_state, rngs)
                    .value();
@@ -292,7 +251,7 @@ ReverseGrad ReversibleHalfResidualLayer::reverse_and_grad(const std::vector<Tens
   const Key saved_rng = rng_;
   autodiff::VjpResult result;
   {
-    Restore restore(*this);
+    base::RestoreGuard restore(*this, base::RestoreGuard::weights | base::RestoreGuard::state);
     result = autodiff::vjp(
         [&](const VarList& v) {
           set_flat_weights(std::vector<Var>(v.begin() + static_cast<long>(n_context), v.end()));
@@ -409,16 +368,12 @@ Stack ReversibleSerialLayer::forward(const Stack& inputs) {
   auto backward_fn = [self, saved](const std::vector<Tensor>& outputs,
                                    const std::vector<Tensor>& output_cts) {
     // Differentiate with the weights the forward used, whatever is installed now.
-    std::vector<Var> installed = self->flat_weight_vars();
-    self->set_flat_weights(saved->weights);
     ReverseGrad g;
-    try {
+    {
+      base::RestoreGuard restore(*self, base::RestoreGuard::weights);
+      self->set_flat_weights(saved->weights);
       g = self->walk_back(outputs, output_cts, saved->old_states, saved->new_states, saved->rng);
-    } catch (...) {
-      self->set_flat_weights(installed);
-      throw;
     }
-    self->set_flat_weights(installed);
     std::vector<Tensor> cts = std::move(g.input_cts);
     cts.insert(cts.end(), g.weight_cts.begin(), g.weight_cts.end());
     return cts;

@@ -628,25 +628,13 @@ void Loop::call_callbacks(bool begin, long step) {
     if (!cb->call_at(step)) continue;
     // A callback may run the model (sampling, in eval mode): the training run goes on
     // with the mode, state and weights it had.
-    const bool init = model_->initialized();
-    const base::Mode mode = model_->mode();
-    const base::State state = init ? model_->state() : base::State{};
-    auto restore = [&] {
-      model_->set_mode(mode);
-      if (init) model_->set_state(state);
-      if (!weights_.empty()) model_->set_flat_weights(weights_);
-    };
-    try {
-      if (begin) {
-        cb->on_step_begin(*this, step);
-      } else {
-        cb->on_step_end(*this, step);
-      }
-    } catch (...) {
-      restore();
-      throw;
+    base::RestoreGuard restore(*model_, base::RestoreGuard::weights | base::RestoreGuard::state |
+                                            base::RestoreGuard::mode);
+    if (begin) {
+      cb->on_step_begin(*this, step);
+    } else {
+      cb->on_step_end(*this, step);
     }
-    restore();
   }
 }
 

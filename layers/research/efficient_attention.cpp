@@ -282,6 +282,17 @@ Stack EfficientAttentionBase::forward(const Stack& inputs) {
   return {use_reference_code_ ? forward_reference(x, mask) : forward_memory_lean(x, mask)};
 }
 
+Stack EfficientAttentionBase::recompute(const Stack& inputs, Key rng) {
+  const bool previous = update_state_;
+  update_state_ = false;
+  struct Reset {
+    bool& flag;
+    bool value;
+    ~Reset() { flag = value; }
+  } reset{update_state_, previous};
+  return apply(inputs, rng);
+}
+
 // ---- the reference implementation --------------------------------------------------------
 //
 // Read this first: it is what the layer computes. Every (example, head) pair is one call of

@@ -128,6 +128,9 @@ class EfficientAttentionBase : public base::Layer {
   bool update_state() const { return update_state_; }
   /// Sets update_state() (see there).
   void set_update_state(bool on) { update_state_ = on; }
+  /// apply() with update_state() false for the call: the stored state (LSH buckets) is
+  /// reused and left unchanged (what reversible layers' backward passes need).
+  Stack recompute(const Stack& inputs, Key rng) override;
 
   // ---- the per-(example, head) hooks (public so they can be called one by one) ----
 

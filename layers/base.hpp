@@ -133,7 +133,7 @@ struct NamedTensor {
 ///
 /// @code
 /// auto model = Serial({Dense(64), Relu(), Dense(10), LogSoftmax()});
-/// model->init({{{8, 32}, DType::f32}}, key_from_seed(0));
+/// model->init({8, 32}, DType::f32, key_from_seed(0));   // or init(x) from an example
 /// Var y = (*model)(x);                         // x [8, 32] -> y [8, 10]
 /// auto [ys, new_state] = model->pure_fn({x}, weights, state, rng);   // pure form
 /// @endcode

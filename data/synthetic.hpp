@@ -6,6 +6,9 @@
 /// fold_in(key, k), so the stream needs no state, any batch can be recomputed, and a
 /// resumed run sees exactly the batches an uninterrupted run would have seen. Batches are
 /// data::Batch tuples (inputs, targets, weights): arrays 0, 1 and 2.
+///
+/// Sizes are signed (long, as in a config): a negative one is a ValueError naming it,
+/// never a wrapped-around huge size.
 #pragma once
 
 #include <cstddef>
@@ -32,18 +35,16 @@ using StepStream = std::function<Batch(long step)>;
 /// data::Batch b = data::copy_task_batch(core::key_from_seed(0), 8, 64, 64);   // b[0]: int32 [8,
 /// 64]
 /// @endcode
-Batch copy_task_batch(core::Key key, std::size_t batch_size, std::size_t length,
-                      std::size_t vocab_size, bool reverse = false,
-                      std::size_t pad_to_multiple = 1);
+Batch copy_task_batch(core::Key key, long batch_size, long length, long vocab_size,
+                      bool reverse = false, long pad_to_multiple = 1);
 
 /// A stream of copy-task batches of one fixed length (batch k from fold_in(key, k)).
 /// @code
 /// data::StepStream train = data::copy_task_stream(core::key_from_seed(1), 16, 64, 64);
 /// data::Batch b = train(0);                                       // the same batch every time
 /// @endcode
-StepStream copy_task_stream(core::Key key, std::size_t batch_size, std::size_t length,
-                            std::size_t vocab_size, bool reverse = false,
-                            std::size_t pad_to_multiple = 1);
+StepStream copy_task_stream(core::Key key, long batch_size, long length, long vocab_size,
+                            bool reverse = false, long pad_to_multiple = 1);
 
 /// Trax 1.3.4's sequence_copy_inputs: training batches have a length drawn per
 /// batch from {4, 6, ..., 2 * train_length}, eval batches from
@@ -53,9 +54,8 @@ struct CopyInputs {
   StepStream eval;   ///< eval batches (longer, for generalisation in length)
 };
 /// The streams of Trax 1.3.4's sequence_copy_inputs (see CopyInputs).
-CopyInputs sequence_copy_inputs(core::Key key, std::size_t vocab_size, std::size_t batch_size,
-                                std::size_t train_length, std::size_t eval_min_length,
-                                std::size_t eval_max_length, bool reverse = false,
-                                std::size_t pad_to_multiple = 32);
+CopyInputs sequence_copy_inputs(core::Key key, long vocab_size, long batch_size, long train_length,
+                                long eval_min_length, long eval_max_length, bool reverse = false,
+                                long pad_to_multiple = 32);
 
 }  // namespace minitrax::data

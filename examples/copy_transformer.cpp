@@ -114,7 +114,7 @@ std::vector<int> complete(base::Layer& model, std::vector<int> prefix, std::size
 
 int main(int argc, char** argv) try {
   const Config cfg = parse(argc, argv);
-  const auto L = static_cast<std::size_t>(cfg.length);
+  const long L = cfg.length;
 
   // 1. The model: Trax's TransformerLM, small.
   models::TransformerLMOptions opts;
@@ -129,10 +129,8 @@ int main(int argc, char** argv) try {
 
   // 2. Data: copy-task batches for training, a different key for held-out eval.
   auto keys = core::split(core::key_from_seed(cfg.seed), 3);
-  auto train_stream = training::copy_task_stream(keys[0], static_cast<std::size_t>(cfg.batch), L,
-                                                 static_cast<std::size_t>(cfg.vocab));
-  auto eval_stream =
-      training::copy_task_stream(keys[1], 64, L, static_cast<std::size_t>(cfg.vocab));
+  auto train_stream = training::copy_task_stream(keys[0], cfg.batch, L, cfg.vocab);
+  auto eval_stream = training::copy_task_stream(keys[1], 64, L, cfg.vocab);
 
   // 3. Training: weighted cross-entropy (only the second w counts), Adam, warmup.
   training::AdamOptions adam;
@@ -164,7 +162,7 @@ int main(int argc, char** argv) try {
   const auto path = training::latest_checkpoint(cfg.output_dir);
   opts.mode = base::Mode::eval;
   auto reloaded = models::TransformerLM(opts);
-  reloaded->init({{{1, L}, DType::i32}});
+  reloaded->init({1, L}, DType::i32);
   training::restore_model(*reloaded, training::load_checkpoint(*path), *path);
   std::cout << "reloaded " << *path << "\n";
 
@@ -187,15 +185,15 @@ int main(int argc, char** argv) try {
 
   // 6. Sample: complete "0 w 0" greedily.
   const training::Batch b = eval_stream(999);
-  const std::size_t half = L / 2;
-  std::vector<int> prefix;
-  for (std::size_t j = 0; j < half + 1; ++j) prefix.push_back(static_cast<int>(b[0].flat(j)));
-  const std::vector<int> out = complete(*reloaded, prefix, L);
+  const long half = L / 2;
+  const std::vector<std::int32_t> first = core::slice(b[0], 0, 0, 1).to_vector<std::int32_t>();
+  const std::vector<int> prefix(first.begin(), first.begin() + half + 1);
+  const std::vector<int> out = complete(*reloaded, prefix, cfg.length);
   std::cout << "prompt: ";
-  for (std::size_t j = 0; j < half + 1; ++j) std::cout << out[j] << ' ';
+  for (long j = 0; j < half + 1; ++j) std::cout << out[j] << ' ';
   std::cout << "\nsample: ";
   int ok = 0;
-  for (std::size_t j = half + 1; j < L; ++j) {
+  for (long j = half + 1; j < L; ++j) {
     std::cout << out[j] << ' ';
     ok += out[j] == out[j - half];
   }

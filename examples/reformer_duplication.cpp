@@ -101,9 +101,8 @@ base::LayerPtr eval_model(const app::DuplicationConfig& c, AttentionChoice choic
                           const std::vector<base::NamedTensor>& trained, long batch,
                           base::Mode mode = base::Mode::eval) {
   auto model = models::ReformerLM(model_options(c, choice, mode));
-  const std::size_t length = mode == base::Mode::predict ? 1 : static_cast<std::size_t>(c.length);
-  model->init({{{static_cast<std::size_t>(batch), length}, DType::i32}},
-              core::key_from_seed(static_cast<std::uint64_t>(c.seed)));
+  const long length = mode == base::Mode::predict ? 1 : c.length;
+  model->init({batch, length}, DType::i32, core::key_from_seed(c.seed));
   const auto mine = model->flat_weights();
   if (mine.size() != trained.size()) {
     throw core::ValueError("evaluation model has " + std::to_string(mine.size()) +
@@ -138,16 +137,14 @@ int run(const app::CommandLine& cl, const std::string& program) {
       app::start_run(app::duplication_config_table(), cl);
   app::DuplicationConfig c = started_run.config;
   const std::optional<std::string>& saved = started_run.saved_config;
-  const auto L = static_cast<std::size_t>(c.length);
+  const long L = c.length;
 
   // ---- model, data, training ----
   const AttentionChoice trained_choice{false, c.n_hashes};
   auto model = models::ReformerLM(model_options(c, trained_choice, base::Mode::train));
-  const auto keys = core::split(core::key_from_seed(static_cast<std::uint64_t>(c.seed)), 3);
-  const auto train_stream = training::copy_task_stream(keys[0], static_cast<std::size_t>(c.batch),
-                                                       L, static_cast<std::size_t>(c.vocab));
-  const auto eval_stream = training::copy_task_stream(
-      keys[1], static_cast<std::size_t>(c.eval_batch), L, static_cast<std::size_t>(c.vocab));
+  const auto keys = core::split(core::key_from_seed(c.seed), 3);
+  const auto train_stream = training::copy_task_stream(keys[0], c.batch, L, c.vocab);
+  const auto eval_stream = training::copy_task_stream(keys[1], c.eval_batch, L, c.vocab);
 
   training::TrainTask task{train_stream, training::WeightedCategoryCrossEntropy(),
                            app::clipped_adam(c.lr),
@@ -255,20 +252,15 @@ int run(const app::CommandLine& cl, const std::string& program) {
   // past in its attention memories (models/decoding.hpp).
   auto sampler = eval_model(c, sample_choice, trained, 1, base::Mode::predict);
   const training::Batch held_out = eval_stream(999);
-  const std::size_t half = L / 2;
-  std::vector<std::int32_t> prompt_ids;
-  for (std::size_t j = 0; j < half + 1; ++j) {
-    prompt_ids.push_back(static_cast<std::int32_t>(held_out[0].flat(j)));
-  }
-  const Tensor sampled =
-      models::autoregressive_sample(*sampler, Tensor::from<std::int32_t>({1, half + 1}, prompt_ids),
-                                    static_cast<long>(L - half - 1));
-  std::vector<int> out;
-  for (std::size_t j = 0; j < L; ++j) out.push_back(static_cast<int>(sampled.flat(j)));
-  std::size_t copied = 0;
+  const long half = L / 2;
+  // The prompt "0 w 0": the first half + 1 ids of the first held-out sequence, int32 [1, half + 1].
+  const Tensor prompt = core::slice(core::slice(held_out[0], 0, 0, 1), 1, 0, half + 1);
+  const Tensor sampled = models::autoregressive_sample(*sampler, prompt, L - half - 1);
+  const std::vector<std::int32_t> out = sampled.to_vector<std::int32_t>();
+  long copied = 0;
   std::ostringstream prompt_text, sample_text;
-  for (std::size_t j = 0; j < half + 1; ++j) prompt_text << out[j] << ' ';
-  for (std::size_t j = half + 1; j < L; ++j) {
+  for (long j = 0; j < half + 1; ++j) prompt_text << out[j] << ' ';
+  for (long j = half + 1; j < L; ++j) {
     sample_text << out[j] << ' ';
     copied += out[j] == out[j - half] ? 1 : 0;
   }

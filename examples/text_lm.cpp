@@ -181,7 +181,7 @@ std::shared_ptr<const data::Tokenizer> make_tokenizer(const app::TextConfig& c,
 base::LayerPtr predict_model(const app::TextConfig& c, long vocab_size, std::size_t batch,
                              const training::Checkpoint& weights, const std::string& source) {
   auto model = make_model(c, vocab_size, base::Mode::predict);
-  model->init({{{batch, 1}, DType::i32}}, core::key_from_seed(0));
+  model->init(core::Shape{batch, 1}, DType::i32, core::key_from_seed(0));
   training::restore_weights(*model, weights, source);
   return model;
 }
@@ -353,7 +353,7 @@ int train(const app::TextCommandLine& cl) {
 
   // ---- model and loop ----
   auto model = make_model(c, tok->vocab_size(), base::Mode::train);
-  const auto keys = core::split(core::key_from_seed(static_cast<std::uint64_t>(c.seed)), 3);
+  const auto keys = core::split(core::key_from_seed(c.seed), 3);
   training::TrainTask task{d.train, training::WeightedCategoryCrossEntropy(),
                            app::clipped_adam(c.lr),
                            app::schedule_by_name(c.schedule, c.lr, c.steps, c.warmup_steps)};
@@ -496,13 +496,12 @@ int sample_from(const app::TextCommandLine& cl) {
   const auto tok = data::load_tokenizer((fs::path(dir) / tokenizer_file(c.tokenizer)).string());
   const std::string best = (fs::path(dir) / "ckpt_best.npz").string();
   auto model = make_model(c, tok->vocab_size(), base::Mode::predict);
-  model->init({{{prompts.size(), 1}, DType::i32}}, core::key_from_seed(0));
+  model->init(core::Shape{prompts.size(), 1}, DType::i32, core::key_from_seed(0));
   const std::string loaded = training::load_weights(*model, fs::exists(best) ? best : dir);
   std::cout << "sampling from " << loaded << " (" << model_summary(c) << "), temperature "
             << core::shortest(c.sample_temperature) << ", top_k " << c.sample_top_k << ", top_p "
             << core::shortest(c.sample_top_p) << ", " << c.sample_length << " tokens\n";
-  const auto texts = continue_prompts(*model, *tok, prompts, c,
-                                      core::key_from_seed(static_cast<std::uint64_t>(c.seed)));
+  const auto texts = continue_prompts(*model, *tok, prompts, c, core::key_from_seed(c.seed));
   for (std::size_t i = 0; i < prompts.size(); ++i) {
     std::cout << "\n--- prompt " << i + 1 << ": \"" << shown(prompts[i]) << "\"\n"
               << shown(prompts[i]) << shown(texts[i]) << "\n";

@@ -19,6 +19,13 @@ bool contains(const std::vector<const Layer*>& seen, const Layer* l) {
   return std::find(seen.begin(), seen.end(), l) != seen.end();
 }
 
+// "[2, -1, 64]" for error messages about shapes given as signed integers.
+std::string long_list_str(const std::vector<long>& v) {
+  std::string s = "[";
+  for (std::size_t i = 0; i < v.size(); ++i) s += (i ? ", " : "") + std::to_string(v[i]);
+  return s + "]";
+}
+
 }  // namespace
 
 std::string signature_str(const Signature& sig) {
@@ -58,8 +65,35 @@ std::string_view mode_name(Mode mode) {
   return "unknown";
 }
 
+// ---- CreationSite ----------------------------------------------------------------------
+
+namespace {
+
+// The outermost open CreationSite of this thread, if any.
+struct OpenSite {
+  bool open = false;
+  std::source_location where;
+};
+thread_local OpenSite open_site;
+
+}  // namespace
+
+CreationSite::CreationSite(std::source_location where) : outermost_(!open_site.open) {
+  if (outermost_) open_site = {true, where};
+}
+
+CreationSite::~CreationSite() {
+  if (outermost_) open_site = {};
+}
+
+std::source_location CreationSite::resolve(std::source_location own) {
+  return open_site.open ? open_site.where : own;
+}
+
+// ---- Layer -------------------------------------------------------------------------------
+
 Layer::Layer(int n_in, int n_out, std::string name, std::source_location where)
-    : n_in_(n_in), n_out_(n_out), name_(std::move(name)), where_(where) {
+    : n_in_(n_in), n_out_(n_out), name_(std::move(name)), where_(CreationSite::resolve(where)) {
   if (n_in < 0 || n_out < 0) {
     throw core::ValueError("Layer " + name_ + ": n_in and n_out must be >= 0, got " +
                            std::to_string(n_in) + " and " + std::to_string(n_out));
@@ -125,6 +159,41 @@ std::pair<Weights, State> Layer::init(const Signature& input_signature, Key rng,
     clear_init_cache();
   }
   return {weights(), state()};
+}
+
+std::pair<Weights, State> Layer::init(const Tensor& example, Key rng) {
+  if (!example.defined()) {
+    throw core::ValueError(name_ + " (created at " + where() +
+                           ") init: the example tensor is undefined (default-constructed)");
+  }
+  return init(Signature{{example.shape(), example.dtype()}}, rng);
+}
+
+std::pair<Weights, State> Layer::init(const Var& example, Key rng) {
+  return init(example.value(), rng);
+}
+
+std::pair<Weights, State> Layer::init(const std::vector<long>& shape, DType dtype, Key rng) {
+  Shape extents;
+  extents.reserve(shape.size());
+  for (std::size_t i = 0; i < shape.size(); ++i) {
+    if (shape[i] < 0) {
+      throw core::ValueError(name_ + " (created at " + where() + ") init: shape[" +
+                             std::to_string(i) + "] is " + std::to_string(shape[i]) +
+                             ", extents must be >= 0 (shape " + long_list_str(shape) + ")");
+    }
+    extents.push_back(static_cast<std::size_t>(shape[i]));
+  }
+  return init(Signature{{std::move(extents), dtype}}, rng);
+}
+
+std::pair<Weights, State> Layer::init(std::initializer_list<long> shape, DType dtype, Key rng) {
+  if (shape.size() == 0) return init(Signature{}, rng);  // init({}): no inputs, as before
+  return init(std::vector<long>(shape), dtype, rng);
+}
+
+std::pair<Weights, State> Layer::init(const Shape& shape, DType dtype, Key rng) {
+  return init(Signature{{shape, dtype}}, rng);
 }
 
 void Layer::clear_init_cache() {

@@ -4,6 +4,7 @@
 /// weight and state trees, modes and LayerError.
 #pragma once
 
+#include <initializer_list>
 #include <memory>
 #include <source_location>
 #include <string>
@@ -79,6 +80,39 @@ class RestoreGuard;
 /// Layers are held and composed by shared pointer; sharing a pointer shares weights.
 using LayerPtr = std::shared_ptr<Layer>;
 
+/// Where the layers of a model were created, for error messages ("created at
+/// m.cpp:12"), without passing the site to every sublayer by hand.
+///
+/// Every layer records a creation site; a factory's defaulted last argument
+/// (`SrcLoc where = SrcLoc::current()`) gives the line of its caller. A model factory
+/// opens one CreationSite with its own `where` at the top; while it lives, every layer
+/// constructed on this thread records that site, whatever `where` its factory got.
+/// The model's code then reads like Trax's:
+/// @code
+/// LayerPtr MyModel(long d, SrcLoc where = SrcLoc::current()) {
+///   base::CreationSite site(where);     // the caller's line, for every layer below
+///   return Serial({LayerNorm(), Dense(d), Relu()});
+/// }
+/// @endcode
+/// The outermost site wins: a model factory called by another (TransformerLM calls
+/// DecoderBlock) opens a scope that changes nothing, so all layers name the line of
+/// the user's outermost call. Scopes are per thread and end with their block (also
+/// when it throws); layers constructed outside any scope keep their own `where`.
+class CreationSite {
+ public:
+  /// Opens a scope recording `where` (unless an outer scope is open on this thread).
+  explicit CreationSite(std::source_location where = std::source_location::current());
+  /// Closes the scope (if it was the outermost, layers record their own site again).
+  ~CreationSite();
+  CreationSite(const CreationSite&) = delete;
+  CreationSite& operator=(const CreationSite&) = delete;
+  /// The site a layer constructed now records: the open scope's, or `own` if none is open.
+  static std::source_location resolve(std::source_location own);
+
+ private:
+  bool outermost_;
+};
+
 /// A named weight (e.g. "Serial/Dense_1/w") in the flat view.
 struct NamedTensor {
   std::string name;  ///< Path of the weight, e.g. "Serial/Dense_1/w".
@@ -100,7 +134,7 @@ struct NamedTensor {
 ///
 /// @code
 /// auto model = Serial({Dense(64), Relu(), Dense(10), LogSoftmax()});
-/// model->init({{{8, 32}, DType::f32}}, key_from_seed(0));
+/// model->init({8, 32}, DType::f32, key_from_seed(0));   // or init(x) from an example
 /// Var y = (*model)(x);                         // x [8, 32] -> y [8, 10]
 /// auto [ys, new_state] = model->pure_fn({x}, weights, state, rng);   // pure form
 /// @endcode
@@ -145,6 +179,28 @@ class Layer : public std::enable_shared_from_this<Layer> {
   /// @endcode
   std::pair<Weights, State> init(const Signature& input_signature, Key rng = core::key_from_seed(0),
                                  bool use_cache = false);
+  /// init for one input shaped like `example` (its shape and dtype; no data is read).
+  /// @code
+  /// model->init(x, key);                  // x: a Tensor [2, 1024, 64] f32
+  /// @endcode
+  std::pair<Weights, State> init(const Tensor& example, Key rng = core::key_from_seed(0));
+  /// init for one input shaped like the Var `example`.
+  std::pair<Weights, State> init(const Var& example, Key rng = core::key_from_seed(0));
+  /// init for one input of this shape and dtype, the shape as signed integers (what
+  /// users hold sizes in); a negative extent is a ValueError naming it. An empty list
+  /// means no inputs, as `init({})` always has (a scalar input: `init(Shape{})`).
+  /// @code
+  /// model->init({2, 1024, 64});                          // f32 [2, 1024, 64]
+  /// model->init({batch, length}, DType::i32, key);       // long batch, length
+  /// @endcode
+  std::pair<Weights, State> init(std::initializer_list<long> shape, DType dtype = DType::f32,
+                                 Key rng = core::key_from_seed(0));
+  /// The same with the shape in a vector of signed integers.
+  std::pair<Weights, State> init(const std::vector<long>& shape, DType dtype = DType::f32,
+                                 Key rng = core::key_from_seed(0));
+  /// The same with a core::Shape (e.g. another tensor's shape()).
+  std::pair<Weights, State> init(const Shape& shape, DType dtype = DType::f32,
+                                 Key rng = core::key_from_seed(0));
   /// Whether init() has run (or weights were installed).
   bool initialized() const { return initialized_; }
 

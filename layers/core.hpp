@@ -14,8 +14,10 @@
 /// @endcode
 ///
 /// Each factory takes the creation site as its last (defaulted) argument, as the
-/// combinators do. A layer's name() is its kind ("Dense"), which gives the paths of
-/// flat_weights() ("Serial/Dense_1/w"); label() is Trax's name with sizes
+/// combinators do; under a base::CreationSite (opened by model factories) every layer
+/// records the scope's site instead, so model code calls `Dense(n)` without it. A layer's name() is
+/// its kind ("Dense"), which gives the paths of flat_weights() ("Serial/Dense_1/w"); label() is
+/// Trax's name with sizes
 /// ("Dense_64"), used by repr().
 ///
 /// Weight dtype: a layer's weights take the dtype of its (first) input signature if
@@ -245,7 +247,7 @@ class ShapedFnLayer : public base::Layer {
 /// DenseLayer). n_units > 0 (ValueError otherwise). Label `"Dense_<n_units>"`.
 /// @code
 /// auto dense = Dense(64);
-/// dense->init({{{8, 32}, DType::f32}});   // w [32, 64] Glorot uniform, b [64]
+/// dense->init({8, 32});                   // w [32, 64] Glorot uniform, b [64]
 /// Var y = (*dense)(x);                    // x [8, 32] -> y [8, 64]
 /// @endcode
 LayerPtr Dense(long n_units, init::Initializer kernel_init = init::GlorotUniform(),
@@ -255,7 +257,7 @@ LayerPtr Dense(long n_units, init::Initializer kernel_init = init::GlorotUniform
 /// EmbeddingLayer). vocab_size, d_feature > 0. Label `"Embedding_<vocab_size>_<d_feature>"`.
 /// @code
 /// auto emb = Embedding(1000, 64);
-/// emb->init({{{8, 32}, DType::i32}});
+/// emb->init({8, 32}, DType::i32);
 /// Var x = (*emb)(Var(ids));               // ids int32 [8, 32] -> x [8, 32, 64]
 /// @endcode
 LayerPtr Embedding(long vocab_size, long d_feature,

@@ -480,4 +480,11 @@ LayerPtr ReversibleSerial(std::vector<LayerPtr> layers, std::source_location whe
   return std::make_shared<ReversibleSerialLayer>(std::move(layers), where);
 }
 
+LayerPtr ReversibleSerial(std::vector<LayerPtr> layers, ReversibleSerialOptions options,
+                          std::source_location where) {
+  auto layer = std::make_shared<ReversibleSerialLayer>(std::move(layers), where);
+  layer->set_reversible_backward(options.reversible_backward);
+  return layer;
+}
+
 }  // namespace minitrax::layers

@@ -214,5 +214,17 @@ LayerPtr ReversibleHalfResidual(std::vector<LayerPtr> residual_layers,
 /// @endcode
 LayerPtr ReversibleSerial(std::vector<LayerPtr> layers,
                           std::source_location where = std::source_location::current());
+/// The options of ReversibleSerial beyond its layers.
+struct ReversibleSerialOptions {
+  /// false: plain backprop through the same blocks (see
+  /// ReversibleSerialLayer::set_reversible_backward), for comparisons.
+  bool reversible_backward = true;
+};
+/// ReversibleSerial with options.
+/// @code
+/// auto plain = ReversibleSerial(blocks, {.reversible_backward = false});
+/// @endcode
+LayerPtr ReversibleSerial(std::vector<LayerPtr> layers, ReversibleSerialOptions options,
+                          std::source_location where = std::source_location::current());
 
 }  // namespace minitrax::layers

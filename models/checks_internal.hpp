@@ -26,12 +26,12 @@ inline void check_rate(const char* who, double rate, const char* what = "dropout
   }
 }
 
-/// Calls the activation factory and checks it made a one-in, one-out layer.
+/// Calls the activation factory and checks it made a one-in, one-out layer. Called
+/// inside a model factory's base::CreationSite, which gives the layer its site.
 inline base::LayerPtr make_activation(
-    const char* who, const std::function<base::LayerPtr(std::source_location)>& activation,
-    std::source_location where) {
+    const char* who, const std::function<base::LayerPtr(std::source_location)>& activation) {
   if (!activation) throw core::ValueError(std::string(who) + ": ff_activation is empty");
-  base::LayerPtr layer = activation(where);
+  base::LayerPtr layer = activation(std::source_location::current());
   if (!layer) throw core::ValueError(std::string(who) + ": ff_activation returned a null layer");
   if (layer->n_in() != 1 || layer->n_out() != 1) {
     throw core::ValueError(std::string(who) +

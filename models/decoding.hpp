@@ -5,7 +5,7 @@
 ///
 /// @code
 /// auto lm = models::TransformerLM({... .mode = Mode::predict});
-/// lm->init({{{2, 1}, DType::i32}});                       // a batch of 2 prompts
+/// lm->init({2, 1}, DType::i32);                           // a batch of 2 prompts
 /// training::load_weights(*lm, "runs/copy");                // training/checkpoint.hpp
 /// Tensor out = models::autoregressive_sample(*lm, {{0, 5, 7}, {0, 9}}, /*n_new=*/20,
 ///                                            {.temperature = 0.8, .top_k = 10,

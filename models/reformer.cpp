@@ -131,23 +131,25 @@ base::Stack ChunkedFeedForwardLayer::forward(const base::Stack& inputs) {
 std::vector<LayerPtr> ReformerFeedForward(long d_model, long d_ff, double dropout,
                                           const Activation& activation, double act_dropout,
                                           Mode mode, SrcLoc where) {
+  base::CreationSite site(where);
   const char* who = "ReformerFeedForward";
   check_positive(who, "d_model", d_model);
   check_positive(who, "d_ff", d_ff);
   check_rate(who, dropout);
   check_rate(who, act_dropout, "act_dropout");
-  return {tl::LayerNorm(1e-6, where),
-          tl::Dense(d_ff, tl::init::GlorotUniform(), tl::init::RandomNormal(1e-6), true, where),
-          tl::Dropout(act_dropout, {-2}, mode, where),
-          make_activation(who, activation, where),
-          tl::Dense(d_model, tl::init::GlorotUniform(), tl::init::RandomNormal(1e-6), true, where),
-          tl::Dropout(dropout, {-2}, mode, where)};
+  return {tl::LayerNorm(),
+          tl::Dense(d_ff),
+          tl::Dropout(act_dropout, {-2}, mode),
+          make_activation(who, activation),
+          tl::Dense(d_model),
+          tl::Dropout(dropout, {-2}, mode)};
 }
 
 LayerPtr ChunkedFeedForward(long d_model, long d_ff, double dropout, const Activation& activation,
                             double act_dropout, long chunk_size, Mode mode, SrcLoc where) {
+  base::CreationSite site(where);
   return std::make_shared<ChunkedFeedForwardLayer>(
-      ReformerFeedForward(d_model, d_ff, dropout, activation, act_dropout, mode, where), chunk_size,
+      ReformerFeedForward(d_model, d_ff, dropout, activation, act_dropout, mode), chunk_size,
       where);
 }
 
@@ -158,19 +160,19 @@ std::vector<LayerPtr> ReformerDecoderBlock(long d_model, long d_ff, long d_atten
                                            const AttentionFactory& attention_type, double dropout,
                                            const Activation& ff_activation, long ff_chunk_size,
                                            Mode mode, SrcLoc where) {
+  base::CreationSite site(where);
   if (!attention_type) throw core::ValueError("ReformerDecoderBlock: attention_type is empty");
   LayerPtr attention = attention_type(
       AttentionArgs{n_heads, d_attention_key, d_attention_value, true, dropout, mode}, where);
   if (!attention) throw core::ValueError("ReformerDecoderBlock: attention_type made a null layer");
-  return {tl::ReversibleHalfResidual({tl::LayerNorm(1e-6, where)}, std::move(attention), where),
-          tl::ReversibleSwap(where),
+  return {tl::ReversibleHalfResidual({tl::LayerNorm()}, std::move(attention)), tl::ReversibleSwap(),
           tl::ReversibleHalfResidual({ChunkedFeedForward(d_model, d_ff, dropout, ff_activation,
-                                                         dropout, ff_chunk_size, mode, where)},
-                                     nullptr, where),
-          tl::ReversibleSwap(where)};
+                                                         dropout, ff_chunk_size, mode)}),
+          tl::ReversibleSwap()};
 }
 
 LayerPtr ReformerLM(const ReformerLMOptions& o, SrcLoc where) {
+  base::CreationSite site(where);
   const char* who = "ReformerLM";
   check_positive(who, "vocab_size", o.vocab_size);
   check_positive(who, "d_model", o.d_model);
@@ -218,7 +220,7 @@ LayerPtr ReformerLM(const ReformerLMOptions& o, SrcLoc where) {
 
   LayerPtr positional_encoding;
   if (o.axial_pos_shape.empty()) {
-    positional_encoding = tl::PositionalEncoding(o.max_len, o.dropout, o.mode, {-2}, where);
+    positional_encoding = tl::PositionalEncoding(o.max_len, o.dropout, o.mode);
   } else {
     std::vector<long> broadcast_dims;
     for (std::size_t i = 1; i <= o.axial_pos_shape.size(); ++i) {
@@ -226,32 +228,26 @@ LayerPtr ReformerLM(const ReformerLMOptions& o, SrcLoc where) {
     }
     positional_encoding = research::AxialPositionalEncoding(o.axial_pos_shape, o.d_axial_pos_embs,
                                                             tl::init::RandomNormal(1.0), o.dropout,
-                                                            broadcast_dims, o.mode, where);
+                                                            broadcast_dims, o.mode);
   }
 
   std::vector<LayerPtr> blocks;
   for (long i = 0; i < o.n_layers; ++i) {
     const AttentionFactory& attention =
         attention_types[static_cast<std::size_t>(i) % attention_types.size()];
-    for (LayerPtr& l : ReformerDecoderBlock(o.d_model, o.d_ff, o.d_attention_key,
-                                            o.d_attention_value, o.n_heads, attention, o.dropout,
-                                            o.ff_activation, o.ff_chunk_size, o.mode, where)) {
+    for (LayerPtr& l :
+         ReformerDecoderBlock(o.d_model, o.d_ff, o.d_attention_key, o.d_attention_value, o.n_heads,
+                              attention, o.dropout, o.ff_activation, o.ff_chunk_size, o.mode)) {
       blocks.push_back(std::move(l));
     }
   }
-  LayerPtr reversible = tl::ReversibleSerial(std::move(blocks), where);
-  static_cast<tl::ReversibleSerialLayer*>(reversible.get())->set_reversible_backward(o.reversible);
-
   LayerPtr model =
-      tl::Serial({tl::ShiftRight(1, o.mode, where),
-                  tl::Embedding(o.vocab_size, o.d_model, tl::init::RandomNormal(1.0), where),
-                  tl::Dropout(o.dropout, {-2}, o.mode, where), positional_encoding, tl::Dup(where),
-                  std::move(reversible), tl::Concatenate(2, -1, where), tl::LayerNorm(1e-6, where),
-                  tl::Dropout(o.dropout, {-2}, o.mode, where),
-                  tl::Dense(o.vocab_size, tl::init::GlorotUniform(), tl::init::RandomNormal(1e-6),
-                            true, where),
-                  tl::LogSoftmax(-1, where)},
-                 "ReformerLM", where);
+      tl::Serial({tl::ShiftRight(1, o.mode), tl::Embedding(o.vocab_size, o.d_model),
+                  tl::Dropout(o.dropout, {-2}, o.mode), positional_encoding, tl::Dup(),
+                  tl::ReversibleSerial(std::move(blocks), {.reversible_backward = o.reversible}),
+                  tl::Concatenate(), tl::LayerNorm(), tl::Dropout(o.dropout, {-2}, o.mode),
+                  tl::Dense(o.vocab_size), tl::LogSoftmax()},
+                 "ReformerLM");
   model->set_mode(o.mode);
   return model;
 }

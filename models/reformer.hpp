@@ -7,7 +7,7 @@
 ///     .vocab_size = 64, .d_model = 128, .d_ff = 256, .n_layers = 2, .n_heads = 2,
 ///     .attention_type = {models::lsh_self_attention({.chunk_len = 16, .n_hashes = 4,
 ///                                                    .n_buckets = {8}})}});
-/// model->init({{{8, 64}, DType::i32}});
+/// model->init({8, 64}, DType::i32);
 /// Var logp = (*model)(Var(ids));          // ids int [B, L] -> log-probs [B, L, vocab]
 /// @endcode
 ///
@@ -55,7 +55,8 @@ namespace minitrax::models {
 
 using base::LayerPtr;
 using base::Mode;
-/// The creation site a factory records (its defaulted last argument).
+/// The creation site a factory records (its defaulted last argument). Model factories
+/// open a base::CreationSite with it, so every layer of the model names the caller's line.
 using SrcLoc = std::source_location;
 
 /// Makes the feed-forward non-linearity; layers::Relu, layers::FastGelu, ... fit.

@@ -16,43 +16,35 @@ using detail::check_positive;
 using detail::check_rate;
 using detail::make_activation;
 
-namespace {
-
-LayerPtr dense(long n, SrcLoc where) {
-  return tl::Dense(n, tl::init::GlorotUniform(), tl::init::RandomNormal(1e-6), true, where);
-}
-
-}  // namespace
-
 std::vector<LayerPtr> FeedForwardBlock(long d_model, long d_ff, double dropout,
                                        const std::vector<long>& dropout_shared_axes, Mode mode,
                                        const Activation& activation, SrcLoc where) {
+  base::CreationSite site(where);
   check_positive("FeedForwardBlock", "d_model", d_model);
   check_positive("FeedForwardBlock", "d_ff", d_ff);
   check_rate("FeedForwardBlock", dropout);
-  return {tl::LayerNorm(1e-6, where),
-          dense(d_ff, where),
-          make_activation("FeedForwardBlock", activation, where),
-          tl::Dropout(dropout, dropout_shared_axes, mode, where),
-          dense(d_model, where),
-          tl::Dropout(dropout, dropout_shared_axes, mode, where)};
+  return {tl::LayerNorm(),
+          tl::Dense(d_ff),
+          make_activation("FeedForwardBlock", activation),
+          tl::Dropout(dropout, dropout_shared_axes, mode),
+          tl::Dense(d_model),
+          tl::Dropout(dropout, dropout_shared_axes, mode)};
 }
 
 std::vector<LayerPtr> DecoderBlock(long d_model, long d_ff, long n_heads, double dropout,
                                    const std::vector<long>& dropout_shared_axes, Mode mode,
                                    const Activation& ff_activation, long max_len, SrcLoc where) {
+  base::CreationSite site(where);
   LayerPtr attention =
-      tl::Residual({tl::LayerNorm(1e-6, where),
-                    tl::CausalAttention(d_model, n_heads, dropout, mode, max_len, where),
-                    tl::Dropout(dropout, dropout_shared_axes, mode, where)},
-                   nullptr, where);
+      tl::Residual({tl::LayerNorm(), tl::CausalAttention(d_model, n_heads, dropout, mode, max_len),
+                    tl::Dropout(dropout, dropout_shared_axes, mode)});
   LayerPtr feed_forward = tl::Residual(
-      FeedForwardBlock(d_model, d_ff, dropout, dropout_shared_axes, mode, ff_activation, where),
-      nullptr, where);
+      FeedForwardBlock(d_model, d_ff, dropout, dropout_shared_axes, mode, ff_activation));
   return {std::move(attention), std::move(feed_forward)};
 }
 
 LayerPtr TransformerLM(const TransformerLMOptions& o, SrcLoc where) {
+  base::CreationSite site(where);
   const char* who = "TransformerLM";
   check_positive(who, "vocab_size", o.vocab_size);
   check_positive(who, "d_model", o.d_model);
@@ -70,21 +62,19 @@ LayerPtr TransformerLM(const TransformerLMOptions& o, SrcLoc where) {
   check_rate(who, o.dropout);
   if (!o.ff_activation) throw ValueError(std::string(who) + ": ff_activation is empty");
 
-  std::vector<LayerPtr> layers{
-      tl::ShiftRight(1, o.mode, where),
-      tl::Embedding(o.vocab_size, o.d_model, tl::init::RandomNormal(1.0), where),
-      tl::Dropout(o.dropout, o.dropout_shared_axes, o.mode, where),
-      tl::PositionalEncoding(o.max_len, 0.0, o.mode, {-2}, where)};
+  std::vector<LayerPtr> layers{tl::ShiftRight(1, o.mode), tl::Embedding(o.vocab_size, o.d_model),
+                               tl::Dropout(o.dropout, o.dropout_shared_axes, o.mode),
+                               tl::PositionalEncoding(o.max_len, 0.0, o.mode)};
   for (long i = 0; i < o.n_layers; ++i) {
     for (LayerPtr& l : DecoderBlock(o.d_model, o.d_ff, o.n_heads, o.dropout, o.dropout_shared_axes,
-                                    o.mode, o.ff_activation, o.max_len, where)) {
+                                    o.mode, o.ff_activation, o.max_len)) {
       layers.push_back(std::move(l));
     }
   }
-  layers.push_back(tl::LayerNorm(1e-6, where));
-  layers.push_back(dense(o.vocab_size, where));
-  layers.push_back(tl::LogSoftmax(-1, where));
-  LayerPtr model = tl::Serial(std::move(layers), where);
+  layers.push_back(tl::LayerNorm());
+  layers.push_back(tl::Dense(o.vocab_size));
+  layers.push_back(tl::LogSoftmax());
+  LayerPtr model = tl::Serial(std::move(layers));
   model->set_mode(o.mode);
   return model;
 }

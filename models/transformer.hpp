@@ -6,7 +6,7 @@
 /// auto model = models::TransformerLM(/*vocab_size=*/33000);          // Trax's defaults
 /// auto small = models::TransformerLM({.vocab_size = 100, .d_model = 64, .d_ff = 128,
 ///                                     .n_layers = 2, .n_heads = 4, .dropout = 0.0});
-/// small->init({{{8, 32}, DType::i32}});
+/// small->init({8, 32}, DType::i32);
 /// Var logp = (*small)(Var(ids));            // ids int [B, L] -> log-probs [B, L, vocab]
 /// @endcode
 ///
@@ -56,7 +56,8 @@ namespace minitrax::models {
 
 using base::LayerPtr;
 using base::Mode;
-/// The creation site a factory records (its defaulted last argument).
+/// The creation site a factory records (its defaulted last argument). Model factories
+/// open a base::CreationSite with it, so every layer of the model names the caller's line.
 using SrcLoc = std::source_location;
 
 /// Makes the feed-forward non-linearity; layers::Relu, layers::FastGelu, ... fit.
@@ -81,7 +82,7 @@ struct TransformerLMOptions {
 /// @code
 /// auto lm = TransformerLM({.vocab_size = 100, .d_model = 64, .d_ff = 128, .n_layers = 2,
 ///                          .n_heads = 4});
-/// lm->init({{{8, 32}, DType::i32}});
+/// lm->init({8, 32}, DType::i32);
 /// @endcode
 LayerPtr TransformerLM(const TransformerLMOptions& options, SrcLoc where = SrcLoc::current());
 /// The same with Trax's positional arguments, names and defaults.

@@ -110,17 +110,10 @@ base::Stack ChunkedFeedForwardLayer::forward(const base::Stack& inputs) {
     args.insert(args.end(), weights.begin(), weights.end());
     LayerPtr layer = ff;
     const VarList out = autodiff::checkpoint(
-        [layer, rng, weights](const VarList& v) {
+        [layer, rng](const VarList& v) {
+          base::RestoreGuard restore(*layer, base::RestoreGuard::weights);
           layer->set_flat_weights(std::vector<Var>(v.begin() + 1, v.end()));
-          VarList y;
-          try {
-            y = layer->apply({v[0]}, rng);
-          } catch (...) {
-            layer->set_flat_weights(weights);
-            throw;
-          }
-          layer->set_flat_weights(weights);
-          return y;
+          return layer->apply({v[0]}, rng);
         },
         args, "ChunkedFeedForward");
     outputs.push_back(out.at(0));

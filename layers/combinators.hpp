@@ -84,7 +84,7 @@ class FnLayer : public base::Layer {
 /// The layers applied one after another to the stack (Trax's Serial).
 /// @code
 /// auto mlp = Serial({Dense(64), Relu(), Dense(10), LogSoftmax()});
-/// mlp->init({{{8, 32}, DType::f32}});
+/// mlp->init({8, 32});
 /// Var logp = (*mlp)(x);                          // x [8, 32] -> [8, 10]
 /// @endcode
 LayerPtr Serial(std::vector<LayerPtr> layers, SrcLoc where = SrcLoc::current());

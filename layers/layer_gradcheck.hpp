@@ -17,7 +17,7 @@ void cast_layer(Layer& layer, DType dtype);
 /// fixed rng, so that dropout masks are the same in every evaluation.
 /// @code
 /// auto layer = Dense(4);
-/// layer->init({{{2, 3}, DType::f64}});
+/// layer->init({2, 3}, DType::f64);
 /// auto result = gradcheck_layer(*layer, {x});   // x float64 [2, 3]
 /// if (!result.ok) std::cerr << result.message;
 /// @endcode

@@ -25,7 +25,7 @@
 ///   blocks.push_back(ReversibleSwap());
 /// }
 /// auto model = Serial({Dup(), ReversibleSerial(blocks), Concatenate()});
-/// model->init({{{1}, DType::f32}});
+/// model->init({1});
 /// (*model)(Var(x));   // x = [1] gives [65, 681]
 /// @endcode
 ///

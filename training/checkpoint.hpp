@@ -110,7 +110,7 @@ std::size_t remove_stale_temporaries(const std::string& dir);
 /// (tests/test_restore_weights.cpp checks this for both models).
 /// @code
 /// auto lm = models::TransformerLM({... .mode = base::Mode::predict});
-/// lm->init({{{1, 1}, DType::i32}});
+/// lm->init({1, 1}, DType::i32);
 /// training::restore_weights(*lm, training::load_checkpoint(path), path);
 /// @endcode
 void restore_weights(base::Layer& model, const Checkpoint& ckpt, const std::string& source);

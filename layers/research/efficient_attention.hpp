@@ -46,7 +46,7 @@
 /// auto attn = research::SelfAttention({.n_heads = 4, .d_qk = 16, .d_v = 16,
 ///                                      .causal = true, .chunk_len = 64,
 ///                                      .n_chunks_before = 1});
-/// attn->init({{{2, 1024, 64}, DType::f32}}, core::key_from_seed(0));
+/// attn->init({2, 1024, 64}, DType::f32, core::key_from_seed(0));
 /// Var y = (*attn)(x);
 ///
 /// auto lsh = research::LSHSelfAttention({.n_heads = 4, .d_qk = 16, .d_v = 16,
@@ -527,7 +527,7 @@ class LSHSelfAttentionLayer : public SelfAttentionLayer {
 /// @code
 /// auto attn = SelfAttention({.n_heads = 4, .d_qk = 16, .d_v = 16, .causal = true,
 ///                            .chunk_len = 64, .n_chunks_before = 1});
-/// attn->init({{{2, 1024, 64}, DType::f32}});
+/// attn->init({2, 1024, 64});
 /// Var y = (*attn)(x);                          // x [2, 1024, 64] -> y [2, 1024, 64]
 /// @endcode
 std::shared_ptr<SelfAttentionLayer> SelfAttention(const SelfAttentionOptions& options = {},
@@ -538,7 +538,7 @@ std::shared_ptr<SelfAttentionLayer> SelfAttention(const SelfAttentionOptions& op
 /// @code
 /// auto lsh = LSHSelfAttention({.n_heads = 4, .d_qk = 16, .d_v = 16, .causal = true,
 ///                              .chunk_len = 64, .n_hashes = 2, .n_buckets = {32}});
-/// lsh->init({{{2, 1024, 64}, DType::f32}});
+/// lsh->init({2, 1024, 64});
 /// Var y = (*lsh)(x);                           // x [2, 1024, 64] -> y [2, 1024, 64]
 /// @endcode
 std::shared_ptr<LSHSelfAttentionLayer> LSHSelfAttention(const LSHSelfAttentionOptions& options,

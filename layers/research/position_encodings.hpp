@@ -34,7 +34,7 @@
 ///
 /// @code
 /// auto pe = research::AxialPositionalEncoding({64, 64, 3}, {384, 384, 256});
-/// pe->init({{{8, 12288, 1024}, DType::f32}});
+/// pe->init({8, 12288, 1024});
 /// Var y = (*pe)(x);                          // x [8, 12288, 1024]
 /// @endcode
 ///
@@ -126,7 +126,7 @@ class AxialPositionalEncodingLayer : public base::Layer {
 /// naming the layer and the values. x [B, L, sum(d_embs)] -> the same shape, L <= prod(shape).
 /// @code
 /// auto pe = AxialPositionalEncoding({8, 8}, {64, 64});   // 64 positions of width 128
-/// pe->init({{{4, 64, 128}, DType::f32}});   // weights ax0 [1, 8, 1, 64], ax1 [1, 1, 8, 64]
+/// pe->init({4, 64, 128});   // weights ax0 [1, 8, 1, 64], ax1 [1, 1, 8, 64]
 /// @endcode
 LayerPtr AxialPositionalEncoding(std::vector<long> shape = {64, 64, 3},
                                  std::vector<long> d_embs = {384, 384, 256},

@@ -134,6 +134,8 @@ class DotProductCausalAttentionLayer : public base::Layer {
   double dropout() const { return dropout_; }
   /// The length of the predict-mode key/value caches.
   std::size_t max_len() const { return max_len_; }
+  /// max_len(): predict mode takes at most that many positions.
+  std::optional<std::size_t> predict_max_len() const override { return max_len_; }
 
  protected:
   /// @copydoc minitrax::base::Layer::forward

@@ -6,6 +6,7 @@
 
 #include <initializer_list>
 #include <memory>
+#include <optional>
 #include <source_location>
 #include <string>
 #include <utility>
@@ -262,6 +263,10 @@ class Layer : public std::enable_shared_from_this<Layer> {
   /// fresh key) reuses its current state instead and leaves it unchanged. The default
   /// is apply(); EfficientAttentionBase overrides it (update_state = false for the call).
   virtual Stack recompute(const Stack& inputs, Key rng);
+  /// The most positions this layer itself takes in predict mode (a positional encoding's
+  /// table, a causal attention's cache), or nullopt when it sets no such limit (the
+  /// default). Sampling takes the smallest over a model's layers.
+  virtual std::optional<std::size_t> predict_max_len() const { return std::nullopt; }
 
   // ---- mode and rng -----------------------------------------------------------------
   /// The layer's mode (train, eval or predict).

@@ -168,6 +168,8 @@ class PositionalEncodingLayer : public base::Layer {
                           std::vector<long> dropout_broadcast_dims, SrcLoc where);
   /// The number of positions encoded (the length of pe).
   std::size_t max_len() const { return max_len_; }
+  /// max_len(): predict mode takes at most that many positions.
+  std::optional<std::size_t> predict_max_len() const override { return max_len_; }
 
  protected:
   /// @copydoc minitrax::base::Layer::forward

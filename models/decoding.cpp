@@ -165,15 +165,7 @@ void find_max_len(const base::Layer& layer, std::optional<std::size_t>& best,
                   std::vector<const base::Layer*>& seen) {
   if (std::find(seen.begin(), seen.end(), &layer) != seen.end()) return;
   seen.push_back(&layer);
-  std::optional<std::size_t> mine;
-  if (auto* pe = dynamic_cast<const layers::PositionalEncodingLayer*>(&layer)) {
-    mine = pe->max_len();
-  } else if (auto* ax =
-                 dynamic_cast<const layers::research::AxialPositionalEncodingLayer*>(&layer)) {
-    mine = ax->max_len();
-  } else if (auto* at = dynamic_cast<const layers::DotProductCausalAttentionLayer*>(&layer)) {
-    mine = at->max_len();
-  }
+  const std::optional<std::size_t> mine = layer.predict_max_len();
   if (mine && (!best || *mine < *best)) best = mine;
   for (const base::LayerPtr& s : layer.sublayers()) {
     if (s) find_max_len(*s, best, seen);

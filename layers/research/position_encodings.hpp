@@ -90,6 +90,8 @@ class AxialPositionalEncodingLayer : public base::Layer {
   const Shape& d_embs() const { return d_embs_; }
   /// prod(shape): the number of positions encoded.
   std::size_t max_len() const { return max_len_; }
+  /// max_len(): predict mode takes at most that many positions.
+  std::optional<std::size_t> predict_max_len() const override { return max_len_; }
   /// sum(d_embs): the d_feature the input must have.
   std::size_t d_feature() const { return d_feature_; }
   /// The dropout rate on the embedding (train mode).

@@ -22,7 +22,7 @@ continue
 set minitrax-edge-items 3
 print outputs
 continue
-bt 5
+bt 6
 print update_state
 print this->update_state_
 tbreak minitrax::layers::research::sort_buckets

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <string>
 #include <vector>
 
 #include "autodiff/fastmath.hpp"
@@ -66,8 +67,10 @@ struct CoreKernel {
   // The window's keys are gathered into one [W, d_qk] block first, so that the scores
   // come from one gemm of attend's shape (the same rounding: LSH's round weights depend
   // on logsumexps near -1e5, where float32 steps are 0.008).
+  // With replace_masked, all_masked[i] (when given) tells whether row i has no unmasked
+  // key: its scores are then all 0 (uniform, as where() leaves every score at -1e9).
   void scores(const T* q, const T* k, long s, long ci, long r0, long n, long We, T* S,
-              std::vector<T>& kbuf) const {
+              std::vector<T>& kbuf, unsigned char* all_masked = nullptr) const {
     const T* qt = q + (s * L + ci * sp.chunk + r0) * dqk;
     const T* kw = k + (s * L + window_chunk(ci, 0) * sp.chunk) * dqk;
     if (nw > 1) {
@@ -79,10 +82,15 @@ struct CoreKernel {
       kw = kbuf.data();
     }
     core::gemm(core::Trans::N, core::Trans::T, n, We, dqk, T(1), qt, dqk, kw, dqk, T(0), S, W);
+    if (all_masked != nullptr) std::fill(all_masked, all_masked + n, static_cast<unsigned char>(0));
     if (!sp.q_info.defined()) return;
     const long row = s / (G / R);
     const std::int32_t* qi = sp.q_info.data<std::int32_t>() + row * L;
     const std::int32_t* ki = sp.kv_info.data<std::int32_t>() + row * L;
+    if (sp.replace_masked) {
+      replace_masked_scores(qi, ki, ci, r0, n, We, S, all_masked);
+      return;
+    }
     for (long i = 0; i < n; ++i) {
       const std::int32_t qp = qi[ci * sp.chunk + r0 + i];
       T* srow = S + i * W;
@@ -103,6 +111,31 @@ struct CoreKernel {
       }
     }
   }
+  // Dense attention's masks (replace_masked): a masked score becomes -1e9; a row with
+  // every key masked becomes all 0 (the same uniform softmax as all -1e9, with a
+  // logsumexp of log(We) that float32 can carry).
+  void replace_masked_scores(const std::int32_t* qi, const std::int32_t* ki, long ci, long r0,
+                             long n, long We, T* S, unsigned char* all_masked) const {
+    const bool causal = sp.causal, masked = sp.masked;
+    for (long i = 0; i < n; ++i) {
+      const std::int32_t qp = qi[ci * sp.chunk + r0 + i];
+      T* srow = S + i * W;
+      long kept = 0;
+      for (long j = 0; j < nw; ++j) {
+        const std::int32_t* kc = ki + window_chunk(ci, j) * sp.chunk;
+        T* sj = srow + j * sp.chunk;
+        const long cols = std::min(sp.chunk, We - j * sp.chunk);
+        for (long w = 0; w < cols; ++w) {
+          const std::int32_t kp = kc[w];
+          const bool drop = (causal && qp < kp) || (masked && kp < 0);
+          sj[w] = drop ? T(-1e9) : sj[w];
+          kept += drop ? 0 : 1;
+        }
+      }
+      if (kept == 0) std::fill(srow, srow + We, T(0));
+      if (all_masked != nullptr) all_masked[i] = kept == 0 ? 1 : 0;
+    }
+  }
   // P = exp(S - lse) per row over We columns (lse computed when `compute_lse`).
   void softmax_rows(T* S, long n, long We, T* lse, bool compute_lse) const {
     std::vector<T> scratch(compute_lse ? static_cast<std::size_t>(We) : 0);
@@ -121,7 +154,35 @@ struct CoreKernel {
       core::vexp(srow, srow, w_);
     }
   }
-  void apply_multiplier(T* P, long r0, long n, long We) const {
+  bool has_dropout() const { return sp.multiplier.defined() || sp.element_dropout > 0.0; }
+  // The dropout multiplier of rows [r0, r0 + n) of chunk ci of slice s, columns [0, We):
+  // M [n, We] (row stride W), keep / keep_prob (element_dropout only).
+  void element_multiplier(long s, long ci, long r0, long n, long We, T* M) const {
+    const double keep = 1.0 - sp.element_dropout;
+    const T scale = static_cast<T>(1.0 / keep);  // fm::dropout's mask * (1 / keep_prob)
+    const auto total = static_cast<std::size_t>(G * L * L);
+    std::vector<std::int32_t> bits(static_cast<std::size_t>(We));
+    for (long i = 0; i < n; ++i) {
+      const long row = ci * sp.chunk + r0 + i;
+      core::bernoulli_range(sp.element_dropout_rng, keep, total,
+                            static_cast<std::size_t>((s * L + row) * L),
+                            static_cast<std::size_t>(We), bits.data());
+      T* mrow = M + i * W;
+      for (long w = 0; w < We; ++w) mrow[w] = bits[static_cast<std::size_t>(w)] != 0 ? scale : T(0);
+    }
+  }
+  static void multiply(T* P, const T* M, long n, long We, long stride) {
+    for (long i = 0; i < n; ++i) {
+      for (long w = 0; w < We; ++w) P[i * stride + w] *= M[i * stride + w];
+    }
+  }
+  void apply_multiplier(T* P, long s, long ci, long r0, long n, long We) const {
+    if (sp.element_dropout > 0.0) {
+      std::vector<T> M(static_cast<std::size_t>(n * W));
+      element_multiplier(s, ci, r0, n, We, M.data());
+      multiply(P, M.data(), n, We, W);
+      return;
+    }
     if (!sp.multiplier.defined()) return;
     const T* mu = sp.multiplier.data<T>();
     for (long i = 0; i < n; ++i) {
@@ -148,7 +209,7 @@ struct CoreKernel {
       scores(q, k, s, ci, r0, n, We, Sw.data(), kbuf[static_cast<std::size_t>(worker)]);
       T* lse = lse_out + s * L + ci * sp.chunk + r0;
       softmax_rows(Sw.data(), n, We, lse, true);
-      apply_multiplier(Sw.data(), r0, n, We);
+      apply_multiplier(Sw.data(), s, ci, r0, n, We);
       T* ot = out + (s * L + ci * sp.chunk + r0) * dv;
       for (long j = 0; j * sp.chunk < We; ++j) {
         const T* vj = v + (s * L + window_chunk(ci, j) * sp.chunk) * dv;
@@ -162,18 +223,20 @@ struct CoreKernel {
                 const T* dlse_all, T* dq, T* dk, T* dv_out) const {
     // A slice's tiles all add into its dk and dv: the slices (not the tiles) are dealt to
     // the threads, each with its own scratch.
-    const T* mu = sp.multiplier.defined() ? sp.multiplier.data<T>() : nullptr;
+    const bool dropout = has_dropout(), per_element = sp.element_dropout > 0.0;
     // work per slice: five [rows, window] x d products per tile
     const double flops = 5.0 * static_cast<double>(L * W * std::max(dqk, dv));
     core::parallel_for(G, flops, [&](long s, int) {
       std::vector<T> P(static_cast<std::size_t>(rb * W)), D(static_cast<std::size_t>(rb * W)), Pd;
-      std::vector<T> lse(static_cast<std::size_t>(rb)), kbuf;
+      std::vector<T> lse(static_cast<std::size_t>(rb)), kbuf, M;
+      std::vector<unsigned char> all_masked(static_cast<std::size_t>(rb));
+      if (per_element) M.resize(static_cast<std::size_t>(rb * W));
       for (long ci = 0; ci < nc; ++ci) {
         for (long r0 = 0; r0 < sp.chunk; r0 += rb) {
           const long n = std::min(rb, sp.chunk - r0);
           const long We = width(r0, n);
           const long base = s * L + ci * sp.chunk + r0;
-          scores(q, k, s, ci, r0, n, We, P.data(), kbuf);
+          scores(q, k, s, ci, r0, n, We, P.data(), kbuf, all_masked.data());
           std::copy(lse_all + base, lse_all + base + n, lse.begin());
           softmax_rows(P.data(), n, We, lse.data(), false);  // P: probabilities before dropout
           const T* dot = dout + base * dv;
@@ -185,10 +248,16 @@ struct CoreKernel {
                        D.data() + j * sp.chunk, W);
           }
           // dV_window += (P * mult)^T @ dO, then D *= mult; P stays pre-dropout
+          // (per-element dropout: the tile's multiplier drawn once, for both)
+          if (per_element) element_multiplier(s, ci, r0, n, We, M.data());
           const T* pv = P.data();
-          if (mu != nullptr) {
+          if (dropout) {
             Pd.assign(P.begin(), P.begin() + n * W);
-            apply_multiplier(Pd.data(), r0, n, We);
+            if (per_element) {
+              multiply(Pd.data(), M.data(), n, We, W);
+            } else {
+              apply_multiplier(Pd.data(), s, ci, r0, n, We);
+            }
             pv = Pd.data();
           }
           for (long j = 0; j * sp.chunk < We; ++j) {
@@ -197,7 +266,11 @@ struct CoreKernel {
             core::gemm(core::Trans::T, core::Trans::N, cols, dv, n, T(1), pv + j * sp.chunk, W, dot,
                        dv, T(1), dvj, dv);
           }
-          if (mu != nullptr) apply_multiplier(D.data(), r0, n, We);
+          if (per_element) {
+            multiply(D.data(), M.data(), n, We, W);
+          } else if (dropout) {
+            apply_multiplier(D.data(), s, ci, r0, n, We);
+          }
           // dS = P * (D - sum(D * P) + dlse), into D
           for (long i = 0; i < n; ++i) {
             T* drow = D.data() + i * W;
@@ -206,6 +279,8 @@ struct CoreKernel {
             for (long w = 0; w < We; ++w) dotp += drow[w] * prow[w];
             const T dl = dlse_all != nullptr ? dlse_all[base + i] : T(0);
             for (long w = 0; w < We; ++w) drow[w] = prow[w] * (drow[w] - dotp + dl);
+            // replace_masked: a row with every key masked has constant scores, no gradient
+            if (all_masked[static_cast<std::size_t>(i)] != 0) std::fill(drow, drow + We, T(0));
           }
           // dQ += dS @ K_window; dK_window += dS^T @ Q
           const T* qt = q + base * dqk;
@@ -603,6 +678,18 @@ AttentionOutputs chunked_attention(const Var& q, const Var& k, const Var& v,
       }
       res = {qv, kv, vv, given.second};
       return std::vector<Tensor>{given.first, given.second};
+    }
+    if (spec.element_dropout > 0.0) {
+      if (spec.chunk != L || spec.before != 0 || spec.after != 0) {
+        throw core::ValueError(
+            "chunked_attention: per-element dropout needs one chunk of the whole sequence (" +
+            std::to_string(L) + " rows) and no neighbours, got chunk " +
+            std::to_string(spec.chunk) + ", " + std::to_string(spec.before) + " before, " +
+            std::to_string(spec.after) + " after");
+      }
+      // the draw's size is checked here, before the threads start (as bernoulli does)
+      core::bernoulli_range(spec.element_dropout_rng, 1.0 - spec.element_dropout,
+                            static_cast<std::size_t>(G * L * L), 0, 0, nullptr);
     }
     Tensor out = Tensor::empty(out_shape, qv.dtype());
     Tensor lse = Tensor::empty(lse_shape, qv.dtype());

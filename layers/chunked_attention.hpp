@@ -11,6 +11,12 @@
 ///                           LSHSelfAttention's fast path
 /// @endcode
 ///
+/// The kernel itself (the steps of a tile shared by both: windows, masks, softmax with
+/// logsumexp, dropout multiplier, the softmax's backward; and the two ways rows come
+/// in) is in chunked_attention_kernel.cpp; this file's functions are its custom-VJP nodes.
+/// Dense Attention / CausalAttention (layers/attention.cpp) call chunked_attention too,
+/// with replace_masked and element_dropout.
+///
 /// Each computes, per slice and chunk of query rows, the scores against the chunk's
 /// window of keys, Trax's masks (causal -1e9, self -1e5, padding -1e9), the softmax
 /// through its logsumexp, the shared dropout multiplier and the product with the values;

@@ -167,7 +167,7 @@ void check_gradients(Layer& layer, const std::vector<Tensor>& inputs, core::Key 
 // bernoulli_range: the elements of one bernoulli draw, range by range
 // ============================================================================================
 
-TEST_CASE("bernoulli_range gives the elements [offset, offset + count) of bernoulli") {
+TEST_CASE("bernoulli_range gives the elements offset .. offset + count - 1 of bernoulli") {
   for (std::size_t n : {1UL, 2UL, 7UL, 64UL, 1001UL}) {
     for (double p : {0.0, 0.3, 0.9, 1.0}) {
       CAPTURE(n);

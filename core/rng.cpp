@@ -268,6 +268,37 @@ Tensor bernoulli(Key key, double p, const Shape& shape) {
   return out;
 }
 
+void bernoulli_range(Key key, double p, std::size_t n, std::size_t offset, std::size_t count,
+                     std::int32_t* out) {
+  if (!(p >= 0.0 && p <= 1.0)) {
+    throw ValueError("bernoulli_range: p must be in [0, 1], got " + num(p));
+  }
+  check_word_count("bernoulli", n);
+  if (offset > n || count > n - offset) {
+    throw ValueError("bernoulli_range: elements [" + std::to_string(offset) + ", " +
+                     std::to_string(offset) + " + " + std::to_string(count) +
+                     ") are not within the " + std::to_string(n) + " elements of the draw");
+  }
+  // for_each_word's layout, element by element: word i < half is the first output of
+  // counter pair (i, half + i) (of (i, 0) for the padded last pair when n is odd), word
+  // i >= half the second output of pair (i - half, i).
+  const std::size_t half = (n + 1) / 2, pairs = n / 2;
+  const auto h = static_cast<std::uint32_t>(half);
+  const auto pf = static_cast<float>(p);
+  for (std::size_t j = 0; j < count; ++j) {
+    const std::size_t i = offset + j;
+    std::uint32_t w;
+    if (i < half) {
+      const auto c = static_cast<std::uint32_t>(i);
+      w = threefry2x32(key, c, i < pairs ? h + c : 0u).first;
+    } else {
+      const auto c = static_cast<std::uint32_t>(i - half);
+      w = threefry2x32(key, c, h + c).second;
+    }
+    out[j] = unit_float(w) < pf ? 1 : 0;
+  }
+}
+
 Tensor bernoulli(Key key, const Tensor& p) {
   if (!p.defined()) throw ValueError("bernoulli: p is an undefined tensor");
   if (!is_floating(p.dtype())) {

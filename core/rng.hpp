@@ -134,6 +134,18 @@ Tensor bernoulli(Key key, double p, const Shape& shape);
 /// Element-wise probabilities: result has p's shape; the uniform draw uses p's
 /// float dtype. Throws DTypeError for an integer p, ValueError for values outside [0, 1].
 Tensor bernoulli(Key key, const Tensor& p);
+/// Elements [offset, offset + count) of `bernoulli(key, p, {n})` (any shape of n
+/// elements, flattened), written to out[0 .. count) as 0/1: the same draws, without
+/// making the other elements (each element is one Threefry call, see rng.cpp's layout).
+/// For kernels that consume a large mask tile by tile (dense attention's dropout).
+/// Throws ValueError unless 0 <= p <= 1 and offset + count <= n, and for n >= 2^32 - 1
+/// (as bernoulli does).
+/// @code
+/// std::int32_t row[4];
+/// bernoulli_range(key, 0.9, 6 * 8, 2 * 8, 4, row);   // == bernoulli(key, 0.9, {6, 8})[2, 0:4]
+/// @endcode
+void bernoulli_range(Key key, double p, std::size_t n, std::size_t offset, std::size_t count,
+                     std::int32_t* out);
 
 /// Uniform integers in [minval, maxval) of the given shape, int32 or int64, from two independent
 /// words per element reduced modulo the span (bias at most span / 2^64 for int32,

@@ -10,6 +10,7 @@
 
 #include "autodiff/fastmath.hpp"
 #include "core/ops.hpp"
+#include "layers/chunked_attention.hpp"
 #include "layers/combinators.hpp"
 
 namespace minitrax::layers {
@@ -90,6 +91,64 @@ void check_mask(const Shape& mask, const Shape& logits, const char* form) {
 
 std::vector<long> as_longs(const Shape& s) {
   return {s.begin(), s.end()};
+}
+
+// dot_product_attention's computation through the chunked attention kernel
+// (layers/chunked_attention.hpp), without [G, L, L] scores: q, k [G, L, d], v [G, L, dv]
+// with G = batch * heads slices in order (b * heads + h); kv_info int32 [R, L] (slice s
+// uses row s / (G / R)), negative where a key is masked out, or undefined (no padding
+// mask); `causal`: query i attends to keys j <= i (tiles of the future are skipped).
+// The same arithmetic as dot_product_attention up to rounding: (q / sqrt(d)) k^T,
+// masked scores REPLACED by -1e9 (a fully masked row attends uniformly), softmax, the
+// per-element dropout mask of bernoulli(rng, 1 - rate, [G, L, L]) (train mode only),
+// times v. Returns [G, L, dv].
+Var kernel_attention(const Var& q, const Var& k, const Var& v, const Tensor& kv_info, bool causal,
+                     double dropout, Mode mode, core::Key rng) {
+  const std::size_t len = q.dim(1);
+  kernels::ChunkedAttentionSpec spec;
+  spec.chunk = static_cast<long>(len);
+  spec.replace_masked = true;
+  if (causal) {
+    Tensor positions = Tensor::empty({1, len}, DType::i32);
+    std::int32_t* p = positions.data<std::int32_t>();
+    for (std::size_t i = 0; i < len; ++i) p[i] = static_cast<std::int32_t>(i);
+    spec.causal = true;
+    spec.ordered = true;  // q_info = kv_info = arange: the future of a tile is skipped
+    spec.q_info = positions;
+    spec.kv_info = positions;
+  } else if (kv_info.defined()) {
+    spec.masked = true;
+    spec.q_info = Tensor::zeros(kv_info.shape(), DType::i32);
+    spec.kv_info = kv_info;
+  }
+  if (mode == Mode::train && dropout > 0.0) {
+    spec.element_dropout = dropout;
+    spec.element_dropout_rng = rng;
+  }
+  const double scale = 1.0 / std::sqrt(static_cast<double>(q.dim(-1)));
+  return kernels::chunked_attention(q * scale, k, v, spec).out;
+}
+
+// A key-padding mask for kernel_attention: the mask (validated by check_mask against
+// [batch, n_heads, L, L]) as int32 [R, L] (R = 1 or batch), 0 where a key may be
+// attended and -1 where not. Undefined when the mask has another form (it varies over
+// heads or queries): the caller then keeps the materialising path.
+Tensor padding_rows(const Tensor& mask, std::size_t batch, std::size_t len) {
+  const Shape& m = mask.shape();
+  const std::size_t r = m.size();
+  for (std::size_t a = 0; a + 1 < r; ++a) {
+    const bool batch_axis = r == 4 && a == 0 && m[a] == batch;
+    if (m[a] != 1 && !batch_axis) return Tensor();
+  }
+  const std::size_t rows = r == 4 ? m[0] : 1;
+  if (r == 0 || m[r - 1] != len) {  // a scalar or a key axis of 1: broadcast over keys
+    return Tensor();
+  }
+  const std::vector<double> values = mask.astype(DType::f64).to_vector<double>();
+  Tensor info = Tensor::empty({rows, len}, DType::i32);
+  std::int32_t* p = info.data<std::int32_t>();
+  for (std::size_t i = 0; i < rows * len; ++i) p[i] = values[i] != 0.0 ? 0 : -1;
+  return info;
 }
 
 }  // namespace
@@ -186,7 +245,24 @@ Stack PureAttentionLayer::forward(const Stack& inputs) {
     const auto len = static_cast<long>(x.dim(1));
     return fm::transpose(fm::reshape(x, {batch, len, heads, d_head}), {0, 2, 1, 3});
   };
-  Var out = dot_product_attention(split(q), split(k), split(v), mask, dropout_, mode_, rng_);
+  // Through the chunked kernel (no [B, H, L, L] scores) when the keys are the queries'
+  // length and the mask is a key-padding mask ([B or 1, 1, 1, L], PaddingMask's form);
+  // other masks (varying over heads or queries) and Lq != Lk keep the materialising
+  // dot_product_attention.
+  const std::size_t len = q.dim(1);
+  const bool sized = batch > 0 && len > 0 && d_head > 0 && k.dim(1) == len;
+  const Tensor kv_info = sized ? padding_rows(mask.value(), q.dim(0), len) : Tensor();
+  Var out;
+  if (kv_info.defined()) {
+    auto slices = [&](const Var& x) {
+      return fm::reshape(split(x), {batch * heads, static_cast<long>(len), d_head});
+    };
+    out = fm::reshape(
+        kernel_attention(slices(q), slices(k), slices(v), kv_info, false, dropout_, mode_, rng_),
+        {batch, heads, static_cast<long>(len), d_head});
+  } else {
+    out = dot_product_attention(split(q), split(k), split(v), mask, dropout_, mode_, rng_);
+  }
   Var merged =
       fm::reshape(fm::transpose(out, {0, 2, 1, 3}), {batch, static_cast<long>(q.dim(1)), d});
   return {merged, mask};
@@ -238,9 +314,14 @@ Signature DotProductCausalAttentionLayer::forward_signature(const Signature& inp
 Stack DotProductCausalAttentionLayer::forward(const Stack& inputs) {
   check_inputs(base::signature_of(inputs));
   const Var &q = inputs[0], &k = inputs[1], &v = inputs[2];
+  // Predict mode (the key/value cache) keeps the materialising dot_product_attention.
   if (mode_ == Mode::predict) return predict_forward(q, k, v);
   const std::size_t len = q.dim(1);
-  return {dot_product_attention(q, k, v, Var(causal_mask(len, len)), dropout_, mode_, rng_)};
+  if (q.size() == 0 || v.size() == 0) {  // nothing to attend: the materialising path's empties
+    return {dot_product_attention(q, k, v, Var(causal_mask(len, len)), dropout_, mode_, rng_)};
+  }
+  // Through the chunked kernel: memory O(L * d) per slice, not [N, L, L] scores.
+  return {kernel_attention(q, k, v, Tensor(), true, dropout_, mode_, rng_)};
 }
 
 Stack DotProductCausalAttentionLayer::predict_forward(const Var& q, const Var& k, const Var& v) {

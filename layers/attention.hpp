@@ -1,8 +1,8 @@
 /// @file
 /// Dense multi-head attention (Trax 1.3.4's attention.py).
 ///
-/// The plain O(L^2) form, with the same layer structure as Trax so that repr() and the
-/// flat weight names read the same:
+/// Trax's dense (full) attention, with the same layer structure as Trax so that repr()
+/// and the flat weight names read the same:
 ///
 /// @code{.unparsed}
 ///   Attention(d, n_heads)          (x, mask) -> (y, mask)
@@ -28,6 +28,16 @@
 ///                                                  layer's rng (same rng, same mask)
 ///   out  = w v
 /// @endcode
+///
+/// How it is computed: in train and eval mode, DotProductCausalAttention and
+/// PureAttention with a key-padding mask ([B or 1, 1, 1, Lk], PaddingMask's form, with
+/// Lq == Lk) run through the chunked attention kernel (layers/chunked_attention.hpp)
+/// tile by tile, without the [B, n_heads, Lq, Lk] logits: memory O(L * d_head) per head,
+/// and causal tiles skip the keys in their future. The results are those of the
+/// formulas above up to float rounding, the dropout masks included (each tile draws its
+/// elements of the same bernoulli(rng, 1 - rate, [.., Lq, Lk]) with core::bernoulli_range).
+/// Other masks (varying over heads or queries), Lq != Lk and predict mode (the key/value
+/// cache) use dot_product_attention, which materialises the logits.
 ///
 /// A mask is any tensor that broadcasts to the attention logits ([B, n_heads, Lq, Lk]
 /// for PureAttention, e.g. [B, 1, 1, Lk] from PaddingMask or [B, 1, Lq, Lk]); nonzero

@@ -11,6 +11,12 @@
 ///                           LSHSelfAttention's fast path
 /// @endcode
 ///
+/// The kernel itself (the steps of a tile shared by both: windows, masks, softmax with
+/// logsumexp, dropout multiplier, the softmax's backward; and the two ways rows come
+/// in) is in chunked_attention_kernel.cpp; this file's functions are its custom-VJP nodes.
+/// Dense Attention / CausalAttention (layers/attention.cpp) call chunked_attention too,
+/// with replace_masked and element_dropout.
+///
 /// Each computes, per slice and chunk of query rows, the scores against the chunk's
 /// window of keys, Trax's masks (causal -1e9, self -1e5, padding -1e9), the softmax
 /// through its logsumexp, the shared dropout multiplier and the product with the values;
@@ -47,6 +53,17 @@ struct ChunkedAttentionSpec {
   Tensor q_info;
   Tensor kv_info;     ///< int32 [R, seq_len]: the keys' positions, negative where padded
   Tensor multiplier;  ///< [chunk, window] dropout multiplier (keep / keep_prob), or undefined
+  /// Trax's dense dot_product_attention (layers/attention.cpp): masked scores are
+  /// REPLACED by -1e9 (where(mask, dots, -1e9)) instead of lowered by the mask constant,
+  /// so a query whose keys are all masked attends uniformly to all seq_len keys and no
+  /// gradient reaches a masked score. Causal and padding masks only (no exclude_self).
+  bool replace_masked = false;
+  /// Dense attention's dropout, one draw per score (rate > 0; needs chunk == seq_len and
+  /// no neighbours): score (s, row, col) keeps element (s * seq_len + row) * seq_len + col
+  /// of bernoulli(element_dropout_rng, 1 - rate, [n_slices, seq_len, seq_len]), as
+  /// dot_product_attention draws its mask, and is multiplied by keep / (1 - rate).
+  double element_dropout = 0.0;
+  Key element_dropout_rng;  ///< the key of element_dropout's draw
 };
 
 /// The outputs of chunked_attention.

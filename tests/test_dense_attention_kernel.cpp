@@ -23,6 +23,7 @@
 #include "autodiff/tape.hpp"
 #include "core/ops.hpp"
 #include "core/rng.hpp"
+#include "layer_test_util.hpp"
 #include "layers/attention.hpp"
 #include "layers/chunked_attention.hpp"
 #include "layers/layer_gradcheck.hpp"
@@ -43,15 +44,8 @@ using Vec = std::vector<double>;
 // allowed(s, i, j): may query i of slice s attend to key j?
 using Allowed = std::function<bool(std::size_t, std::size_t, std::size_t)>;
 
-Tensor randn(const Shape& shape, std::int64_t seed, DType dtype = DType::f32) {
-  return core::normal(key_from_seed(seed), shape, dtype);
-}
-Vec vals(const Tensor& t) {
-  return t.to_vector<double>();
-}
-Vec vals(const Var& v) {
-  return v.value().to_vector<double>();
-}
+using testutil::randn;
+using testutil::vals;
 double max_diff(const Vec& a, const Vec& b) {
   REQUIRE(a.size() == b.size());
   double m = 0;

@@ -32,20 +32,20 @@ using namespace detail;
 //
 // forward_group for SelfAttention and LSHSelfAttention, batched over the slices of a group:
 // the same function as forward_unbatched per (example, head), written with a leading slice
-// axis G so that every step is ONE op over all the group's heads (one batched gemm for the
-// projections, one for q k^T over [G * n_chunks, chunk, window] blocks, one for the
-// probabilities times v, one for the output projection) instead of G times many small ops.
-// Memory per head stays O(L * window) when chunked. Each step matches attend's and
+// axis n_slices so that every step is ONE op over all the group's heads (one batched gemm for the
+// projections, one for q k^T over [n_slices * n_chunks, chunk, window] blocks, one for the
+// probabilities times v, one for the output projection) instead of n_slices times many small ops.
+// Memory per head stays O(seq_len * window) when chunked. Each step matches attend's and
 // forward_unbatched's arithmetic, so the results equal the reference path's within
 // rounding (the test file pins them together).
 
 namespace {
 
-// The slices [idx_lo, idx_hi) as E examples of Hg consecutive heads each (a group is part
-// of one example's heads, or whole examples: group_size's rule guarantees it).
+// The slices [idx_lo, idx_hi) as n_examples examples of n_group_heads consecutive heads each (a
+// group is part of one example's heads, or whole examples: group_size's rule guarantees it).
 struct GroupLayout {
-  long n_examples = 0;  // E
-  long heads_per = 0;   // Hg
+  long n_examples = 0;     // examples in the group
+  long n_group_heads = 0;  // consecutive heads of each example in the group
   long example_lo = 0;
   long head_lo = 0;
   bool ok = false;
@@ -60,16 +60,16 @@ GroupLayout layout_of(long idx_lo, long idx_hi, long n_heads) {
   const long example_hi = (idx_hi - 1) / n_heads;
   g.n_examples = example_hi - g.example_lo + 1;
   if (g.n_examples == 1) {
-    g.heads_per = n;
+    g.n_group_heads = n;
     g.ok = true;
   } else if (idx_lo % n_heads == 0 && idx_hi % n_heads == 0) {
-    g.heads_per = n_heads;
+    g.n_group_heads = n_heads;
     g.ok = true;
   }
   return g;
 }
 
-// The group's examples' inputs: [E, L, d_model].
+// The group's examples' inputs: [n_examples, seq_len, d_model].
 Var group_examples(const GroupLayout& lay, const std::function<Var(long)>& x_of) {
   VarList parts;
   for (long e = 0; e < lay.n_examples; ++e) {
@@ -79,11 +79,11 @@ Var group_examples(const GroupLayout& lay, const std::function<Var(long)>& x_of)
   return parts.size() == 1 ? parts[0] : fm::concatenate(parts, 0);
 }
 
-// Weight leaf i of each of the group's heads (each head once), stacked: [Hg, ...].
+// Weight leaf i of each of the group's heads (each head once), stacked: [n_group_heads, ...].
 std::vector<Var> group_head_weights(const GroupLayout& lay, long n_heads,
                                     const std::function<std::vector<Var>(long)>& weights_of) {
   std::vector<VarList> per_leaf;
-  for (long j = 0; j < lay.heads_per; ++j) {
+  for (long j = 0; j < lay.n_group_heads; ++j) {
     const std::vector<Var> ws = weights_of((lay.head_lo + j) % n_heads);
     if (per_leaf.empty()) per_leaf.resize(ws.size());
     for (std::size_t i = 0; i < ws.size(); ++i) {
@@ -99,34 +99,39 @@ std::vector<Var> group_head_weights(const GroupLayout& lay, long n_heads,
   return out;
 }
 
-// X [E, L, D] projected by every head's w [Hg, D, d] (+ b [Hg, d]) in ONE gemm against the
-// heads' matrices side by side ([D, Hg * d]): [E, L, Hg * d].
+// X [n_examples, seq_len, d_model] projected by every head's w [n_group_heads, d_model, d] (+ b
+// [n_group_heads, d]) in ONE gemm against the heads' matrices side by side ([d_model, n_group_heads
+// * d]): [n_examples, seq_len, n_group_heads * d].
 Var project_side_by_side(const Var& X, const Var& w, const Var& b) {
-  const long D = as_long(X.dim(2));
-  const long Hg = as_long(w.dim(0)), d = as_long(w.dim(2));
-  const Var wc =
-      Hg == 1 ? fm::reshape(w, {D, d}) : fm::reshape(fm::transpose(w, {1, 0, 2}), {D, Hg * d});
+  const long d_model = as_long(X.dim(2));
+  const long n_group_heads = as_long(w.dim(0)), d = as_long(w.dim(2));
+  const Var wc = n_group_heads == 1
+                     ? fm::reshape(w, {d_model, d})
+                     : fm::reshape(fm::transpose(w, {1, 0, 2}), {d_model, n_group_heads * d});
   Var y = fm::matmul(X, wc);
-  if (b.defined()) y = y + fm::reshape(b, {1, 1, Hg * d});
+  if (b.defined()) y = y + fm::reshape(b, {1, 1, n_group_heads * d});
   return y;
 }
 
-// The same split into slices: [G = E * Hg, L, d].
+// The same split into slices: [n_slices = n_examples * n_group_heads, seq_len, d].
 Var project_heads(const Var& X, const Var& w, const Var& b) {
-  const long E = as_long(X.dim(0)), L = as_long(X.dim(1));
-  const long Hg = as_long(w.dim(0)), d = as_long(w.dim(2));
+  const long n_examples = as_long(X.dim(0)), seq_len = as_long(X.dim(1));
+  const long n_group_heads = as_long(w.dim(0)), d = as_long(w.dim(2));
   const Var y = project_side_by_side(X, w, b);
-  if (Hg == 1) return y;
-  return fm::reshape(fm::transpose(fm::reshape(y, {E, L, Hg, d}), {0, 2, 1, 3}), {E * Hg, L, d});
+  if (n_group_heads == 1) return y;
+  return fm::reshape(
+      fm::transpose(fm::reshape(y, {n_examples, seq_len, n_group_heads, d}), {0, 2, 1, 3}),
+      {n_examples * n_group_heads, seq_len, d});
 }
 
 // Attention whose window spans at least this many keys keeps its outputs for the
-// recomputation (KeptCores): O(L * d_v) per slice, as much as the queries.
+// recomputation (KeptCores): O(seq_len * d_v) per slice, as much as the queries.
 constexpr long kKeepCoresWindow = 1024;
 
-// attend for G slices at once: q [G, len, d_qk], k (undefined: shared with q) and v
-// [G, len, d_v]; masks from q_info / kv_info (int32 [R, len], slice s uses row
-// s / (G / R); undefined: no mask). Returns out [G, len, d_v] and logsumexp [G, len].
+// attend for n_slices slices at once: q [n_slices, len, d_qk], k (undefined: shared with q) and v
+// [n_slices, len, d_v]; masks from q_info / kv_info (int32 [R, len], slice s uses row
+// s / (n_slices / R); undefined: no mask). Returns out [n_slices, len, d_v] and logsumexp
+// [n_slices, len].
 struct BatchedAttend {
   Var out, logsumexp;
 };
@@ -183,37 +188,42 @@ struct GroupOut {
   std::vector<std::vector<Tensor>> states;
 };
 
-// The group's result from the heads' outputs side by side, o [E, L, Hg * d_v]: the output
-// projection summed over each example's heads as ONE gemm against w_o [Hg * d_v, D],
-// broadcast output dropout.
+// The group's result from the heads' outputs side by side, o [n_examples, seq_len, n_group_heads *
+// d_v]: the output projection summed over each example's heads as ONE gemm against w_o
+// [n_group_heads * d_v, d_model], broadcast output dropout.
 void finish_side_by_side(const GroupLayout& lay, const Var& o, const Var& w_o, double rate,
                          Key output_rng, GroupOut& g) {
-  const long E = lay.n_examples, Hg = lay.heads_per;
-  const long L = as_long(o.dim(1)), dv = as_long(w_o.dim(1)), D = as_long(w_o.dim(2));
-  Var out = fm::matmul(o, fm::reshape(w_o, {Hg * dv, D}));  // [E, L, D]
+  const long n_examples = lay.n_examples, n_group_heads = lay.n_group_heads;
+  const long seq_len = as_long(o.dim(1)), dv = as_long(w_o.dim(1)), d_model = as_long(w_o.dim(2));
+  Var out = fm::matmul(
+      o, fm::reshape(w_o, {n_group_heads * dv, d_model}));  // [n_examples, seq_len, d_model]
   if (rate > 0.0) {
     out = out * Var(kernels::dropout_multiplier(rate, output_rng, Shape{out.dim(2)}, out.dtype()));
   }
-  for (long e = 0; e < E; ++e) {
+  for (long e = 0; e < n_examples; ++e) {
     g.examples.push_back(lay.example_lo + e);
-    g.outputs.push_back(E == 1 ? fm::reshape(out, {L, D})
-                               : fm::reshape(fm::slice(out, 0, e, e + 1), {L, D}));
+    g.outputs.push_back(n_examples == 1
+                            ? fm::reshape(out, {seq_len, d_model})
+                            : fm::reshape(fm::slice(out, 0, e, e + 1), {seq_len, d_model}));
   }
 }
 
-// The same from out [G, L, d_v] (slices first): the heads put side by side first.
+// The same from out [n_slices, seq_len, d_v] (slices first): the heads put side by side first.
 void finish_group(const GroupLayout& lay, const Var& attended, const Var& w_o, double rate,
                   Key output_rng, GroupOut& g) {
-  const long E = lay.n_examples, Hg = lay.heads_per;
-  const long L = as_long(attended.dim(1)), dv = as_long(attended.dim(2));
+  const long n_examples = lay.n_examples, n_group_heads = lay.n_group_heads;
+  const long seq_len = as_long(attended.dim(1)), dv = as_long(attended.dim(2));
   const Var o =
-      Hg == 1 ? attended
-              : fm::reshape(fm::transpose(fm::reshape(attended, {E, Hg, L, dv}), {0, 2, 1, 3}),
-                            {E, L, Hg * dv});
+      n_group_heads == 1
+          ? attended
+          : fm::reshape(
+                fm::transpose(fm::reshape(attended, {n_examples, n_group_heads, seq_len, dv}),
+                              {0, 2, 1, 3}),
+                {n_examples, seq_len, n_group_heads * dv});
   finish_side_by_side(lay, o, w_o, rate, output_rng, g);
 }
 
-// SelfAttentionLayer::forward_unbatched for the G slices of a group at once.
+// SelfAttentionLayer::forward_unbatched for the n_slices slices of a group at once.
 GroupOut self_attention_group(const SelfAttentionOptions& opt, const GroupLayout& lay, long n_heads,
                               const std::function<Var(long)>& x_of,
                               const std::function<std::vector<Var>(long)>& weights_of,
@@ -222,45 +232,45 @@ GroupOut self_attention_group(const SelfAttentionOptions& opt, const GroupLayout
   GroupOut g;
   // 1. Two keys (the same for every slice): attention dropout, output dropout.
   const std::vector<Key> rngs = core::split(rng, 2);
-  // 2. Inputs [E, L, d_model] and the heads' weights stacked [Hg, ...].
+  // 2. Inputs [n_examples, seq_len, d_model] and the heads' weights stacked [n_group_heads, ...].
   const Var X = group_examples(lay, x_of);
   const AttentionWeights W = AttentionWeights::unpack(group_head_weights(lay, n_heads, weights_of),
                                                       opt.share_qk, opt.bias);
-  const long L = as_long(X.dim(1));
-  // 3. Projections, one gemm each for all the group's heads: [G, L, d].
+  const long seq_len = as_long(X.dim(1));
+  // 3. Projections, one gemm each for all the group's heads: [n_slices, seq_len, d].
   const Var q = project_heads(X, W.w_q, W.b_q);
   const Var k = opt.share_qk ? Var() : project_heads(X, W.w_k, W.b_k);
   const Var v = project_heads(X, W.w_v, W.b_v);
-  const long G = as_long(q.dim(0));
+  const long n_slices = as_long(q.dim(0));
   // 4. Masks: positions, padded keys negative (one row per example when masked).
   Tensor q_info, kv_info;
   if (opt.causal || opt.share_qk || opt.masked) {
     const long rows = opt.masked ? lay.n_examples : 1;
-    q_info =
-        Tensor::empty({static_cast<std::size_t>(rows), static_cast<std::size_t>(L)}, DType::i32);
+    q_info = Tensor::empty({static_cast<std::size_t>(rows), static_cast<std::size_t>(seq_len)},
+                           DType::i32);
     kv_info = Tensor::empty(q_info.shape(), DType::i32);
     std::int32_t* qi = q_info.data<std::int32_t>();
     std::int32_t* ki = kv_info.data<std::int32_t>();
     for (long r = 0; r < rows; ++r) {
       const std::int32_t* m =
-          opt.masked ? mask.data<std::int32_t>() + (lay.example_lo + r) * L : nullptr;
-      for (long t = 0; t < L; ++t) {
-        qi[r * L + t] = static_cast<std::int32_t>(t);
-        ki[r * L + t] = static_cast<std::int32_t>(m == nullptr || m[t] != 0 ? t : -t);
+          opt.masked ? mask.data<std::int32_t>() + (lay.example_lo + r) * seq_len : nullptr;
+      for (long t = 0; t < seq_len; ++t) {
+        qi[r * seq_len + t] = static_cast<std::int32_t>(t);
+        ki[r * seq_len + t] = static_cast<std::int32_t>(m == nullptr || m[t] != 0 ? t : -t);
       }
     }
   }
-  // 5. Attention over [G * n_chunks, chunk, window] blocks.
+  // 5. Attention over [n_slices * n_chunks, chunk, window] blocks.
   const BatchedAttend att =
       attend_batched(q, k, v, opt.chunk_len, opt.n_chunks_before, opt.n_chunks_after, q_info,
                      kv_info, opt.causal, opt.share_qk, opt.masked, attention_rate, rngs[0], kept);
   // 6. Output projection, output dropout, sum over heads.
   finish_group(lay, att.out, W.w_o, output_rate, rngs[1], g);
-  g.states.resize(static_cast<std::size_t>(G));
+  g.states.resize(static_cast<std::size_t>(n_slices));
   return g;
 }
 
-// LSHSelfAttentionLayer::forward_unbatched for the G slices of a group at once.
+// LSHSelfAttentionLayer::forward_unbatched for the n_slices slices of a group at once.
 GroupOut lsh_group(const LSHSelfAttentionLayer& layer, const GroupLayout& lay, long n_heads,
                    const std::function<Var(long)>& x_of,
                    const std::function<std::vector<Var>(long)>& weights_of, const Tensor& mask,
@@ -273,21 +283,23 @@ GroupOut lsh_group(const LSHSelfAttentionLayer& layer, const GroupLayout& lay, l
   }
   GroupOut g;
   const std::vector<Key> rngs = core::split(rng, 2);
-  // 1. q and v of every slice, one gemm each for all the group's heads: [G, L, d].
+  // 1. q and v of every slice, one gemm each for all the group's heads: [n_slices, seq_len, d].
   const Var X = group_examples(lay, x_of);
   const std::vector<Var> W = group_head_weights(lay, n_heads, weights_of);
-  //    Kept side by side, [E, L, Hg * d]: the attention node reads that layout.
+  //    Kept side by side, [n_examples, seq_len, n_group_heads * d]: the attention node reads that
+  //    layout.
   const Var q = project_side_by_side(X, W.at(0), Var());
   const Var v = project_side_by_side(X, W.at(1), Var());
-  const long Hg = lay.heads_per, G = lay.n_examples * Hg, L = as_long(q.dim(1));
+  const long n_group_heads = lay.n_group_heads, n_slices = lay.n_examples * n_group_heads,
+             seq_len = as_long(q.dim(1));
   const long n_hashes = o.n_hashes;
-  const long N = n_hashes * L;
-  const long d_qk = as_long(q.dim(2)) / Hg;
+  const long n_slots = n_hashes * seq_len;
+  const long d_qk = as_long(q.dim(2)) / n_group_heads;
   const Tensor qv = q.value();
 
   // 2. Hash and sort each slice (integer work, no gradient), straight into the index
   //    tables of the attention node: positions, key infos and unsorted rows per sorted slot.
-  const Shape gn{static_cast<std::size_t>(G), static_cast<std::size_t>(N)};
+  const Shape gn{static_cast<std::size_t>(n_slices), static_cast<std::size_t>(n_slots)};
   Tensor pos_all = Tensor::empty(gn, DType::i32);
   Tensor kv_all = o.masked ? Tensor::empty(gn, DType::i32) : pos_all;
   Tensor row_all = Tensor::empty(gn, DType::i32);
@@ -298,50 +310,54 @@ GroupOut lsh_group(const LSHSelfAttentionLayer& layer, const GroupLayout& lay, l
   for (long f : o.n_buckets) per_round *= f;
   if (o.masked) per_round += 1;
   //    One slice per item (core::parallel_for); the states are collected in slice order.
-  g.states.resize(static_cast<std::size_t>(G));
+  g.states.resize(static_cast<std::size_t>(n_slices));
   //    Work per slice: the rotations (when hashing) and the counting sort.
   long rot_size = 0;
   for (long f : o.n_buckets) rot_size += f;
   const double hash_flops =
-      static_cast<double>(N) * (update_state ? static_cast<double>(d_qk * rot_size) : 0.0) +
-      10.0 * static_cast<double>(N);
-  core::parallel_for(G, hash_flops, [&](long s, int) {
-    std::vector<std::int32_t> undo(static_cast<std::size_t>(N));
+      static_cast<double>(n_slots) * (update_state ? static_cast<double>(d_qk * rot_size) : 0.0) +
+      10.0 * static_cast<double>(n_slots);
+  core::parallel_for(n_slices, hash_flops, [&](long s, int) {
+    std::vector<std::int32_t> undo(static_cast<std::size_t>(n_slots));
     std::vector<long> count;
-    const long example = lay.example_lo + s / lay.heads_per;
-    const long head = lay.head_lo + s % lay.heads_per;
+    const long example = lay.example_lo + s / lay.n_group_heads;
+    const long head = lay.head_lo + s % lay.n_group_heads;
     const long idx = example * n_heads + head;
-    const std::int32_t* m = mask.defined() ? mask.data<std::int32_t>() + example * L : nullptr;
+    const std::int32_t* m =
+        mask.defined() ? mask.data<std::int32_t>() + example * seq_len : nullptr;
     const LSHSelfAttentionLayer::CallBuckets call = layer.buckets_of_call(
-        {row_of(state[0], idx), row_of(state[1], idx)}, update_state, L, head, qv.dtype(),
+        {row_of(state[0], idx), row_of(state[1], idx)}, update_state, seq_len, head, qv.dtype(),
         [&](const Tensor& rotations) {
-          Tensor buckets = Tensor::empty({static_cast<std::size_t>(N)}, DType::i32);
-          hash_rows(qv, static_cast<std::size_t>(((s / Hg) * L * Hg + s % Hg) * d_qk), Hg * d_qk, L,
-                    d_qk, rotations, o.n_buckets, n_hashes, m, buckets.data<std::int32_t>());
+          Tensor buckets = Tensor::empty({static_cast<std::size_t>(n_slots)}, DType::i32);
+          hash_rows(qv,
+                    static_cast<std::size_t>(
+                        ((s / n_group_heads) * seq_len * n_group_heads + s % n_group_heads) * d_qk),
+                    n_group_heads * d_qk, seq_len, d_qk, rotations, o.n_buckets, n_hashes, m,
+                    buckets.data<std::int32_t>());
           return buckets;
         });
     const Tensor& buckets = call.buckets;
     g.states[static_cast<std::size_t>(s)] = call.state;
-    std::int32_t* sk = prow + s * N;  // the sticker, written in place
+    std::int32_t* sk = prow + s * n_slots;  // the sticker, written in place
     const Tensor b32 = buckets.astype(DType::i32);
-    if (!counting_sort_buckets(b32.data<std::int32_t>(), L, n_hashes, per_round, sk, undo.data(),
-                               count)) {
-      const SortedBuckets sorted = sort_buckets(buckets, L, n_hashes);
-      std::copy_n(sorted.sticker.data<std::int32_t>(), N, sk);
+    if (!counting_sort_buckets(b32.data<std::int32_t>(), seq_len, n_hashes, per_round, sk,
+                               undo.data(), count)) {
+      const SortedBuckets sorted = sort_buckets(buckets, seq_len, n_hashes);
+      std::copy_n(sorted.sticker.data<std::int32_t>(), n_slots, sk);
     }
-    for (long t = 0; t < N; ++t) {
-      const std::int32_t p = static_cast<std::int32_t>(sk[t] % L);
-      ppos[s * N + t] = p;
-      if (o.masked) pkv[s * N + t] = m[p] != 0 ? p : -p;
+    for (long t = 0; t < n_slots; ++t) {
+      const std::int32_t p = static_cast<std::int32_t>(sk[t] % seq_len);
+      ppos[s * n_slots + t] = p;
+      if (o.masked) pkv[s * n_slots + t] = m[p] != 0 ? p : -p;
     }
   });
 
   // 3. Shared-QK chunked attention over the sorted slots, read through the sort, and the
   //    hash rounds combined (each weighted by its share of the softmax mass): one node,
-  //    [E, L, Hg * d_v].
+  //    [n_examples, seq_len, n_group_heads * d_v].
   kernels::LshAttentionSpec spec;
   spec.n_hashes = n_hashes;
-  spec.heads = Hg;
+  spec.heads = n_group_heads;
   spec.chunk = *o.chunk_len;
   spec.before = o.n_chunks_before;
   spec.after = o.n_chunks_after;

@@ -44,6 +44,7 @@ using Vec = std::vector<double>;
 // allowed(s, i, j): may query i of slice s attend to key j?
 using Allowed = std::function<bool(std::size_t, std::size_t, std::size_t)>;
 
+using testutil::check_gradients;
 using testutil::randn;
 using testutil::vals;
 double max_diff(const Vec& a, const Vec& b) {
@@ -146,13 +147,6 @@ Var pure_attention_old(const Var& q, const Var& k, const Var& v, const Var& mask
   };
   const Var o = tl::dot_product_attention(split(q), split(k), split(v), mask, rate, mode, rng);
   return fm::reshape(fm::transpose(o, {0, 2, 1, 3}), {B, L, d});
-}
-
-void check_gradients(Layer& layer, const std::vector<Tensor>& inputs, core::Key rng) {
-  base::cast_layer(layer, DType::f64);
-  const auto r = base::gradcheck_layer(layer, inputs, rng);
-  CHECK_MESSAGE(r.ok, r.message);
-  CHECK(r.n_checked > 0);
 }
 
 }  // namespace
